@@ -1,0 +1,335 @@
+//! What the old cluster's catalogs say: bootstrap superuser, template0's encoding and locale,
+//! and per database the extensions and C libraries in use.
+//!
+//! Read over a Unix socket with tokio-postgres, by [`crate::db`], as the cluster owner.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use crate::install::Install;
+use crate::preflight::Finding;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct LocaleInfo {
+    pub(crate) encoding: String,
+    pub(crate) collate: String,
+    pub(crate) ctype: String,
+    /// `libc`, `icu` or `builtin`.
+    pub(crate) provider: String,
+    pub(crate) provider_locale: Option<String>,
+    pub(crate) icu_rules: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Extension {
+    pub(crate) name: String,
+    pub(crate) version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Database {
+    pub(crate) name: String,
+    pub(crate) encoding: String,
+    pub(crate) extensions: Vec<Extension>,
+    /// `probin` of C-language functions, e.g. `$libdir/hstore`.
+    pub(crate) libraries: Vec<String>,
+    pub(crate) relations: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Catalog {
+    pub(crate) server_version_num: u32,
+    pub(crate) bootstrap_superuser: String,
+    pub(crate) template0: LocaleInfo,
+    pub(crate) databases: Vec<Database>,
+    pub(crate) shared_preload_libraries: Vec<String>,
+}
+
+impl Catalog {
+    pub(crate) fn relations(&self) -> u64 {
+        self.databases.iter().map(|d| d.relations).sum()
+    }
+}
+
+type PgResult<T> = Result<T, tokio_postgres::Error>;
+
+/// Reads the catalog through `first` (connected to any database) and one connection per
+/// database made by `connect`.
+pub(crate) async fn read<F, Fut>(first: &Client, connect: F) -> PgResult<Catalog>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = PgResult<Client>>,
+{
+    let version: u32 = first
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get::<_, i32>(0)
+        .try_into()
+        .unwrap_or(0);
+    let bootstrap_superuser: String = first
+        .query_one(
+            "SELECT rolname::text FROM pg_catalog.pg_authid WHERE oid = 10",
+            &[],
+        )
+        .await?
+        .get(0);
+    // 15: datlocprovider and daticulocale; 16: daticurules; 17: daticulocale became datlocale.
+    let locale_cols = match version {
+        v if v >= 170_000 => "datlocprovider::text, datlocale::text, daticurules::text",
+        v if v >= 160_000 => "datlocprovider::text, daticulocale::text, daticurules::text",
+        v if v >= 150_000 => "datlocprovider::text, daticulocale::text, NULL::text",
+        _ => "'c'::text, NULL::text, NULL::text",
+    };
+    let row = first
+        .query_one(
+            &format!(
+                "SELECT pg_catalog.pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text, {locale_cols} \
+                 FROM pg_catalog.pg_database WHERE datname = 'template0'"
+            ),
+            &[],
+        )
+        .await?;
+    let provider = match row.get::<_, String>(3).as_str() {
+        "i" => "icu",
+        "b" => "builtin",
+        _ => "libc",
+    }
+    .to_string();
+    let template0 = LocaleInfo {
+        encoding: row.get(0),
+        collate: row.get(1),
+        ctype: row.get(2),
+        provider,
+        provider_locale: row.get(4),
+        icu_rules: row.get(5),
+    };
+    let spl: String = first
+        .query_one("SELECT current_setting('shared_preload_libraries')", &[])
+        .await?
+        .get(0);
+    let names = first
+        .query(
+            "SELECT datname::text, pg_catalog.pg_encoding_to_char(encoding)::text FROM pg_catalog.pg_database \
+             WHERE datallowconn ORDER BY datname",
+            &[],
+        )
+        .await?;
+    let mut databases = Vec::new();
+    for r in names {
+        let name: String = r.get(0);
+        let client = connect(name.clone()).await?;
+        let extensions = client
+            .query(
+                "SELECT extname::text, extversion FROM pg_catalog.pg_extension ORDER BY 1",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| Extension {
+                name: r.get(0),
+                version: r.get(1),
+            })
+            .collect();
+        // The same set pg_upgrade checks for loadable_libraries.txt: C functions outside
+        // the initial catalog.
+        let libraries = client
+            .query(
+                "SELECT DISTINCT probin FROM pg_catalog.pg_proc WHERE prolang = 13 \
+                 AND probin IS NOT NULL AND oid >= 16384 ORDER BY 1",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let relations: i64 = client
+            .query_one("SELECT count(*) FROM pg_catalog.pg_class", &[])
+            .await?
+            .get(0);
+        databases.push(Database {
+            name,
+            encoding: r.get(1),
+            extensions,
+            libraries,
+            relations: relations.try_into().unwrap_or(0),
+        });
+    }
+    Ok(Catalog {
+        server_version_num: version,
+        bootstrap_superuser,
+        template0,
+        databases,
+        shared_preload_libraries: split_library_list(&spl),
+    })
+}
+
+/// Splits `shared_preload_libraries` (`'a', "b" ,c`) into names.
+pub(crate) fn split_library_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(|s| s.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Where the new installation would load a library from, as the server resolves it.
+pub(crate) fn library_path(install: &Install, name: &str) -> PathBuf {
+    let rel = name.strip_prefix("$libdir/").unwrap_or(name);
+    let base = if Path::new(rel).is_absolute() {
+        PathBuf::from(rel)
+    } else {
+        install.pkglibdir.join(rel)
+    };
+    if base.extension().is_some() {
+        base
+    } else {
+        base.with_extension("so")
+    }
+}
+
+/// Findings for extensions and libraries the new installation lacks.
+pub(crate) fn missing_in(catalog: &Catalog, new: &Install) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let ext_dir = new.sharedir.join("extension");
+    for db in &catalog.databases {
+        for ext in &db.extensions {
+            let control = ext_dir.join(format!("{}.control", ext.name));
+            if !control.exists() {
+                out.push(Finding::error(
+                    "extension-missing",
+                    format!(
+                        "extension {} {} (database {}) is not installed for PostgreSQL {}: {} is missing",
+                        ext.name,
+                        ext.version,
+                        db.name,
+                        new.major,
+                        control.display()
+                    ),
+                    format!(
+                        "Install the extension for PostgreSQL {} (on Debian postgresql-{}-{}), or DROP EXTENSION {} in database {}",
+                        new.major, new.major, ext.name, ext.name, db.name
+                    ),
+                ));
+            }
+        }
+        for lib in &db.libraries {
+            let path = library_path(new, lib);
+            if !path.exists() {
+                out.push(Finding::error(
+                    "library-missing",
+                    format!(
+                        "library {lib} (used by functions in database {}) is missing for PostgreSQL {}: {} does not exist",
+                        db.name,
+                        new.major,
+                        path.display()
+                    ),
+                    format!("Install the package that provides it for PostgreSQL {}, or drop the functions that use it", new.major),
+                ));
+            }
+        }
+    }
+    for lib in &catalog.shared_preload_libraries {
+        let path = library_path(new, lib);
+        if !path.exists() {
+            out.push(Finding::error(
+                "preload-library-missing",
+                format!(
+                    "shared_preload_libraries names {lib}, which is missing for PostgreSQL {}: {} does not exist",
+                    new.major,
+                    path.display()
+                ),
+                format!(
+                    "Install {lib} for PostgreSQL {}, or remove it from shared_preload_libraries",
+                    new.major
+                ),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn install() -> Install {
+        Install {
+            bindir: "/pg/bin".into(),
+            major: 17,
+            version: "17.11".into(),
+            pkglibdir: "/pg/lib".into(),
+            sharedir: "/pg/share".into(),
+        }
+    }
+
+    #[test]
+    fn splits_preload_lists() {
+        assert_eq!(split_library_list(""), Vec::<String>::new());
+        assert_eq!(
+            split_library_list("pg_stat_statements, 'auto_explain',\"x\""),
+            ["pg_stat_statements", "auto_explain", "x"]
+        );
+    }
+
+    #[test]
+    fn resolves_library_paths_like_the_server() {
+        let i = install();
+        assert_eq!(
+            library_path(&i, "$libdir/hstore"),
+            PathBuf::from("/pg/lib/hstore.so")
+        );
+        assert_eq!(
+            library_path(&i, "pg_stat_statements"),
+            PathBuf::from("/pg/lib/pg_stat_statements.so")
+        );
+        assert_eq!(
+            library_path(&i, "/opt/x/lib.so"),
+            PathBuf::from("/opt/x/lib.so")
+        );
+    }
+
+    #[test]
+    fn names_each_missing_extension_with_its_database() {
+        let c = Catalog {
+            server_version_num: 160_000,
+            bootstrap_superuser: "postgres".into(),
+            template0: LocaleInfo {
+                encoding: "UTF8".into(),
+                collate: "C".into(),
+                ctype: "C".into(),
+                provider: "libc".into(),
+                provider_locale: None,
+                icu_rules: None,
+            },
+            databases: vec![Database {
+                name: "app".into(),
+                encoding: "UTF8".into(),
+                extensions: vec![Extension {
+                    name: "postgis".into(),
+                    version: "3.4".into(),
+                }],
+                libraries: vec!["$libdir/postgis-3".into()],
+                relations: 10,
+            }],
+            shared_preload_libraries: vec!["timescaledb".into()],
+        };
+        let f = missing_in(&c, &install());
+        let codes: Vec<&str> = f.iter().map(|f| f.code).collect();
+        assert_eq!(
+            codes,
+            [
+                "extension-missing",
+                "library-missing",
+                "preload-library-missing"
+            ]
+        );
+        assert!(
+            f[0].message
+                .contains("extension postgis 3.4 (database app)"),
+            "{}",
+            f[0].message
+        );
+    }
+}

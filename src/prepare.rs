@@ -1,0 +1,545 @@
+//! From flags to a Plan plus findings: inspect the old cluster and both installations, run
+//! every preflight check, and read the old catalog.
+//!
+//! Invariant: until `prepare` returns, nothing has been written. The static checks run first
+//! and refuse before any server is touched; only then is the catalog read (from the live
+//! server, or from a fenced start of a stopped one, as pg_upgrade --check itself does).
+
+use std::path::{Path, PathBuf};
+
+use crate::catalog::{self, Catalog};
+use crate::cli::CheckArgs;
+use crate::cluster::Cluster;
+use crate::db;
+use crate::error::{Error, Result};
+use crate::install::{self, Install, Role};
+use crate::layout;
+use crate::plan::{self, InitdbOptions, Mode, Plan, Side};
+use crate::preflight::{Finding, Findings};
+use crate::process::{Owner, Runner};
+use crate::server::{self, Fence};
+use crate::space::{self, Usage};
+
+/// Everything an upgrade needs, decided.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) plan: Plan,
+    pub(crate) findings: Findings,
+    pub(crate) runner: Runner,
+    pub(crate) cluster: Cluster,
+    pub(crate) old: Install,
+    pub(crate) new: Install,
+}
+
+/// What the caller will do with the plan.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Purpose {
+    Check,
+    Upgrade {
+        port: Option<u16>,
+        analyze: bool,
+        leave_stopped: bool,
+    },
+}
+
+fn refuse(f: Finding) -> Error {
+    Error::Refused { findings: vec![f] }
+}
+
+pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
+    let old_datadir = absolute(&args.old_datadir);
+    let cluster = Cluster::inspect(&old_datadir).map_err(refuse)?;
+    check_owner(&cluster.owner, &old_datadir).map_err(refuse)?;
+    let runner = Runner::new(cluster.owner.clone(), None);
+    let mut findings = Findings::default();
+
+    let old = find_old(&runner, args, &cluster).map_err(refuse)?;
+    let new = find_new(&runner, args, cluster.major).map_err(refuse)?;
+    check_versions(&cluster, &new).map_err(refuse)?;
+
+    let new_datadir =
+        resolve_new_datadir(args, &old_datadir, cluster.major, new.major).map_err(refuse)?;
+    check_target(&old_datadir, &new_datadir, &cluster.owner, &mut findings);
+
+    let control = cluster.control_data(&runner, &old)?;
+    let crashed = !cluster.is_running() && !control.cleanly_shut_down();
+    let old_state = if cluster.is_running() {
+        "running".to_string()
+    } else if crashed {
+        format!("stopped, not cleanly: {}", control.state)
+    } else {
+        "stopped".into()
+    };
+
+    let (mode, mode_reason) = choose_mode(
+        args.mode,
+        &old_datadir,
+        &new_datadir,
+        new.major,
+        &mut findings,
+    );
+    let usage = Usage::measure(&cluster);
+    let tablespaces: Vec<PathBuf> = cluster
+        .tablespaces
+        .iter()
+        .map(|t| t.location.clone())
+        .collect();
+    let space = space::needs(&usage, &new_datadir, &tablespaces, mode);
+    space_findings(&space, mode, &mut findings);
+
+    let old_port = match cluster.postmaster().and_then(|p| p.port) {
+        Some(p) => p,
+        None => cluster
+            .setting(&runner, &old, "port")?
+            .parse()
+            .unwrap_or(5432),
+    };
+    // Static checks refuse here, before any server is started or stopped.
+    let findings = findings.into_result()?;
+    let mut findings = findings;
+
+    let catalog = read_catalog(
+        args,
+        purpose,
+        &runner,
+        &cluster,
+        &old,
+        crashed,
+        old_port,
+        &mut findings,
+    )?;
+    if let Some(c) = &catalog {
+        for f in catalog::missing_in(c, &new) {
+            findings.push(f);
+        }
+    }
+
+    let (port, analyze, leave_stopped) = match purpose {
+        Purpose::Check => (old_port, true, false),
+        Purpose::Upgrade {
+            port,
+            analyze,
+            leave_stopped,
+        } => (port.unwrap_or(old_port), analyze, leave_stopped),
+    };
+    let databases = catalog
+        .as_ref()
+        .map_or(usage.databases, |c| c.databases.len() as u64);
+    let relations = catalog.as_ref().map_or(0, Catalog::relations);
+    let plan = Plan {
+        old: Side {
+            datadir: old_datadir,
+            bindir: old.bindir.clone(),
+            major: old.major,
+            version: old.version.clone(),
+            port: old_port,
+        },
+        new: Side {
+            datadir: new_datadir.clone(),
+            bindir: new.bindir.clone(),
+            major: new.major,
+            version: new.version.clone(),
+            port,
+        },
+        mode,
+        mode_reason,
+        jobs: args.jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            |j| j as usize,
+        ),
+        owner: cluster.owner.clone(),
+        work_dir: layout::work_dir(&new_datadir, old.major, new.major),
+        old_running: cluster.is_running(),
+        old_state,
+        tablespaces,
+        initdb: catalog
+            .as_ref()
+            .map(|c| InitdbOptions::from_old(c, &control)),
+        space,
+        relation_bytes: usage.total_relations(),
+        estimated_downtime_secs: plan::estimate_downtime(
+            mode,
+            databases,
+            relations,
+            usage.total_relations(),
+        ),
+        analyze,
+        leave_stopped,
+        steps: plan::STEPS.to_vec(),
+    };
+    Ok(Prepared {
+        plan,
+        findings,
+        runner,
+        cluster,
+        old,
+        new,
+    })
+}
+
+fn find_old(runner: &Runner, args: &CheckArgs, cluster: &Cluster) -> Result<Install, Finding> {
+    let old = match &args.old_bindir {
+        Some(b) => Install::probe(runner, b, Role::Old),
+        None => install::find_for_major(runner, cluster.major, Role::Old),
+    }?;
+    if old.major != cluster.major {
+        return Err(Finding::error(
+            "bindir-major-mismatch",
+            format!(
+                "{} is PostgreSQL {}, but {} holds a PostgreSQL {} cluster",
+                old.bindir.display(),
+                old.major,
+                cluster.datadir.display(),
+                cluster.major
+            ),
+            format!(
+                "Pass --old-bindir with the bin directory of PostgreSQL {}",
+                cluster.major
+            ),
+        ));
+    }
+    Ok(old)
+}
+
+fn space_findings(space: &[space::FsNeed], mode: Mode, findings: &mut Findings) {
+    for s in space.iter().filter(|s| !s.enough()) {
+        findings.push(Finding::error(
+            "no-space",
+            format!(
+                "not enough free space for --mode {} on the filesystem of {}: needs {}, {} free",
+                mode.name(),
+                s.path.display(),
+                space::human(s.needed),
+                space::human(s.free)
+            ),
+            if mode.copies_data() {
+                "Free space there, or use --mode link or clone (they do not copy relation files)"
+            } else {
+                "Free space there"
+            },
+        ));
+    }
+}
+
+fn resolve_new_datadir(
+    args: &CheckArgs,
+    old: &Path,
+    old_major: u32,
+    new_major: u32,
+) -> Result<PathBuf, Finding> {
+    if let Some(d) = &args.new_datadir {
+        return Ok(absolute(d));
+    }
+    layout::versioned_sibling(old, old_major, new_major).ok_or_else(|| {
+        Finding::error(
+            "no-default-new-datadir",
+            format!(
+                "cannot choose the new data directory: no component of {} names the old major {old_major}",
+                old.display()
+            ),
+            "Pass --new-datadir (for example a sibling directory on the same filesystem)",
+        )
+    })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The data directory must belong to an unprivileged user, and pgleap must run as root or
+/// as that user.
+fn check_owner(owner: &Owner, datadir: &Path) -> Result<(), Finding> {
+    if owner.uid == 0 {
+        return Err(Finding::error(
+            "owned-by-root",
+            format!(
+                "{} is owned by root; PostgreSQL refuses to run as root",
+                datadir.display()
+            ),
+            format!(
+                "chown -R the directory to the user that runs the server (for example chown -R postgres: {})",
+                datadir.display()
+            ),
+        ));
+    }
+    let me = nix::unistd::geteuid();
+    if !me.is_root() && me.as_raw() != owner.uid {
+        let me_name = nix::unistd::User::from_uid(me)
+            .ok()
+            .flatten()
+            .map_or_else(|| me.to_string(), |u| u.name);
+        return Err(Finding::error(
+            "wrong-user",
+            format!(
+                "{} belongs to uid {} ({}), but pgleap runs as uid {} ({})",
+                datadir.display(),
+                owner.uid,
+                owner.name,
+                me.as_raw(),
+                me_name
+            ),
+            format!(
+                "Run pgleap as root (it runs PostgreSQL as {}) or as {}",
+                owner.name, owner.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn find_new(runner: &Runner, args: &CheckArgs, old_major: u32) -> Result<Install, Finding> {
+    if let Some(b) = &args.new_bindir {
+        return Install::probe(runner, b, Role::New);
+    }
+    if let Some(v) = args.new_version {
+        return install::find_for_major(runner, v, Role::New);
+    }
+    // The newest installed major above the old one, as pg_upgradecluster does.
+    for major in (old_major + 1..=30).rev() {
+        if let Ok(i) = install::find_for_major(runner, major, Role::New) {
+            return Ok(i);
+        }
+    }
+    Err(Finding::error(
+        "no-new-install",
+        format!("no PostgreSQL installation newer than {old_major} found"),
+        "Pass --new-bindir DIR or --new-version N",
+    ))
+}
+
+fn check_versions(cluster: &Cluster, new: &Install) -> Result<(), Finding> {
+    if cluster.major < 10 {
+        return Err(Finding::error(
+            "old-too-old",
+            format!(
+                "{} holds PostgreSQL {}, older than pgleap supports",
+                cluster.datadir.display(),
+                cluster.major
+            ),
+            "Upgrade to PostgreSQL 10 or newer first (for example with pg_upgrade by hand)",
+        ));
+    }
+    if new.major <= cluster.major {
+        let what = if new.major == cluster.major {
+            "the same major"
+        } else {
+            "an older major"
+        };
+        return Err(Finding::error(
+            if new.major == cluster.major {
+                "same-major"
+            } else {
+                "downgrade"
+            },
+            format!(
+                "{} is PostgreSQL {} and {} is PostgreSQL {}, {what}: pg_upgrade only moves to a newer major",
+                cluster.datadir.display(),
+                cluster.major,
+                new.bindir.display(),
+                new.major
+            ),
+            format!(
+                "Pass --new-bindir or --new-version with a major newer than {}",
+                cluster.major
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_target(old: &Path, new: &Path, owner: &Owner, findings: &mut Findings) {
+    if new.starts_with(old) || old.starts_with(new) {
+        findings.push(Finding::error(
+            "target-overlaps",
+            format!(
+                "the new data directory {} overlaps the old one {}",
+                new.display(),
+                old.display()
+            ),
+            "Pass --new-datadir with a separate directory",
+        ));
+        return;
+    }
+    match std::fs::read_dir(new) {
+        Ok(rd) => {
+            let n = rd.count();
+            if n > 0 {
+                findings.push(Finding::error(
+                    "target-not-empty",
+                    format!("{} exists and is not empty ({n} entries)", new.display()),
+                    "Remove it or pass --new-datadir",
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => findings.push(Finding::error(
+            "target-unusable",
+            format!("{} cannot be used: {e}", new.display()),
+            "Pass --new-datadir with a directory the cluster owner can create",
+        )),
+    }
+    if !nix::unistd::geteuid().is_root() {
+        let parent = space::existing_ancestor(new.parent().unwrap_or(new));
+        if nix::unistd::access(&parent, nix::unistd::AccessFlags::W_OK).is_err() {
+            findings.push(Finding::error(
+                "target-not-writable",
+                format!(
+                    "{} cannot be created: {} is not writable by {}",
+                    new.display(),
+                    parent.display(),
+                    owner.name
+                ),
+                "Run pgleap as root, or create the directory for the owner first",
+            ));
+        }
+    }
+}
+
+/// Resolves `auto` and checks an explicit mode against the target and filesystems.
+fn choose_mode(
+    requested: Mode,
+    old: &Path,
+    new: &Path,
+    new_major: u32,
+    findings: &mut Findings,
+) -> (Mode, String) {
+    let same_fs = space::device_of(old) == space::device_of(new);
+    let new_parent = space::existing_ancestor(new);
+    if requested == Mode::Auto {
+        if !same_fs {
+            return (
+                Mode::Copy,
+                "old and new data are on different filesystems, so files are copied".into(),
+            );
+        }
+        if space::supports_reflink(&new_parent) {
+            return (Mode::Clone, "the filesystem shares extents (reflinks): near-instant, and the old cluster stays usable".into());
+        }
+        return (
+            Mode::Copy,
+            "the filesystem has no reflinks; copying keeps the old cluster usable (--mode link is faster but the old cluster cannot start again once the new one has)".into(),
+        );
+    }
+    if new_major < requested.min_target_major() {
+        findings.push(Finding::error(
+            "mode-unsupported",
+            format!(
+                "--mode {} needs PostgreSQL {} or newer as the target, not {new_major}",
+                requested.name(),
+                requested.min_target_major()
+            ),
+            "Choose --mode link, copy or clone",
+        ));
+    }
+    if requested.needs_same_filesystem() && !same_fs {
+        findings.push(Finding::error(
+            "cross-device",
+            format!(
+                "--mode {} needs one filesystem, but {} and {} are on different filesystems",
+                requested.name(),
+                old.display(),
+                new.display()
+            ),
+            "Use --mode copy, or pass --new-datadir on the old data directory's filesystem",
+        ));
+    } else if requested == Mode::Clone && !space::supports_reflink(&new_parent) {
+        findings.push(Finding::error(
+            "no-reflink",
+            format!(
+                "--mode clone needs reflinks, which the filesystem of {} does not support",
+                new_parent.display()
+            ),
+            "Use --mode link or copy (or put the data on XFS with reflink=1 or Btrfs)",
+        ));
+    }
+    let reason = match requested {
+        Mode::Link => {
+            "requested: hard links, fast; the old cluster cannot start again once the new one has"
+        }
+        Mode::Swap => {
+            "requested: moves directories, fastest; the old cluster cannot start again once the new one has"
+        }
+        Mode::Clone => "requested: reflinks, fast; the old cluster stays usable",
+        _ => "requested: full copy; the old cluster stays usable",
+    };
+    (requested, reason.into())
+}
+
+fn connect_users(args: &CheckArgs, owner: &Owner) -> Vec<String> {
+    let mut users: Vec<String> = args.username.iter().cloned().collect();
+    users.push(owner.name.clone());
+    users.push("postgres".into());
+    users
+}
+
+/// Reads the old catalog: from the live server, or by a fenced start and stop (which also
+/// runs crash recovery when the cluster was not shut down cleanly; `check` skips that).
+#[allow(clippy::too_many_arguments)]
+fn read_catalog(
+    args: &CheckArgs,
+    purpose: Purpose,
+    runner: &Runner,
+    cluster: &Cluster,
+    old: &Install,
+    crashed: bool,
+    old_port: u16,
+    findings: &mut Findings,
+) -> Result<Option<Catalog>> {
+    let users = connect_users(args, &cluster.owner);
+    if let Some(pm) = cluster.postmaster() {
+        let Some(socket_dir) = &pm.socket_dir else {
+            findings.push(Finding::error(
+                "no-socket",
+                "the old server listens on no Unix socket (unix_socket_directories is empty)",
+                "Set unix_socket_directories and restart it, or stop it and run pgleap again",
+            ));
+            return Ok(None);
+        };
+        let target = db::Target::new(socket_dir, pm.port.unwrap_or(old_port), users);
+        return match db::call::<Catalog>(runner, &["catalog"], &target) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => {
+                findings.push(Finding::error(
+                    "cannot-connect",
+                    format!("cannot read the old cluster's catalog from the running server: {e}"),
+                    "Allow the owner to connect over the local socket (peer or trust in pg_hba.conf), pass --username, or set PGPASSWORD",
+                ));
+                Ok(None)
+            }
+        };
+    }
+    if crashed && matches!(purpose, Purpose::Check) {
+        findings.push(Finding::warning(
+            "unclean-shutdown",
+            format!("the old cluster was not shut down cleanly (state: {}); extension checks and pg_upgrade --check were skipped", cluster.datadir.display()),
+            "pgleap upgrade runs crash recovery (a fenced start and clean stop) first; or start and stop the server yourself, then run check again",
+        ));
+        return Ok(None);
+    }
+    let fence = Fence::new(&cluster.owner)?;
+    let log = tempfile_log(fence.socket_dir());
+    server::start(
+        runner,
+        old,
+        &cluster.datadir,
+        Some((&fence, old_port)),
+        &log,
+    )?;
+    let target = db::Target::new(fence.socket_dir(), old_port, users);
+    let result = db::call::<Catalog>(runner, &["catalog"], &target);
+    let stopped = server::stop(runner, old, &cluster.datadir);
+    if crashed {
+        findings.push(Finding::warning(
+            "crash-recovered",
+            "the old cluster was not shut down cleanly; pgleap ran crash recovery (a fenced start and a clean stop)",
+            "",
+        ));
+    }
+    let catalog = result?;
+    stopped?;
+    Ok(Some(catalog))
+}
+
+fn tempfile_log(dir: &Path) -> PathBuf {
+    dir.join("old-server.log")
+}

@@ -1,0 +1,224 @@
+//! The steps of an upgrade, each a function over the prepared plan.
+//!
+//! initdb and config carry-over happen while the old server still serves; the downtime
+//! window holds only stop-old, pg_upgrade and start-new.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{self, CarryReport};
+use crate::error::{Error, Result};
+use crate::preflight::Finding;
+use crate::prepare::Prepared;
+use crate::process::{Logged, Opts, Owner};
+use crate::server::{self, Fence};
+
+/// Creates `dir` (and missing parents) owned by `owner`, mode 0700.
+pub(crate) fn create_owned_dir(dir: &Path, owner: &Owner) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !dir.exists() {
+        if let Some(parent) = dir.parent() {
+            if !parent.exists() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io("cannot create directory", parent, e))?;
+                // Parents like /var/lib/postgresql/17 belong to the cluster owner too.
+                server::chown(parent, owner)?;
+            }
+        }
+        std::fs::create_dir(dir).map_err(|e| Error::io("cannot create directory", dir, e))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io("cannot chmod", dir, e))?;
+    server::chown(dir, owner)
+}
+
+/// `initdb` with the old cluster's options.
+pub(crate) fn initdb(p: &Prepared, datadir: &Path) -> Result<()> {
+    let opts = p
+        .plan
+        .initdb
+        .as_ref()
+        .ok_or_else(|| Error::Other("the old cluster's initdb options are unknown".into()))?;
+    create_owned_dir(datadir, p.runner.owner())?;
+    let mut args = vec!["-D".to_string(), datadir.display().to_string()];
+    args.extend(opts.args(p.new.major));
+    // The new cluster's files are replaced by pg_upgrade; no need to fsync them twice.
+    args.push("--no-sync".into());
+    p.runner.run(
+        &p.new.initdb(),
+        &args,
+        &Opts {
+            log_name: Some("initdb"),
+            ..Opts::default()
+        },
+    )?;
+    Ok(())
+}
+
+pub(crate) fn carry_config(p: &Prepared, datadir: &Path) -> Result<CarryReport> {
+    config::carry(
+        &p.runner,
+        &p.plan.old.datadir,
+        datadir,
+        &p.new,
+        p.plan.new.port,
+    )
+}
+
+/// Runs pg_upgrade (or `pg_upgrade --check`) from `cwd`, where it leaves its scripts, and
+/// moves its log directory into `log_dir`.
+pub(crate) fn pg_upgrade(
+    p: &Prepared,
+    new_datadir: &Path,
+    cwd: &Path,
+    log_dir: &Path,
+    check: bool,
+) -> Result<Logged> {
+    let fence = Fence::new(p.runner.owner())?;
+    let opts = p
+        .plan
+        .initdb
+        .as_ref()
+        .ok_or_else(|| Error::Other("the old cluster's superuser is unknown".into()))?;
+    let live = check && p.cluster.is_running();
+    let old_port = p.plan.old.port;
+    let hba = format!(
+        "-c hba_file='{}'",
+        fence.socket_dir().join("pg_hba.conf").display()
+    );
+    let mut args: Vec<String> = vec![
+        format!("--old-bindir={}", p.old.bindir.display()),
+        format!("--new-bindir={}", p.new.bindir.display()),
+        format!("--old-datadir={}", p.plan.old.datadir.display()),
+        format!("--new-datadir={}", new_datadir.display()),
+        format!("--old-port={old_port}"),
+        format!("--new-port={}", server::spare_port(50432, old_port)),
+        format!("--username={}", opts.superuser),
+        format!("--jobs={}", p.plan.jobs),
+        format!("--socketdir={}", fence.socket_dir().display()),
+        p.plan.mode.pg_upgrade_flag().to_string(),
+        // Keep pg_upgrade_output.d so its logs can be moved beside the upgrade's own.
+        "--retain".into(),
+        format!("--new-options={hba}"),
+    ];
+    if !live {
+        args.push(format!("--old-options={hba}"));
+    }
+    if check {
+        args.push("--check".into());
+    }
+    if p.new.major >= 17 {
+        // 17: syncfs syncs each filesystem once instead of every file.
+        args.push("--sync-method=syncfs".into());
+    }
+    let out = p.runner.run_unchecked(
+        &p.new.pg_upgrade(),
+        &args,
+        &Opts {
+            cwd: Some(cwd),
+            log_name: Some(if check {
+                "pg_upgrade-check"
+            } else {
+                "pg_upgrade"
+            }),
+            ..Opts::default()
+        },
+    )?;
+    let moved = move_output_dir(new_datadir, log_dir, check);
+    if out.status.success() {
+        Ok(out)
+    } else {
+        let report = moved
+            .map(|d| format!(" Its report files are in {}.", d.display()))
+            .unwrap_or_default();
+        if check {
+            Err(Error::Refused {
+                findings: vec![Finding::error(
+                    "pg-upgrade-check",
+                    format!(
+                        "pg_upgrade --check failed:\n{}",
+                        pg_upgrade_findings(&out.stdout())
+                    ),
+                    format!(
+                        "Fix what it reports in the old cluster, then run pgleap again.{report}"
+                    ),
+                )],
+            })
+        } else {
+            Err(crate::process::failure(&p.new.pg_upgrade(), &args, &out))
+        }
+    }
+}
+
+/// Moves `NEW/pg_upgrade_output.d` into the log directory; returns where it went.
+fn move_output_dir(new_datadir: &Path, log_dir: &Path, check: bool) -> Option<PathBuf> {
+    let from = new_datadir.join("pg_upgrade_output.d");
+    if !from.exists() {
+        return None;
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let to = log_dir.join(format!(
+        "pg_upgrade{}-{stamp}",
+        if check { "-check" } else { "" }
+    ));
+    match std::fs::rename(&from, &to) {
+        Ok(()) => Some(to),
+        Err(e) => {
+            tracing::warn!("could not move {} to {}: {e}", from.display(), to.display());
+            Some(from)
+        }
+    }
+}
+
+/// The part of pg_upgrade's output that explains a failed check.
+pub(crate) fn pg_upgrade_findings(stdout: &str) -> String {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end().ends_with("fatal"))
+        .unwrap_or(0);
+    let picked: Vec<&str> = lines[start..]
+        .iter()
+        .copied()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("Failure, exiting"))
+        .collect();
+    let text = if picked.is_empty() {
+        crate::process::last_lines(stdout, 15)
+    } else {
+        picked.join("\n")
+    };
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Stops the old server and verifies pg_control says it shut down cleanly.
+pub(crate) fn stop_old(p: &Prepared) -> Result<()> {
+    if crate::cluster::liveness(&p.plan.old.datadir) != crate::cluster::Liveness::Stopped {
+        server::stop(&p.runner, &p.old, &p.plan.old.datadir)?;
+    }
+    let control = p.cluster.control_data(&p.runner, &p.old)?;
+    if !control.cleanly_shut_down() {
+        return Err(Error::Other(format!(
+            "the old cluster did not shut down cleanly (pg_control state: {})",
+            control.state
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_pg_upgrade_check_findings() {
+        let out = "Performing Consistency Checks\n-----------------------------\nChecking cluster versions                                     ok\nChecking for prepared transactions                            fatal\n\nYour installation contains prepared transactions.\n\nFailure, exiting\n";
+        assert_eq!(
+            pg_upgrade_findings(out),
+            "    Checking for prepared transactions                            fatal\n    Your installation contains prepared transactions."
+        );
+    }
+}
