@@ -1,0 +1,679 @@
+//! Test fixtures: real clusters built with real binaries from `scripts/install-postgres`,
+//! each in its own temp dir with its own socket directory and port, owned by an unprivileged
+//! user (`PGLEAP_TEST_OWNER`, or the current user when not root).
+//!
+//! `Fixture::new(16).checksums(false).tablespace().rich().build()` then
+//! `fx.pgleap(["upgrade", ...])`.
+#![allow(dead_code, unreachable_pub, clippy::unused_self)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::UNIX_EPOCH;
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A port unique within this test process; distinct processes get distinct ranges.
+pub fn port() -> u16 {
+    let base = 20000 + u16::try_from(std::process::id() % 400).unwrap() * 100;
+    base + NEXT_PORT.fetch_add(1, Ordering::SeqCst) % 100
+}
+
+/// The bindir of a major, from `scripts/test`'s environment or the default cache.
+pub fn bindir(major: u32) -> PathBuf {
+    if let Ok(d) = std::env::var(format!("PGLEAP_TEST_BINDIR_{major}")) {
+        return PathBuf::from(d);
+    }
+    let d = PathBuf::from(format!("/var/cache/pgleap/postgres/{major}/bin"));
+    assert!(
+        d.join("pg_ctl").exists(),
+        "no PostgreSQL {major}: run scripts/install-postgres {major} (or scripts/test)"
+    );
+    d
+}
+
+/// The unprivileged user that owns test clusters.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn owner() -> Owner {
+    let name = if is_root() {
+        std::env::var("PGLEAP_TEST_OWNER").unwrap_or_else(|_| "postgres".into())
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap()
+            .name
+    };
+    let u = nix::unistd::User::from_name(&name)
+        .unwrap()
+        .unwrap_or_else(|| {
+            panic!("cluster owner {name} does not exist: run scripts/test, which creates it")
+        });
+    Owner {
+        name,
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+    }
+}
+
+/// Runs a program as the owner (switching when root), with a clean environment.
+pub fn as_owner<S: AsRef<OsStr>>(program: &Path, args: &[S]) -> Output {
+    let o = owner();
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LANG", "C")
+        .env("PGCLIENTENCODING", "UTF8");
+    cmd.current_dir("/");
+    if is_root() {
+        cmd.uid(o.uid).gid(o.gid);
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+}
+
+pub fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn chown(path: &Path) {
+    if is_root() {
+        let o = owner();
+        nix::unistd::chown(path, Some(o.uid.into()), Some(o.gid.into())).unwrap();
+    }
+}
+
+/// A fixture being described.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    major: u32,
+    checksums: bool,
+    tablespace: bool,
+    rich: bool,
+    running: bool,
+    superuser: String,
+    /// Path of the data directory below the fixture root.
+    layout: String,
+}
+
+impl Builder {
+    pub fn checksums(mut self, on: bool) -> Self {
+        self.checksums = on;
+        self
+    }
+    /// An external tablespace holding a table.
+    pub fn tablespace(mut self) -> Self {
+        self.tablespace = true;
+        self
+    }
+    /// Two databases (one LATIN1 with C locale), pg_trgm and hstore, a large object, a
+    /// partitioned table, a materialized view.
+    pub fn rich(mut self) -> Self {
+        self.rich = true;
+        self
+    }
+    /// Leave the old server running after building.
+    pub fn running(mut self) -> Self {
+        self.running = true;
+        self
+    }
+    pub fn superuser(mut self, name: &str) -> Self {
+        self.superuser = name.into();
+        self
+    }
+    /// Data directory path below the fixture root, e.g. "var/lib/postgresql/{major}/main".
+    pub fn layout(mut self, layout: &str) -> Self {
+        self.layout = layout.into();
+        self
+    }
+
+    pub fn build(self) -> Fixture {
+        let root = tempfile::Builder::new()
+            .prefix("pgleap-test-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        // The owner must traverse the root and create siblings of the data directory.
+        chown(root.path());
+        let datadir = root
+            .path()
+            .join(self.layout.replace("{major}", &self.major.to_string()));
+        std::fs::create_dir_all(datadir.parent().unwrap()).unwrap();
+        for a in datadir
+            .parent()
+            .unwrap()
+            .ancestors()
+            .take_while(|a| a.starts_with(root.path()))
+        {
+            chown(a);
+        }
+        let socket = root.path().join("sock");
+        std::fs::create_dir(&socket).unwrap();
+        chown(&socket);
+        let fx = Fixture {
+            root,
+            major: self.major,
+            datadir,
+            socket,
+            port: port(),
+            superuser: self.superuser.clone(),
+            tablespace: None,
+        };
+        let mut args = vec![
+            "-D".to_string(),
+            fx.datadir.display().to_string(),
+            "-U".into(),
+            self.superuser.clone(),
+            "-E".into(),
+            "UTF8".into(),
+            "--locale=C.UTF-8".into(),
+            "--no-sync".into(),
+            "-A".into(),
+            "trust".into(),
+        ];
+        if self.checksums {
+            args.push("--data-checksums".into());
+        } else if self.major >= 18 {
+            args.push("--no-data-checksums".into());
+        }
+        ok(
+            &as_owner(&bindir(self.major).join("initdb"), &args),
+            "initdb",
+        );
+        // Settings live in postgresql.conf (not on the command line) so they carry over.
+        let conf = format!(
+            "\n# test fixture\nport = {}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\nautovacuum = off\nshared_buffers = 16MB\nmax_connections = 20\n",
+            fx.port,
+            fx.socket.display()
+        );
+        let mut text = std::fs::read_to_string(fx.datadir.join("postgresql.conf")).unwrap();
+        text.push_str(&conf);
+        std::fs::write(fx.datadir.join("postgresql.conf"), text).unwrap();
+        let mut fx = fx;
+        fx.start();
+        if self.tablespace {
+            let loc = fx.root.path().join("tblspc");
+            std::fs::create_dir(&loc).unwrap();
+            chown(&loc);
+            fx.sql(
+                "postgres",
+                &format!("CREATE TABLESPACE ext LOCATION '{}'", loc.display()),
+            );
+            fx.tablespace = Some(loc);
+        }
+        if self.rich {
+            fx.populate(self.tablespace);
+        } else {
+            fx.sql("postgres", "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g");
+        }
+        fx.sql("postgres", "CHECKPOINT");
+        if !self.running {
+            fx.stop();
+        }
+        fx
+    }
+}
+
+/// A real cluster in a temp dir; its servers are stopped when dropped.
+pub struct Fixture {
+    pub root: tempfile::TempDir,
+    pub major: u32,
+    pub datadir: PathBuf,
+    pub socket: PathBuf,
+    pub port: u16,
+    pub superuser: String,
+    pub tablespace: Option<PathBuf>,
+}
+
+impl Fixture {
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(major: u32) -> Builder {
+        Builder {
+            major,
+            checksums: false,
+            tablespace: false,
+            rich: false,
+            running: false,
+            superuser: "postgres".into(),
+            layout: "data/{major}".into(),
+        }
+    }
+
+    pub fn bindir(&self) -> PathBuf {
+        bindir(self.major)
+    }
+
+    /// The default new data directory for `new_major`: the versioned sibling.
+    pub fn new_datadir(&self, new_major: u32) -> PathBuf {
+        let s = self.datadir.display().to_string();
+        let old = format!("/{}", self.major);
+        let i = s.rfind(&old).unwrap();
+        PathBuf::from(format!("{}/{}{}", &s[..i], new_major, &s[i + old.len()..]))
+    }
+
+    pub fn start(&self) {
+        start_server(
+            self.major,
+            &self.datadir,
+            &self.root.path().join(format!("server-{}.log", self.major)),
+        );
+    }
+
+    pub fn stop(&self) {
+        stop_server(self.major, &self.datadir);
+    }
+
+    /// Runs SQL through the old major's psql (any major's psql works for these statements).
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        psql(
+            self.major,
+            &self.socket,
+            self.port,
+            &self.superuser,
+            db,
+            sql,
+        )
+    }
+
+    fn populate(&self, tablespace: bool) {
+        self.sql("postgres", "CREATE DATABASE app");
+        self.sql("postgres", "CREATE DATABASE legacy ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
+        let ts = if tablespace {
+            "CREATE TABLE archived (id int PRIMARY KEY, note text) TABLESPACE ext; INSERT INTO archived SELECT g, 'old ' || g FROM generate_series(1, 500) g;"
+        } else {
+            ""
+        };
+        self.sql(
+            "app",
+            &format!(
+                "CREATE EXTENSION pg_trgm; CREATE EXTENSION hstore;
+                 CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, attrs hstore);
+                 INSERT INTO items (name, attrs) SELECT 'item ' || g, hstore('k', g::text) FROM generate_series(1, 2000) g;
+                 CREATE INDEX items_name_trgm ON items USING gin (name gin_trgm_ops);
+                 CREATE TABLE events (id bigint, at date NOT NULL, payload text) PARTITION BY RANGE (at);
+                 CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+                 CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+                 INSERT INTO events SELECT g, date '2024-01-01' + (g % 700), 'e' || g FROM generate_series(1, 3000) g;
+                 CREATE MATERIALIZED VIEW item_counts AS SELECT left(name, 6) AS prefix, count(*) FROM items GROUP BY 1;
+                 CREATE TABLE docs (id int PRIMARY KEY, body oid);
+                 INSERT INTO docs VALUES (1, lo_from_bytea(0, convert_to(repeat('large object ', 1000), 'UTF8')));
+                 {ts}"
+            ),
+        );
+        self.sql(
+            "legacy",
+            "CREATE TABLE names (id int PRIMARY KEY, name text);
+             INSERT INTO names VALUES (1, 'Müller'), (2, 'José'), (3, 'Ærøskøbing');",
+        );
+    }
+
+    /// Per-table checksums of every user table in every database: (db.table) → md5.
+    pub fn checksums(&self, major: u32, port: u16) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let dbs = psql(
+            major,
+            &self.socket,
+            port,
+            &self.superuser,
+            "postgres",
+            "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
+        );
+        for db in dbs.lines().filter(|l| !l.is_empty()) {
+            let tables = psql(
+                major,
+                &self.socket,
+                port,
+                &self.superuser,
+                db,
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+            );
+            for t in tables.lines().filter(|l| !l.is_empty()) {
+                let sum = psql(
+                    major,
+                    &self.socket,
+                    port,
+                    &self.superuser,
+                    db,
+                    &format!(
+                        "SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') FROM {t} x"
+                    ),
+                );
+                out.insert(format!("{db}.{t}"), sum.trim().to_string());
+            }
+            let lo = psql(
+                major,
+                &self.socket,
+                port,
+                &self.superuser,
+                db,
+                "SELECT count(*) || ':' || coalesce(md5(string_agg(md5(lo_get(oid)), ',' ORDER BY oid)), '') FROM pg_largeobject_metadata",
+            );
+            out.insert(format!("{db}.<large objects>"), lo.trim().to_string());
+        }
+        out
+    }
+
+    /// `pg_dumpall` by the `dump_major` client, normalized for comparison.
+    pub fn dumpall(&self, dump_major: u32, port: u16) -> String {
+        let mut args = vec![
+            "-h".to_string(),
+            self.socket.display().to_string(),
+            "-p".into(),
+            port.to_string(),
+            "-U".into(),
+            self.superuser.clone(),
+        ];
+        if dump_major >= 18 {
+            // 18: statistics would differ after ANALYZE; the schema and data are what matter.
+            args.push("--no-statistics".into());
+        }
+        let text = ok(
+            &as_owner(&bindir(dump_major).join("pg_dumpall"), &args),
+            "pg_dumpall",
+        );
+        normalize_dump(&text)
+    }
+
+    /// Runs the real pgleap binary.
+    pub fn pgleap<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        pgleap(args)
+    }
+
+    /// pgleap args naming this fixture's data directory and old bindir.
+    pub fn args(&self, command: &str, new_major: u32, extra: &[&str]) -> Vec<String> {
+        let mut a = vec![
+            command.to_string(),
+            "--old-datadir".into(),
+            self.datadir.display().to_string(),
+            "--old-bindir".into(),
+            self.bindir().display().to_string(),
+            "--new-bindir".into(),
+            bindir(new_major).display().to_string(),
+        ];
+        a.extend(extra.iter().map(ToString::to_string));
+        a
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // Stop every server still running below the root (old, new, moved-aside).
+        for entry in walkdir::WalkDir::new(self.root.path())
+            .max_depth(6)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            if entry.file_name() == "postmaster.pid" {
+                let dir = entry.path().parent().unwrap().to_path_buf();
+                if let Ok(v) = std::fs::read_to_string(dir.join("PG_VERSION")) {
+                    if let Ok(m) = v.trim().parse::<u32>() {
+                        let _ = as_owner(
+                            &bindir(m).join("pg_ctl"),
+                            &[
+                                "stop",
+                                "-D",
+                                &dir.display().to_string(),
+                                "-m",
+                                "immediate",
+                                "-w",
+                            ],
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn start_server(major: u32, datadir: &Path, log: &Path) {
+    if log.parent().is_some_and(|p| !p.exists()) {
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    }
+    let out = as_owner(
+        &bindir(major).join("pg_ctl"),
+        &[
+            "start",
+            "-D",
+            &datadir.display().to_string(),
+            "-w",
+            "-l",
+            &log.display().to_string(),
+        ],
+    );
+    if !out.status.success() {
+        let server_log = std::fs::read_to_string(log).unwrap_or_default();
+        panic!(
+            "pg_ctl start failed: {}\n{}\nserver log:\n{server_log}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+pub fn stop_server(major: u32, datadir: &Path) {
+    ok(
+        &as_owner(
+            &bindir(major).join("pg_ctl"),
+            &[
+                "stop",
+                "-D",
+                &datadir.display().to_string(),
+                "-m",
+                "fast",
+                "-w",
+            ],
+        ),
+        "pg_ctl stop",
+    );
+}
+
+pub fn psql(major: u32, socket: &Path, port: u16, user: &str, db: &str, sql: &str) -> String {
+    let out = as_owner(
+        &bindir(major).join("psql"),
+        &[
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            &socket.display().to_string(),
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "-d",
+            db,
+            "-c",
+            sql,
+        ],
+    );
+    ok(&out, &format!("psql {db}: {sql}"))
+}
+
+/// Drops what legitimately differs between two dumps of the same data: version banners, the
+/// random keys of `\restrict`, and column qualification inside view bodies (servers before 16
+/// deparse `items.name` where 16+ print `name`).
+pub fn normalize_dump(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut in_view = false;
+    for l in text.lines() {
+        // Blank lines: 18's pg_dumpall spaces role sections by what each server reports.
+        if l.trim().is_empty()
+            || l.starts_with("-- Dumped from database version")
+            || l.starts_with("-- Dumped by pg_dump")
+            || l.starts_with("\\restrict ")
+            || l.starts_with("\\unrestrict ")
+        {
+            continue;
+        }
+        if l.starts_with("CREATE VIEW") || l.starts_with("CREATE MATERIALIZED VIEW") {
+            in_view = true;
+        }
+        if in_view {
+            out.push(strip_qualifiers(l));
+            if l.trim_end().ends_with(';') {
+                in_view = false;
+            }
+        } else {
+            out.push(l.to_string());
+        }
+    }
+    out.join("\n")
+}
+
+/// `"left"(items.name, 6)` → `"left"(name, 6)`: drops `identifier.` prefixes.
+fn strip_qualifiers(line: &str) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    for c in line.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+        } else if c == '.' && !word.is_empty() && !word.chars().all(|d| d.is_ascii_digit()) {
+            word.clear();
+        } else {
+            out.push_str(&word);
+            word.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&word);
+    out
+}
+
+/// Every file and directory below `dir` with its size, mode and mtime: equal snapshots mean
+/// nothing was written.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, u32, u128)> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|e| {
+            let m = e.path().symlink_metadata().unwrap();
+            let mtime = m
+                .modified()
+                .unwrap()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            (
+                e.path().strip_prefix(dir).unwrap().to_path_buf(),
+                (m.len(), m.mode(), mtime),
+            )
+        })
+        .collect()
+}
+
+/// The result of one pgleap run.
+pub struct Run {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        assert!(
+            self.status.success(),
+            "pgleap failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts exit code 3 (refused) and that stderr contains `message`.
+    #[track_caller]
+    pub fn refused(&self, message: &str) -> &Self {
+        assert_eq!(
+            self.code(),
+            3,
+            "expected a refusal (exit 3):\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(message),
+            "stderr lacks {message:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+pub fn pgleap<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out = Command::new(env!("CARGO_BIN_EXE_pgleap"))
+        .args(args)
+        .env_remove("PGLEAP_OLD_DATADIR")
+        .env_remove("PGLEAP_NEW_DATADIR")
+        .output()
+        .unwrap();
+    Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Asserts two texts are equal, showing only the lines that differ.
+#[track_caller]
+pub fn assert_same_text(before: &str, after: &str, what: &str) {
+    if before == after {
+        return;
+    }
+    let a: Vec<&str> = before.lines().collect();
+    let b: Vec<&str> = after.lines().collect();
+    let only_a: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).take(20).collect();
+    let only_b: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).take(20).collect();
+    let first = a
+        .iter()
+        .zip(&b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
+    let from = first.saturating_sub(3);
+    let ctx_a = &a[from..(first + 5).min(a.len())];
+    let ctx_b = &b[from..(first + 5).min(b.len())];
+    panic!(
+        "{what} differ ({} vs {} lines)\nonly before:\n{only_a:#?}\nonly after:\n{only_b:#?}\nfirst difference at line {first}:\nbefore:\n{ctx_a:#?}\nafter:\n{ctx_b:#?}",
+        a.len(),
+        b.len()
+    );
+}
