@@ -10,6 +10,8 @@ mod config;
 mod db;
 mod error;
 mod install;
+mod interrupt;
+mod journal;
 mod layout;
 mod plan;
 mod preflight;

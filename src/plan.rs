@@ -11,7 +11,7 @@ use crate::cluster::ControlData;
 use crate::space::FsNeed;
 
 /// How pg_upgrade moves relation files into the new cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Mode {
     /// clone where the filesystem shares extents (reflinks), else copy.
@@ -79,7 +79,7 @@ impl Mode {
 }
 
 /// initdb options that make the new cluster match the old one.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub(crate) struct InitdbOptions {
     pub(crate) superuser: String,
     pub(crate) encoding: String,
@@ -142,7 +142,7 @@ impl InitdbOptions {
 }
 
 /// One side of the upgrade.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct Side {
     pub(crate) datadir: PathBuf,
     pub(crate) bindir: PathBuf,
@@ -152,7 +152,7 @@ pub(crate) struct Side {
 }
 
 /// The complete plan of one upgrade.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct Plan {
     pub(crate) old: Side,
     pub(crate) new: Side,
@@ -171,7 +171,7 @@ pub(crate) struct Plan {
     pub(crate) estimated_downtime_secs: u64,
     pub(crate) analyze: bool,
     pub(crate) leave_stopped: bool,
-    pub(crate) steps: Vec<&'static str>,
+    pub(crate) steps: Vec<String>,
 }
 
 /// The steps of an upgrade, in order; the downtime window is `stop-old` to `start-new`.

@@ -165,7 +165,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         ),
         analyze,
         leave_stopped,
-        steps: plan::STEPS.to_vec(),
+        steps: plan::STEPS.iter().map(ToString::to_string).collect(),
     };
     Ok(Prepared {
         plan,

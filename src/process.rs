@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::error::{Error, Result};
 
 /// The operating-system user that owns a data directory and runs its programs.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Owner {
     pub(crate) uid: u32,
     pub(crate) gid: u32,
@@ -127,6 +127,9 @@ impl Runner {
             cmd.uid(self.owner.uid).gid(self.owner.gid);
         }
         cmd.stdin(Stdio::null());
+        // Own process group: a terminal's Ctrl-C reaches pgleap only, which decides when to
+        // stop (see interrupt.rs) instead of pg_upgrade dying midway.
+        cmd.process_group(0);
         cmd
     }
 
@@ -156,13 +159,18 @@ impl Runner {
         tracing::debug!(command = %rendered, "running");
         let mut cmd = self.command(program, args, opts);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let output = cmd.output().map_err(|e| {
+        let could_not_run = |e| {
             Error::io(
                 format!("could not run {}", program_name(program)),
                 program,
                 e,
             )
-        })?;
+        };
+        let child = cmd.spawn().map_err(could_not_run)?;
+        crate::interrupt::set_child(child.id());
+        let output = child.wait_with_output();
+        crate::interrupt::clear_child();
+        let output = output.map_err(could_not_run)?;
         let log = self.write_log(program, opts.log_name, &rendered, &output);
         Ok(Logged {
             status: output.status,

@@ -64,7 +64,7 @@ impl Usage {
 }
 
 /// Space needed and free on one filesystem.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub(crate) struct FsNeed {
     /// A path on this filesystem, as the user will recognise it.
     pub(crate) path: PathBuf,

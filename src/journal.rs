@@ -1,0 +1,352 @@
+//! The durable record of one upgrade: where it stands, written before and after every step.
+//!
+//! `journal.json` lives in the upgrade's work directory beside the new data directory and is
+//! replaced atomically (write a temp file, fsync, rename, fsync the directory), so a crash
+//! leaves either the old or the new record, never a torn one. An exclusive `flock` on `lock`
+//! keeps two pgleap runs from interleaving; the kernel drops it when a run dies, so a crash
+//! never leaves a lock that blocks the next run.
+#![allow(dead_code)] // used by upgrade/status/rollback/finalize, landing next
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::plan::Plan;
+use crate::preflight::Finding;
+
+const FILE: &str = "journal.json";
+const LOCK: &str = "lock";
+
+/// Where an upgrade stands. Each state is reached when the step of the same name finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum State {
+    Planned,
+    NewInitialized,
+    ConfigCarried,
+    Checked,
+    OldStopped,
+    Upgraded,
+    NewStarted,
+    ExtensionsUpdated,
+    Analyzed,
+    Done,
+    RolledBack,
+    Finalized,
+}
+
+impl State {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            State::Planned => "planned",
+            State::NewInitialized => "new-initialized",
+            State::ConfigCarried => "config-carried",
+            State::Checked => "checked",
+            State::OldStopped => "old-stopped",
+            State::Upgraded => "upgraded",
+            State::NewStarted => "new-started",
+            State::ExtensionsUpdated => "extensions-updated",
+            State::Analyzed => "analyzed",
+            State::Done => "done",
+            State::RolledBack => "rolled-back",
+            State::Finalized => "finalized",
+        }
+    }
+
+    pub(crate) fn terminal(self) -> bool {
+        matches!(self, State::RolledBack | State::Finalized)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StepRecord {
+    pub(crate) name: String,
+    pub(crate) seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) format: u32,
+    pub(crate) state: State,
+    /// The step under way when the record was written; set means it did not finish.
+    pub(crate) running: Option<String>,
+    pub(crate) plan: Plan,
+    /// Whether the old server was running when the upgrade began: rollback restores that,
+    /// and the new cluster is left in the same state.
+    pub(crate) old_was_running: bool,
+    /// Set once the new cluster has started in link or swap mode: from then on the old
+    /// cluster cannot be brought back.
+    pub(crate) point_of_no_return: bool,
+    pub(crate) steps: Vec<StepRecord>,
+    pub(crate) downtime_seconds: Option<f64>,
+    pub(crate) started_at: u64,
+    pub(crate) updated_at: u64,
+}
+
+/// A journal on disk.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    dir: PathBuf,
+    uid_gid: (u32, u32),
+    pub(crate) record: Record,
+}
+
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Journal {
+    pub(crate) fn create(plan: &Plan, old_was_running: bool) -> Result<Journal> {
+        let record = Record {
+            format: 1,
+            state: State::Planned,
+            running: None,
+            plan: plan.clone(),
+            old_was_running,
+            point_of_no_return: false,
+            steps: Vec::new(),
+            downtime_seconds: None,
+            started_at: now(),
+            updated_at: now(),
+        };
+        let mut j = Journal {
+            dir: plan.work_dir.clone(),
+            uid_gid: (plan.owner.uid, plan.owner.gid),
+            record,
+        };
+        j.write()?;
+        Ok(j)
+    }
+
+    /// Reads the journal in `work_dir`, if there is one.
+    pub(crate) fn load(work_dir: &Path) -> Result<Option<Journal>> {
+        let path = work_dir.join(FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("cannot read the journal", &path, e)),
+        };
+        let record: Record = serde_json::from_str(&text)
+            .map_err(|e| Error::Other(format!("the journal {} is damaged: {e}", path.display())))?;
+        let uid_gid = (record.plan.owner.uid, record.plan.owner.gid);
+        Ok(Some(Journal {
+            dir: work_dir.to_path_buf(),
+            uid_gid,
+            record,
+        }))
+    }
+
+    pub(crate) fn path(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
+
+    /// Records that `step` is starting.
+    pub(crate) fn begin(&mut self, step: &str) -> Result<()> {
+        self.record.running = Some(step.to_string());
+        self.write()
+    }
+
+    /// Records that `step` finished and the upgrade reached `state`.
+    pub(crate) fn finish(&mut self, step: &str, state: State, seconds: f64) -> Result<()> {
+        self.record.running = None;
+        self.record.state = state;
+        self.record.steps.push(StepRecord {
+            name: step.to_string(),
+            seconds,
+        });
+        self.write()
+    }
+
+    pub(crate) fn set_state(&mut self, state: State) -> Result<()> {
+        self.record.running = None;
+        self.record.state = state;
+        self.write()
+    }
+
+    /// Moves a finished journal out of the way so a new upgrade can start.
+    pub(crate) fn archive(&self) -> Result<()> {
+        let to = self.dir.join(format!(
+            "journal-{}-{}.json",
+            self.record.state.name(),
+            now()
+        ));
+        std::fs::rename(self.path(), &to)
+            .map_err(|e| Error::io("cannot archive the journal", self.path(), e))
+    }
+
+    /// Atomic replace: temp file, fsync, rename, fsync the directory.
+    pub(crate) fn write(&mut self) -> Result<()> {
+        self.record.updated_at = now();
+        let text =
+            serde_json::to_string_pretty(&self.record).map_err(|e| Error::Other(e.to_string()))?;
+        let tmp = self.dir.join(format!(".{FILE}.tmp"));
+        let mut f =
+            File::create(&tmp).map_err(|e| Error::io("cannot write the journal", &tmp, e))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io("cannot write the journal", &tmp, e))?;
+        drop(f);
+        let (uid, gid) = self.uid_gid;
+        if nix::unistd::geteuid().is_root() {
+            let _ = nix::unistd::chown(&tmp, Some(uid.into()), Some(gid.into()));
+        }
+        std::fs::rename(&tmp, self.path())
+            .map_err(|e| Error::io("cannot write the journal", self.path(), e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("cannot sync the journal's directory", &self.dir, e))
+    }
+}
+
+/// The exclusive lock of one upgrade's work directory; released when dropped or when the
+/// process dies.
+#[derive(Debug)]
+pub(crate) struct Lock {
+    _flock: nix::fcntl::Flock<File>,
+}
+
+impl Lock {
+    /// Takes the lock, or refuses naming the process that holds it.
+    pub(crate) fn acquire(work_dir: &Path) -> Result<Lock> {
+        let path = work_dir.join(LOCK);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(mut flock) => {
+                use std::io::Seek as _;
+                let _ = flock.set_len(0);
+                let _ = flock.seek(std::io::SeekFrom::Start(0));
+                let _ = writeln!(flock, "{}", std::process::id());
+                let _ = flock.sync_all();
+                Ok(Lock { _flock: flock })
+            }
+            Err((_, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+                let holder = holder(work_dir)
+                    .map_or_else(|| "another process".to_string(), |p| format!("pid {p}"));
+                Err(Error::Refused {
+                    findings: vec![Finding::error(
+                        "locked",
+                        format!(
+                            "another pgleap ({holder}) is working on this upgrade ({})",
+                            work_dir.display()
+                        ),
+                        "Wait for it to finish, or stop it (pgleap status shows where it stands)",
+                    )],
+                })
+            }
+            Err((_, errno)) => Err(Error::io("cannot lock", &path, errno.into())),
+        }
+    }
+}
+
+/// The pid written by the process holding the lock, if it is still alive.
+pub(crate) fn holder(work_dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(work_dir.join(LOCK))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
+}
+
+/// True when a live process holds the lock of `work_dir`.
+pub(crate) fn is_locked(work_dir: &Path) -> bool {
+    let Ok(file) = File::open(work_dir.join(LOCK)) else {
+        return false;
+    };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+        Ok(_) => false,
+        Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
+
+/// Finds the journal of an upgrade of `old_datadir`: in the work directory beside
+/// `new_datadir` when given, else beside each versioned sibling of the old data directory.
+pub(crate) fn locate(old_datadir: &Path, new_datadir: Option<&Path>) -> Result<Option<Journal>> {
+    let mut candidates = Vec::new();
+    let old_major = std::fs::read_to_string(old_datadir.join("PG_VERSION"))
+        .ok()
+        .and_then(|t| crate::cluster::parse_pg_version(&t));
+    match (new_datadir, old_major) {
+        (Some(new), Some(old)) => {
+            for m in old + 1..=old + 20 {
+                candidates.push(layout::work_dir(new, old, m));
+            }
+        }
+        (Some(new), None) => {
+            // The old directory is gone (finalized): any work directory for this target.
+            let name = new
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            if let Ok(rd) = std::fs::read_dir(new.parent().unwrap_or(Path::new("/"))) {
+                for e in rd.filter_map(std::result::Result::ok) {
+                    if e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!(".pgleap-{name}-"))
+                    {
+                        candidates.push(e.path());
+                    }
+                }
+            }
+        }
+        (None, Some(old)) => {
+            for m in old + 1..=old + 20 {
+                if let Some(sib) = layout::versioned_sibling(old_datadir, old, m) {
+                    candidates.push(layout::work_dir(&sib, old, m));
+                }
+            }
+        }
+        (None, None) => {}
+    }
+    for c in candidates {
+        if let Some(j) = Journal::load(&c)? {
+            if j.record.plan.old.datadir == old_datadir || old_major.is_none() {
+                return Ok(Some(j));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_ordered_like_the_steps() {
+        assert!(State::Planned < State::Checked);
+        assert!(State::OldStopped < State::Upgraded);
+        assert!(State::Upgraded < State::NewStarted);
+        assert!(State::Analyzed < State::Done);
+        assert!(State::RolledBack.terminal());
+        assert!(!State::Done.terminal());
+    }
+
+    #[test]
+    fn second_lock_is_refused_with_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Lock::acquire(dir.path()).unwrap();
+        let err = Lock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        assert!(is_locked(dir.path()));
+        drop(first);
+        assert!(!is_locked(dir.path()));
+        assert!(Lock::acquire(dir.path()).is_ok());
+    }
+}
