@@ -48,7 +48,8 @@ fn refuse(f: Finding) -> Error {
 
 pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     let old_datadir = absolute(&args.old_datadir);
-    let cluster = Cluster::inspect(&old_datadir).map_err(refuse)?;
+    let cluster =
+        Cluster::inspect(&old_datadir).map_err(|f| refuse(explain_unreadable(f, &old_datadir)))?;
     check_owner(&cluster.owner, &old_datadir).map_err(refuse)?;
     let runner = Runner::new(cluster.owner.clone(), None);
     let mut findings = Findings::default();
@@ -85,7 +86,8 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         .map(|t| t.location.clone())
         .collect();
     let space = space::needs(&usage, &new_datadir, &tablespaces, mode);
-    space_findings(&space, mode, &mut findings);
+    let cross_device = space::device_of(&old_datadir) != space::device_of(&new_datadir);
+    space_findings(&space, mode, &new_datadir, cross_device, &mut findings);
 
     let old_port = match cluster.postmaster().and_then(|p| p.port) {
         Some(p) => p,
@@ -104,7 +106,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         &runner,
         &cluster,
         &old,
-        crashed,
+        crashed.then_some(control.state.as_str()),
         old_port,
         &mut findings,
     )?;
@@ -201,8 +203,23 @@ fn find_old(runner: &Runner, args: &CheckArgs, cluster: &Cluster) -> Result<Inst
     Ok(old)
 }
 
-fn space_findings(space: &[space::FsNeed], mode: Mode, findings: &mut Findings) {
+/// `cross_device`: the new data directory is on another filesystem than the old one, where
+/// link and clone cannot help.
+fn space_findings(
+    space: &[space::FsNeed],
+    mode: Mode,
+    new_datadir: &Path,
+    cross_device: bool,
+    findings: &mut Findings,
+) {
     for s in space.iter().filter(|s| !s.enough()) {
+        let fix = if !mode.copies_data() {
+            "Free space there"
+        } else if cross_device && s.path == new_datadir {
+            "Free space there, or pass --new-datadir on a filesystem with room (on the old data directory's filesystem, --mode link or clone do not copy relation files)"
+        } else {
+            "Free space there, or use --mode link or clone (they do not copy relation files)"
+        };
         findings.push(Finding::error(
             "no-space",
             format!(
@@ -212,11 +229,7 @@ fn space_findings(space: &[space::FsNeed], mode: Mode, findings: &mut Findings) 
                 space::human(s.needed),
                 space::human(s.free)
             ),
-            if mode.copies_data() {
-                "Free space there, or use --mode link or clone (they do not copy relation files)"
-            } else {
-                "Free space there"
-            },
+            fix,
         ));
     }
 }
@@ -244,6 +257,21 @@ fn resolve_new_datadir(
 
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// A data directory pgleap cannot read usually belongs to another user: when its owner can
+/// be seen, say whom to run as instead of quoting the permission error.
+fn explain_unreadable(f: Finding, datadir: &Path) -> Finding {
+    use std::os::unix::fs::MetadataExt as _;
+    if f.code != "old-datadir-unreadable" {
+        return f;
+    }
+    let Ok(meta) = std::fs::metadata(datadir) else {
+        return f;
+    };
+    check_owner(&Owner::from_uid(meta.uid(), meta.gid()), datadir)
+        .err()
+        .unwrap_or(f)
 }
 
 /// The data directory must belong to an unprivileged user, and pgleap must run as root or
@@ -364,9 +392,10 @@ fn check_target(old: &Path, new: &Path, owner: &Owner, findings: &mut Findings) 
         Ok(rd) => {
             let n = rd.count();
             if n > 0 {
+                let entries = if n == 1 { "entry" } else { "entries" };
                 findings.push(Finding::error(
                     "target-not-empty",
-                    format!("{} exists and is not empty ({n} entries)", new.display()),
+                    format!("{} exists and is not empty ({n} {entries})", new.display()),
                     "Remove it or pass --new-datadir",
                 ));
             }
@@ -474,6 +503,7 @@ fn connect_users(args: &CheckArgs, owner: &Owner) -> Vec<String> {
 
 /// Reads the old catalog: from the live server, or by a fenced start and stop (which also
 /// runs crash recovery when the cluster was not shut down cleanly; `check` skips that).
+/// `crashed` is pg_control's state when the last shutdown was not clean.
 #[allow(clippy::too_many_arguments)]
 fn read_catalog(
     args: &CheckArgs,
@@ -481,7 +511,7 @@ fn read_catalog(
     runner: &Runner,
     cluster: &Cluster,
     old: &Install,
-    crashed: bool,
+    crashed: Option<&str>,
     old_port: u16,
     findings: &mut Findings,
 ) -> Result<Option<Catalog>> {
@@ -508,10 +538,10 @@ fn read_catalog(
             }
         };
     }
-    if crashed && matches!(purpose, Purpose::Check) {
+    if let (Some(state), Purpose::Check) = (crashed, purpose) {
         findings.push(Finding::warning(
             "unclean-shutdown",
-            format!("the old cluster was not shut down cleanly (state: {}); extension checks and pg_upgrade --check were skipped", cluster.datadir.display()),
+            format!("the old cluster was not shut down cleanly (state: {state}); extension checks and pg_upgrade --check were skipped"),
             "pgleap upgrade runs crash recovery (a fenced start and clean stop) first; or start and stop the server yourself, then run check again",
         ));
         return Ok(None);
@@ -528,7 +558,7 @@ fn read_catalog(
     let target = db::Target::new(fence.socket_dir(), old_port, users);
     let result = db::call::<Catalog>(runner, &["catalog"], &target);
     let stopped = server::stop(runner, old, &cluster.datadir);
-    if crashed {
+    if crashed.is_some() {
         findings.push(Finding::warning(
             "crash-recovered",
             "the old cluster was not shut down cleanly; pgleap ran crash recovery (a fenced start and a clean stop)",

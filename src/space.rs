@@ -150,14 +150,14 @@ pub(crate) fn free_bytes(path: &Path) -> u64 {
 nix::ioctl_write_int!(ficlone, 0x94, 9);
 
 /// True when `dir`'s filesystem can share file extents (XFS with reflink, Btrfs): the probe
-/// clones a scratch file inside `dir` and removes it.
+/// clones between two unnamed scratch files in `dir`. They are `O_TMPFILE` files, never linked
+/// into `dir`, so the probe leaves no trace there, not even a new mtime: `check` and a refusal
+/// must change nothing on disk. (Filesystems without `O_TMPFILE` get a named file, unlinked at
+/// once.)
 pub(crate) fn supports_reflink(dir: &Path) -> bool {
     use std::io::Write as _;
     use std::os::fd::AsRawFd as _;
-    let Ok(mut src) = tempfile::Builder::new()
-        .prefix(".pgleap-reflink")
-        .tempfile_in(dir)
-    else {
+    let Ok(mut src) = tempfile::tempfile_in(dir) else {
         return false;
     };
     if src
@@ -167,17 +167,14 @@ pub(crate) fn supports_reflink(dir: &Path) -> bool {
     {
         return false;
     }
-    let Ok(dst) = tempfile::Builder::new()
-        .prefix(".pgleap-reflink")
-        .tempfile_in(dir)
-    else {
+    let Ok(dst) = tempfile::tempfile_in(dir) else {
         return false;
     };
-    // SAFETY: both descriptors are open files owned by the tempfiles for the whole call.
+    // SAFETY: both descriptors are open files owned by `src` and `dst` for the whole call.
     let cloned = unsafe {
         ficlone(
-            dst.as_file().as_raw_fd(),
-            u64::try_from(src.as_file().as_raw_fd()).unwrap_or(u64::MAX),
+            dst.as_raw_fd(),
+            u64::try_from(src.as_raw_fd()).unwrap_or(u64::MAX),
         )
     };
     cloned.is_ok()

@@ -171,12 +171,19 @@ fn move_output_dir(new_datadir: &Path, log_dir: &Path, check: bool) -> Option<Pa
     }
 }
 
-/// The part of pg_upgrade's output that explains a failed check.
+/// The part of pg_upgrade's output that explains a failed check, from the check that failed
+/// to the end: checks that list offending objects end their line with `fatal`; others (such
+/// as prepared transactions) leave their status blank and print their message below it.
 pub(crate) fn pg_upgrade_findings(stdout: &str) -> String {
     let lines: Vec<&str> = stdout.lines().collect();
     let start = lines
         .iter()
         .position(|l| l.trim_end().ends_with("fatal"))
+        .or_else(|| {
+            lines
+                .iter()
+                .rposition(|l| l.starts_with("Checking ") && !l.trim_end().ends_with("ok"))
+        })
         .unwrap_or(0);
     let picked: Vec<&str> = lines[start..]
         .iter()
@@ -189,7 +196,7 @@ pub(crate) fn pg_upgrade_findings(stdout: &str) -> String {
         picked.join("\n")
     };
     text.lines()
-        .map(|l| format!("    {l}"))
+        .map(|l| format!("    {}", l.trim_end()))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -219,6 +226,16 @@ mod tests {
         assert_eq!(
             pg_upgrade_findings(out),
             "    Checking for prepared transactions                            fatal\n    Your installation contains prepared transactions."
+        );
+    }
+
+    #[test]
+    fn quotes_pg_upgrade_17_check_findings() {
+        // No "fatal" marker: the failed check is the last one without "ok".
+        let out = "Performing Consistency Checks\n-----------------------------\nChecking cluster versions                                     ok\nChecking for prepared transactions                            \nThe source cluster contains prepared transactions\nFailure, exiting\n";
+        assert_eq!(
+            pg_upgrade_findings(out),
+            "    Checking for prepared transactions\n    The source cluster contains prepared transactions"
         );
     }
 }
