@@ -10,6 +10,7 @@ use tokio_postgres::Client;
 
 use crate::install::Install;
 use crate::preflight::Finding;
+use crate::process::{Opts, Runner};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct LocaleInfo {
@@ -165,6 +166,58 @@ where
     })
 }
 
+/// The bootstrap superuser (role oid 10) of a stopped cluster, from a single-user backend,
+/// which runs as that role whatever its name: the one role sure to exist (`initdb -U admin`
+/// leaves no `postgres` role to connect as).
+pub(crate) fn bootstrap_superuser(
+    runner: &Runner,
+    install: &Install,
+    datadir: &Path,
+) -> crate::error::Result<String> {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let postgres = install.postgres();
+    let args = [
+        "--single".as_ref(),
+        "-D".as_ref(),
+        datadir.as_os_str(),
+        "postgres".as_ref(),
+    ];
+    let mut cmd = runner.command(&postgres, &args, &Opts::default());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let failed = |e| crate::error::Error::io("could not run postgres --single", &postgres, e);
+    let mut child = cmd.spawn().map_err(failed)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // Closing stdin afterwards ends the session.
+        stdin
+            .write_all(b"SELECT rolname FROM pg_catalog.pg_authid WHERE oid = 10\n")
+            .map_err(failed)?;
+    }
+    crate::interrupt::set_child(child.id());
+    let out = child.wait_with_output();
+    crate::interrupt::clear_child();
+    let out = out.map_err(failed)?;
+    single_user_value(&String::from_utf8_lossy(&out.stdout), "rolname").ok_or_else(|| {
+        crate::error::Error::Other(format!(
+            "postgres --single did not name the bootstrap superuser ({}): {}",
+            out.status,
+            crate::process::last_lines(&String::from_utf8_lossy(&out.stderr), 5)
+        ))
+    })
+}
+
+/// The value of `column` in a single-user backend's answer:
+/// `\t 1: rolname = "admin"\t(typeid = 19, len = 64, typmod = -1, byval = f)` → `admin`.
+pub(crate) fn single_user_value(stdout: &str, column: &str) -> Option<String> {
+    let marker = format!("1: {column} = \"");
+    stdout.lines().find_map(|l| {
+        let rest = l.split_once(&marker)?.1;
+        Some(rest[..rest.rfind('"')?].to_string())
+    })
+}
+
 /// Splits `shared_preload_libraries` (`'a', "b" ,c`) into names.
 pub(crate) fn split_library_list(value: &str) -> Vec<String> {
     value
@@ -262,6 +315,13 @@ mod tests {
             pkglibdir: "/pg/lib".into(),
             sharedir: "/pg/share".into(),
         }
+    }
+
+    #[test]
+    fn reads_single_user_answers() {
+        let out = "\nPostgreSQL stand-alone backend 16.15\nbackend> \t 1: rolname\t(typeid = 19, len = 64, typmod = -1, byval = f)\n\t----\n\t 1: rolname = \"admin\"\t(typeid = 19, len = 64, typmod = -1, byval = f)\n\t----\nbackend> \n";
+        assert_eq!(single_user_value(out, "rolname").as_deref(), Some("admin"));
+        assert_eq!(single_user_value("backend> \n", "rolname"), None);
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl Cluster {
                         "{} is not a PostgreSQL data directory (no PG_VERSION)",
                         datadir.display()
                     ),
-                    fix,
+                    fix_naming_data_dirs_below(datadir).unwrap_or_else(|| fix.to_string()),
                 ));
             }
             Err(e) => {
@@ -224,6 +224,48 @@ pub(crate) fn parse_pg_version(text: &str) -> Option<u32> {
     head.parse().ok()
 }
 
+/// For a directory that is not a data directory: the data directories one or two levels
+/// below it (a volume or version directory given instead of the data directory itself, e.g.
+/// `/var/lib/postgresql` for `/var/lib/postgresql/15/main`), as a fix naming them.
+fn fix_naming_data_dirs_below(dir: &Path) -> Option<String> {
+    let subdirs = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d).map_or_else(
+            |_| Vec::new(),
+            |rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir() && !p.is_symlink())
+                    .collect()
+            },
+        )
+    };
+    // global/ tells a data directory from a database directory (base/<oid> has PG_VERSION too).
+    let is_datadir = |d: &Path| d.join("PG_VERSION").is_file() && d.join("global").is_dir();
+    let mut found = Vec::new();
+    for child in subdirs(dir) {
+        if is_datadir(&child) {
+            found.push(child);
+        } else {
+            found.extend(subdirs(&child).into_iter().filter(|g| is_datadir(g)));
+        }
+    }
+    found.sort();
+    match found.as_slice() {
+        [] => None,
+        [one] => Some(format!(
+            "Pass --old-datadir {} (the data directory found below it)",
+            one.display()
+        )),
+        many => Some(format!(
+            "Pass --old-datadir with one of the data directories found below it: {}",
+            many.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 fn tablespaces(datadir: &Path) -> Vec<Tablespace> {
     let Ok(entries) = std::fs::read_dir(datadir.join("pg_tblspc")) else {
         return Vec::new();
@@ -289,6 +331,29 @@ pub(crate) fn process_alive(pid: i32) -> bool {
     comm.starts_with("postgres") || comm.starts_with("postmaster")
 }
 
+/// Waits up to `timeout` until `pid` is no longer a zombie. A killed postmaster stays a
+/// zombie until its parent reaps it, and PostgreSQL will not start while the pid named in
+/// `postmaster.pid` exists. True when it is gone (or was never a zombie).
+pub(crate) fn wait_reaped(pid: i32, timeout: std::time::Duration) -> bool {
+    let started = std::time::Instant::now();
+    while is_zombie(pid) {
+        if started.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    true
+}
+
+fn is_zombie(pid: i32) -> bool {
+    pid > 0
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                == Some("Z")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +400,31 @@ Data page checksum version:           1
         // This test process is alive but is not postgres: a reused pid must not count.
         assert!(!process_alive(i32::try_from(std::process::id()).unwrap()));
         assert!(!process_alive(0));
+    }
+
+    #[test]
+    fn names_data_directories_below_a_parent() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(fix_naming_data_dirs_below(root.path()), None);
+        let main = root.path().join("15/main");
+        std::fs::create_dir_all(main.join("global")).unwrap();
+        std::fs::create_dir_all(main.join("base/1")).unwrap();
+        std::fs::write(main.join("PG_VERSION"), "15\n").unwrap();
+        std::fs::write(main.join("base/1/PG_VERSION"), "15\n").unwrap();
+        let fix = fix_naming_data_dirs_below(root.path()).unwrap();
+        assert!(
+            fix.starts_with(&format!("Pass --old-datadir {} (", main.display())),
+            "{fix}"
+        );
+        // From the data directory's parent; a database directory is no data directory.
+        assert!(fix_naming_data_dirs_below(&root.path().join("15")).is_some());
+        assert_eq!(fix_naming_data_dirs_below(&main.join("base")), None);
+    }
+
+    #[test]
+    fn a_live_process_is_no_zombie() {
+        assert!(!is_zombie(i32::try_from(std::process::id()).unwrap()));
+        assert!(wait_reaped(0, std::time::Duration::ZERO));
     }
 
     #[test]

@@ -469,7 +469,12 @@ fn choose_mode(
                 old.display(),
                 new.display()
             ),
-            "Use --mode copy, or pass --new-datadir on the old data directory's filesystem",
+            format!(
+                "Use --mode copy, or pass --new-datadir on the old data directory's filesystem (mounted at {}, while {} is on the one mounted at {})",
+                space::mount_point(old).display(),
+                new.display(),
+                space::mount_point(new).display()
+            ),
         ));
     } else if requested == Mode::Clone && !space::supports_reflink(&new_parent) {
         findings.push(Finding::error(
@@ -545,6 +550,27 @@ fn read_catalog(
             "pgleap upgrade runs crash recovery (a fenced start and clean stop) first; or start and stop the server yourself, then run check again",
         ));
         return Ok(None);
+    }
+    if let crate::cluster::Liveness::Stale { pid } = cluster.liveness {
+        // A killed postmaster lingers as a zombie until its parent reaps it, and PostgreSQL
+        // will not start while that pid exists.
+        if !crate::cluster::wait_reaped(pid, std::time::Duration::from_secs(60)) {
+            return Err(refuse(Finding::error(
+                "postmaster-not-reaped",
+                format!(
+                    "postmaster.pid in {} names process {pid}, a server that was killed but not reaped by its parent (a zombie); PostgreSQL will not start while it exists",
+                    cluster.datadir.display()
+                ),
+                "Let its parent reap it (in a container, run an init such as tini, or restart the container), then run pgleap again",
+            )));
+        }
+    }
+    // The server is stopped, so a single-user backend can name the bootstrap superuser: the
+    // role sure to exist when connecting through the fence.
+    let mut users = users;
+    match catalog::bootstrap_superuser(runner, old, &cluster.datadir) {
+        Ok(name) => users.insert(0, name),
+        Err(e) => tracing::debug!("cannot learn the bootstrap superuser: {e}"),
     }
     let fence = Fence::new(&cluster.owner)?;
     let log = tempfile_log(fence.socket_dir());

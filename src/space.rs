@@ -180,6 +180,18 @@ pub(crate) fn supports_reflink(dir: &Path) -> bool {
     cloned.is_ok()
 }
 
+/// The mount point of the filesystem holding `path`: its highest ancestor on the same device.
+pub(crate) fn mount_point(path: &Path) -> PathBuf {
+    let start = existing_ancestor(path);
+    let dev = device_of(&start);
+    start
+        .ancestors()
+        .take_while(|a| device_of(a) == dev)
+        .last()
+        .unwrap_or(&start)
+        .to_path_buf()
+}
+
 /// `1536` → `1.5 KiB`.
 pub(crate) fn human(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -245,6 +257,12 @@ mod tests {
             rows[0].needed,
             u.datadir_relations + 500 + CATALOG_BASE + 3 * CATALOG_PER_DB
         );
+    }
+
+    #[test]
+    fn finds_mount_points() {
+        assert_eq!(mount_point(Path::new("/")), PathBuf::from("/"));
+        assert_eq!(mount_point(Path::new("/proc/self")), PathBuf::from("/proc"));
     }
 
     #[test]

@@ -95,13 +95,17 @@ pub(crate) fn pg_upgrade(
         format!("--username={}", opts.superuser),
         format!("--jobs={}", p.plan.jobs),
         format!("--socketdir={}", fence.socket_dir().display()),
-        p.plan.mode.pg_upgrade_flag().to_string(),
         // Keep pg_upgrade_output.d so its logs can be moved beside the upgrade's own.
         "--retain".into(),
         format!("--new-options={hba}"),
     ];
     if !live {
         args.push(format!("--old-options={hba}"));
+    }
+    let flag = p.plan.mode.pg_upgrade_flag();
+    // 16: --copy became an option; older pg_upgrade copies by default and rejects the flag.
+    if flag != "--copy" || p.new.major >= 16 {
+        args.push(flag.to_string());
     }
     if check {
         args.push("--check".into());
@@ -136,7 +140,12 @@ pub(crate) fn pg_upgrade(
                     "pg-upgrade-check",
                     format!(
                         "pg_upgrade --check failed:\n{}",
-                        pg_upgrade_findings(&out.stdout())
+                        // Usage errors go to stderr, with nothing on stdout.
+                        pg_upgrade_findings(&if out.stdout().trim().is_empty() {
+                            out.stderr()
+                        } else {
+                            out.stdout()
+                        })
                     ),
                     format!(
                         "Fix what it reports in the old cluster, then run pgleap again.{report}"

@@ -115,6 +115,10 @@ pub struct Builder {
     superuser: String,
     /// Path of the data directory below the fixture root.
     layout: String,
+    /// Extra initdb arguments, after the defaults (so `--locale` or `-E` here win).
+    initdb_args: Vec<String>,
+    /// Directory the fixture root is created in (default `/tmp`).
+    root_in: Option<PathBuf>,
 }
 
 impl Builder {
@@ -147,11 +151,24 @@ impl Builder {
         self.layout = layout.into();
         self
     }
+    /// Extra initdb arguments, appended after the defaults (`-E UTF8 --locale=C.UTF-8`), e.g.
+    /// `&["--locale=POSIX", "-E", "SQL_ASCII"]`.
+    pub fn initdb_args(mut self, args: &[&str]) -> Self {
+        self.initdb_args
+            .extend(args.iter().map(ToString::to_string));
+        self
+    }
+    /// Create the fixture root in `dir` (for example a mounted test filesystem) instead of
+    /// `/tmp`. The owner must be able to traverse `dir`.
+    pub fn root_in(mut self, dir: &Path) -> Self {
+        self.root_in = Some(dir.to_path_buf());
+        self
+    }
 
     pub fn build(self) -> Fixture {
         let root = tempfile::Builder::new()
             .prefix("pgleap-test-")
-            .tempdir_in("/tmp")
+            .tempdir_in(self.root_in.as_deref().unwrap_or(Path::new("/tmp")))
             .unwrap();
         // The owner must traverse the root and create siblings of the data directory.
         chown(root.path());
@@ -196,6 +213,7 @@ impl Builder {
         } else if self.major >= 18 {
             args.push("--no-data-checksums".into());
         }
+        args.extend(self.initdb_args.iter().cloned());
         ok(
             &as_owner(&bindir(self.major).join("initdb"), &args),
             "initdb",
@@ -256,6 +274,8 @@ impl Fixture {
             running: false,
             superuser: "postgres".into(),
             layout: "data/{major}".into(),
+            initdb_args: Vec::new(),
+            root_in: None,
         }
     }
 
@@ -676,4 +696,30 @@ pub fn assert_same_text(before: &str, after: &str, what: &str) {
         a.len(),
         b.len()
     );
+}
+
+/// What an upgrade must preserve: the new major's `pg_dumpall` and per-table row checksums.
+pub struct Contents {
+    pub dump: String,
+    pub rows: BTreeMap<String, String>,
+}
+
+impl Fixture {
+    /// Captures the contents of the server of `server_major` listening on `port`, dumped by
+    /// the `dump_major` client (use the upgrade's target major before and after).
+    pub fn contents(&self, server_major: u32, dump_major: u32, port: u16) -> Contents {
+        Contents {
+            dump: self.dumpall(dump_major, port),
+            rows: self.checksums(server_major, port),
+        }
+    }
+}
+
+impl Contents {
+    /// Asserts that `after` holds the same rows and the same dump as `self`.
+    #[track_caller]
+    pub fn assert_same(&self, after: &Contents) {
+        assert_eq!(self.rows, after.rows, "row checksums differ");
+        assert_same_text(&self.dump, &after.dump, "pg_dumpall outputs");
+    }
 }
