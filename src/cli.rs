@@ -33,6 +33,16 @@ pub(crate) enum Command {
     /// Upgrade the cluster: initdb, carry the configuration, pg_upgrade, start, analyze.
     #[command(after_help = EXIT_CODES)]
     Upgrade(UpgradeArgs),
+    /// Show where an upgrade stands, whether rollback is still possible, and what to run next.
+    #[command(after_help = EXIT_CODES)]
+    Status(StatusArgs),
+    /// Go back to the old cluster (copy and clone modes: until finalize; link and swap: until
+    /// the new cluster's first start).
+    #[command(after_help = EXIT_CODES)]
+    Rollback(ConfirmArgs),
+    /// Remove the old data directory once the new cluster is healthy.
+    #[command(after_help = EXIT_CODES)]
+    Finalize(ConfirmArgs),
     /// Internal: database requests run as the cluster owner.
     #[command(name = "__db", hide = true)]
     Db {
@@ -109,6 +119,43 @@ pub(crate) struct UpgradeArgs {
     pub(crate) leave_stopped: bool,
 }
 
+/// Which upgrade: found from the old data directory (and the new one, when not the default).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TargetArgs {
+    /// The old cluster's data directory.
+    #[arg(short = 'd', long, env = "PGLEAP_OLD_DATADIR", value_name = "DIR")]
+    pub(crate) old_datadir: PathBuf,
+
+    /// The new data directory, when it is not the default versioned sibling.
+    #[arg(short = 'D', long, env = "PGLEAP_NEW_DATADIR", value_name = "DIR")]
+    pub(crate) new_datadir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+
+    /// Print one JSON document on stdout.
+    #[arg(long, env = "PGLEAP_JSON")]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ConfirmArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+
+    /// Do it without asking (rollback: remove the new cluster instead of moving it aside;
+    /// finalize: delete the old data directory without a prompt).
+    #[arg(short, long, env = "PGLEAP_YES")]
+    pub(crate) yes: bool,
+
+    /// Print one JSON document on stdout.
+    #[arg(long, env = "PGLEAP_JSON")]
+    pub(crate) json: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;
@@ -122,7 +169,7 @@ mod tests {
 
     #[test]
     fn every_option_has_an_env_var() {
-        for sub in ["check", "upgrade"] {
+        for sub in ["check", "upgrade", "status", "rollback", "finalize"] {
             let cmd = Cli::command();
             let sub = cmd.find_subcommand(sub).unwrap();
             for arg in sub.get_arguments() {

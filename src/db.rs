@@ -63,6 +63,11 @@ pub(crate) enum Request {
         #[command(flatten)]
         target: Target,
     },
+    /// Answer a query: the server's version number (JSON).
+    Ping {
+        #[command(flatten)]
+        target: Target,
+    },
     /// ANALYZE every database, in parallel, optionally in stages and only what lacks statistics.
     Analyze {
         #[command(flatten)]
@@ -161,6 +166,15 @@ pub(crate) fn serve(request: Request) -> Result<()> {
                 .await
                 .map_err(|e| pg_error("reading the catalog", &e))?;
                 Ok::<_, Error>(serde_json::to_string(&catalog))
+            }
+            Request::Ping { target } => {
+                let (client, _) = connect_any(&target, "postgres").await?;
+                let v: String = client
+                    .query_one("SELECT current_setting('server_version_num')", &[])
+                    .await
+                    .map_err(|e| pg_error("querying the server", &e))?
+                    .get(0);
+                Ok(serde_json::to_string(&v.parse::<u32>().unwrap_or(0)))
             }
             Request::Analyze {
                 target,

@@ -31,6 +31,10 @@ pub(crate) enum Error {
         log: Option<PathBuf>,
     },
 
+    /// SIGINT or SIGTERM stopped the upgrade at a step boundary.
+    #[error("interrupted by a signal before {before}")]
+    Interrupted { before: String },
+
     #[error("{context}: {path}: {source}")]
     Io {
         context: String,
@@ -80,6 +84,10 @@ impl Error {
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Error::Refused { .. } => EXIT_REFUSED,
+            Error::Interrupted { .. } => crate::interrupt::EXIT_INTERRUPTED,
+            Error::Step { source, .. } if matches!(**source, Error::Interrupted { .. }) => {
+                crate::interrupt::EXIT_INTERRUPTED
+            }
             Error::Step { source, .. } if matches!(**source, Error::Refused { .. }) => EXIT_REFUSED,
             _ => EXIT_FAILED,
         }

@@ -9,7 +9,6 @@
 //! `PGLEAP_FAULT=<point>` kills pgleap with SIGKILL at a named point (`before:<step>`,
 //! `after:<step>`); `PGLEAP_FAULT=<point>:pause=<file>` waits there until `file` exists.
 //! Tests use them to prove every crash point is recoverable.
-#![allow(dead_code)] // used by upgrade/status/rollback/finalize, landing next
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 

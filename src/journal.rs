@@ -5,7 +5,6 @@
 //! leaves either the old or the new record, never a torn one. An exclusive `flock` on `lock`
 //! keeps two pgleap runs from interleaving; the kernel drops it when a run dies, so a crash
 //! never leaves a lock that blocks the next run.
-#![allow(dead_code)] // used by upgrade/status/rollback/finalize, landing next
 
 use std::fs::File;
 use std::io::Write as _;
@@ -83,6 +82,10 @@ pub(crate) struct Record {
     pub(crate) point_of_no_return: bool,
     pub(crate) steps: Vec<StepRecord>,
     pub(crate) downtime_seconds: Option<f64>,
+    /// When stop-old began (ms since the epoch): downtime is measured from here, across a
+    /// resume if need be.
+    #[serde(default)]
+    pub(crate) window_started_ms: Option<u64>,
     pub(crate) started_at: u64,
     pub(crate) updated_at: u64,
 }
@@ -101,6 +104,12 @@ pub(crate) fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+pub(crate) fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Journal {
     pub(crate) fn create(plan: &Plan, old_was_running: bool) -> Result<Journal> {
         let record = Record {
@@ -112,6 +121,7 @@ impl Journal {
             point_of_no_return: false,
             steps: Vec::new(),
             downtime_seconds: None,
+            window_started_ms: None,
             started_at: now(),
             updated_at: now(),
         };

@@ -18,6 +18,7 @@ mod preflight;
 mod prepare;
 mod process;
 mod report;
+mod rollback;
 mod server;
 mod space;
 mod steps;
@@ -57,6 +58,8 @@ fn main() -> ExitCode {
     let json = match &cli.command {
         Command::Check(a) => a.json,
         Command::Upgrade(a) => a.common.json,
+        Command::Status(a) => a.json,
+        Command::Rollback(a) | Command::Finalize(a) => a.json,
         Command::Db { .. } => false,
     };
     match run(cli.command) {
@@ -82,6 +85,9 @@ fn run(command: Command) -> error::Result<()> {
     match command {
         Command::Check(args) => cmd::check::execute(&args),
         Command::Upgrade(args) => cmd::upgrade::execute(&args),
+        Command::Status(args) => cmd::status::execute(&args),
+        Command::Rollback(args) => cmd::rollback::execute(&args),
+        Command::Finalize(args) => cmd::finalize::execute(&args),
         Command::Db { request } => db::serve(request),
     }
 }

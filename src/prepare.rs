@@ -599,3 +599,22 @@ fn read_catalog(
 fn tempfile_log(dir: &Path) -> PathBuf {
     dir.join("old-server.log")
 }
+
+impl Prepared {
+    /// Rebuilds the context of an upgrade from its journaled plan (resume, rollback,
+    /// finalize): the same owner, binaries and paths as the run that wrote it.
+    pub(crate) fn from_plan(plan: Plan) -> Result<Prepared> {
+        let runner = Runner::new(plan.owner.clone(), Some(plan.work_dir.join("logs")));
+        let old = Install::probe(&runner, &plan.old.bindir, Role::Old).map_err(refuse)?;
+        let new = Install::probe(&runner, &plan.new.bindir, Role::New).map_err(refuse)?;
+        let cluster = Cluster::inspect(&plan.old.datadir).map_err(refuse)?;
+        Ok(Prepared {
+            plan,
+            findings: Findings::default(),
+            runner,
+            cluster,
+            old,
+            new,
+        })
+    }
+}

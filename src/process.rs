@@ -130,6 +130,16 @@ impl Runner {
         // Own process group: a terminal's Ctrl-C reaches pgleap only, which decides when to
         // stop (see interrupt.rs) instead of pg_upgrade dying midway.
         cmd.process_group(0);
+        // A child must not outlive pgleap: a pg_upgrade still running after pgleap was
+        // killed would race the resume or rollback that the released lock now allows.
+        // (Servers started by pg_ctl are its grandchildren and are not affected.)
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
         cmd
     }
 

@@ -1,4 +1,29 @@
 //! One file per subcommand.
 
 pub(crate) mod check;
+pub(crate) mod finalize;
+pub(crate) mod rollback;
+pub(crate) mod status;
 pub(crate) mod upgrade;
+
+use crate::cli::TargetArgs;
+use crate::error::{Error, Result};
+use crate::journal::Journal;
+use crate::preflight::Finding;
+
+/// The journal of the upgrade named by `target`, or a refusal saying none was found.
+pub(crate) fn find_journal(target: &TargetArgs) -> Result<Journal> {
+    let old =
+        std::path::absolute(&target.old_datadir).unwrap_or_else(|_| target.old_datadir.clone());
+    let new = target
+        .new_datadir
+        .as_ref()
+        .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()));
+    crate::journal::locate(&old, new.as_deref())?.ok_or_else(|| Error::Refused {
+        findings: vec![Finding::error(
+            "no-journal",
+            format!("no upgrade of {} is recorded", old.display()),
+            "pgleap keeps its journal beside the new data directory: pass --new-datadir if it is not the default, or start one with pgleap upgrade",
+        )],
+    })
+}

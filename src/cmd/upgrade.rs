@@ -1,72 +1,112 @@
-//! `pgleap upgrade`: run the plan. Preparation (initdb, configuration, pg_upgrade --check)
-//! happens while the old server still serves; the downtime window holds only stop-old,
-//! pg_upgrade and start-new; extension updates and ANALYZE run after clients are back.
+//! `pgleap upgrade`: run the plan, journaling every step, or resume one that stopped.
 //!
-//! Invariant: before the new cluster's first start a failure puts the old cluster back as
-//! it was found (running again if it was running) and moves the half-built new directory
-//! aside; pgleap never deletes or edits the old data directory.
+//! Preparation (initdb, configuration, pg_upgrade --check) happens while the old server still
+//! serves; the downtime window holds only stop-old, pg_upgrade and start-new; extension
+//! updates and ANALYZE run after clients are back.
+//!
+//! Invariant: before the point of no return (the new cluster's first start in link or swap
+//! mode) any failure or interrupt puts the old cluster back as it was found, running again if
+//! it was running. A crash leaves a journal from which this command resumes.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::UpgradeArgs;
+use crate::cli::{CheckArgs, UpgradeArgs};
+use crate::cluster::{self, Liveness};
 use crate::config::CarryReport;
 use crate::db;
 use crate::error::{Error, Result};
-use crate::plan::STEPS;
+use crate::interrupt;
+use crate::journal::{Journal, Lock, State, now_millis};
+use crate::plan::{Mode, STEPS};
 use crate::preflight::Finding;
 use crate::prepare::{Prepared, Purpose, prepare};
 use crate::process::Opts;
 use crate::report::{Ui, secs};
+use crate::rollback::{self, Discard};
 use crate::server::{self, Fence};
 use crate::steps;
-
-#[derive(Debug, Serialize)]
-struct StepTiming {
-    name: &'static str,
-    seconds: f64,
-}
 
 struct Run<'a> {
     p: &'a Prepared,
     ui: Ui,
+    journal: Journal,
     log_dir: PathBuf,
-    timings: Vec<StepTiming>,
     warnings: Vec<Finding>,
+    carried: Option<CarryReport>,
+    analyzed: Option<db::AnalyzeReport>,
 }
 
 impl Run<'_> {
+    /// Runs one step: honours an interrupt first, journals its start and end, and offers
+    /// fault-injection points on both sides.
     fn step<T>(
         &mut self,
         name: &'static str,
+        reached: State,
         what: &str,
         f: impl FnOnce(&Self) -> Result<T>,
     ) -> Result<T> {
+        if interrupt::interrupted() {
+            return Err(Error::Interrupted {
+                before: name.to_string(),
+            });
+        }
+        interrupt::fault(&format!("before:{name}"));
         let n = STEPS.iter().position(|s| *s == name).map_or(0, |i| i + 1);
         let started = self.ui.step(n, STEPS.len(), name, what);
+        self.journal.begin(name)?;
         let out = f(self)?;
         let d = self.ui.step_done(started, "");
-        self.timings.push(StepTiming {
-            name,
-            seconds: d.as_secs_f64(),
-        });
+        self.journal.finish(name, reached, d.as_secs_f64())?;
+        interrupt::fault(&format!("after:{name}"));
         Ok(out)
+    }
+
+    fn leave_running(&self) -> bool {
+        self.journal.record.old_was_running && !self.p.plan.leave_stopped
     }
 }
 
 pub(crate) fn execute(args: &UpgradeArgs) -> Result<()> {
+    interrupt::install();
     let ui = Ui {
         json: args.common.json,
     };
+    let old_datadir = std::path::absolute(&args.common.old_datadir)
+        .unwrap_or_else(|_| args.common.old_datadir.clone());
+    if let Some(j) = crate::journal::locate(&old_datadir, args.common.new_datadir.as_deref())? {
+        match j.record.state {
+            State::Done => {
+                ui.line(&format!(
+                    "{} was already upgraded to {} (journal {}); nothing to do. pgleap finalize removes the old cluster when you are satisfied.",
+                    old_datadir.display(),
+                    j.record.plan.new.datadir.display(),
+                    j.path().display()
+                ));
+                return Ok(());
+            }
+            s if s.terminal() => j.archive()?,
+            _ => return resume(args, ui, j),
+        }
+    }
+    fresh(args, ui, None)
+}
+
+/// A new upgrade (or a redo after undoing an interrupted one, with the old server's state at
+/// the original start).
+fn fresh(args: &UpgradeArgs, ui: Ui, old_was_running: Option<bool>) -> Result<()> {
     let purpose = Purpose::Upgrade {
         port: args.port,
         analyze: !args.no_analyze,
         leave_stopped: args.leave_stopped,
     };
     let mut p = prepare(&args.common, purpose)?;
+    if let Some(was) = old_was_running {
+        p.plan.old_running = was;
+    }
     ui.plan(&p.plan);
     ui.findings(&p.findings.0);
     if p.findings.has_errors() {
@@ -74,30 +114,170 @@ pub(crate) fn execute(args: &UpgradeArgs) -> Result<()> {
     }
     let log_dir = p.plan.work_dir.join("logs");
     steps::create_owned_dir(&p.plan.work_dir, p.runner.owner())?;
+    let _lock = Lock::acquire(&p.plan.work_dir)?;
     steps::create_owned_dir(&log_dir, p.runner.owner())?;
     p.runner.set_log_dir(log_dir.clone());
+    let journal = Journal::create(&p.plan, p.plan.old_running)?;
     let mut run = Run {
         p: &p,
         ui,
+        journal,
         log_dir,
-        timings: Vec::new(),
         warnings: p.findings.0.clone(),
+        carried: None,
+        analyzed: None,
     };
 
-    let carried = run.build_new().map_err(|e| undo_before_stop(&run, e))?;
-    let window = Instant::now();
-    run.switch().map_err(|e| undo_after_stop(&run, e))?;
-    let fence = Fence::new(p.runner.owner())?;
-    let socket = run.start_new(&fence)?;
-    let downtime = window.elapsed();
-    run.ui.line(&format!(
-        "      downtime: {} (old stopped → new accepting connections)",
-        secs(downtime)
+    if let Err(e) = build_new(&mut run) {
+        return Err(auto_rollback(&mut run, e));
+    }
+    if let Err(e) = switch(&mut run) {
+        return Err(auto_rollback(&mut run, e));
+    }
+    after_upgrade(&mut run)
+}
+
+/// Continues an upgrade from its journal.
+fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
+    let plan = j.record.plan.clone();
+    let lock = Lock::acquire(&plan.work_dir)?;
+    // Re-read under the lock: the holder may have moved on.
+    let j = Journal::load(&plan.work_dir)?.unwrap_or(j);
+    let r = &j.record;
+    ui.line(&format!(
+        "resuming the upgrade of {} recorded in {} (state: {}{})",
+        plan.old.datadir.display(),
+        j.path().display(),
+        r.state.name(),
+        r.running
+            .as_ref()
+            .map(|s| format!(", interrupted during {s}"))
+            .unwrap_or_default()
     ));
-    let analyzed = run.after_start(&socket);
+    if r.plan.mode == Mode::Swap
+        && r.state < State::Upgraded
+        && r.running.as_deref() == Some("pg_upgrade")
+    {
+        return Err(Error::Refused {
+            findings: vec![rollback::impossible(&j).unwrap_or_else(|| {
+                Finding::error(
+                    "swap-started",
+                    "pg_upgrade --swap was interrupted",
+                    "Restore a backup",
+                )
+            })],
+        });
+    }
+    let p = Prepared::from_plan(plan)?;
+    if j.record.state < State::Upgraded {
+        // Nothing of the new cluster is worth keeping: undo it, then redo from initdb with
+        // the same binaries, paths and mode.
+        let old_was_running = j.record.old_was_running;
+        for n in rollback::undo_new(&p, &j, Discard::Remove)? {
+            ui.line(&format!("      {n}"));
+        }
+        j.archive()?;
+        drop(lock);
+        let again = args_from_plan(args, &p);
+        return fresh(&again, ui, Some(old_was_running));
+    }
+    let log_dir = p.plan.work_dir.join("logs");
+    let mut run = Run {
+        p: &p,
+        ui,
+        journal: j,
+        log_dir,
+        warnings: Vec::new(),
+        carried: None,
+        analyzed: None,
+    };
+    after_upgrade(&mut run)
+}
+
+/// The flags of a redo: the journaled plan's binaries, paths, mode and options.
+fn args_from_plan(args: &UpgradeArgs, p: &Prepared) -> UpgradeArgs {
+    let plan = &p.plan;
+    UpgradeArgs {
+        common: CheckArgs {
+            old_datadir: plan.old.datadir.clone(),
+            new_datadir: Some(plan.new.datadir.clone()),
+            old_bindir: Some(plan.old.bindir.clone()),
+            new_bindir: Some(plan.new.bindir.clone()),
+            new_version: None,
+            mode: plan.mode,
+            jobs: u32::try_from(plan.jobs).ok(),
+            username: args.common.username.clone(),
+            json: args.common.json,
+        },
+        port: Some(plan.new.port),
+        no_analyze: !plan.analyze,
+        leave_stopped: plan.leave_stopped,
+    }
+}
+
+/// While the old server still serves: initdb, configuration, pg_upgrade --check.
+fn build_new(run: &mut Run<'_>) -> Result<()> {
+    let new = run.p.plan.new.datadir.clone();
+    run.step(
+        "initdb",
+        State::NewInitialized,
+        &format!("{} with the old cluster's options", new.display()),
+        |r| steps::initdb(r.p, &new),
+    )?;
+    let carried = run.step(
+        "carry-config",
+        State::ConfigCarried,
+        "postgresql.conf, pg_hba.conf, pg_ident.conf, includes",
+        |r| steps::carry_config(r.p, &new),
+    )?;
+    for c in &carried.commented {
+        run.ui.line(&format!(
+            "      commented out {c}: the new major rejects it"
+        ));
+    }
+    run.carried = Some(carried);
+    run.step("check", State::Checked, "pg_upgrade --check", |r| {
+        steps::pg_upgrade(r.p, &new, &r.p.plan.work_dir, &r.log_dir, true)
+    })?;
+    Ok(())
+}
+
+/// The downtime window up to the new cluster's start: stop old, pg_upgrade.
+fn switch(run: &mut Run<'_>) -> Result<()> {
+    let new = run.p.plan.new.datadir.clone();
+    run.journal.record.window_started_ms = Some(now_millis());
+    run.step(
+        "stop-old",
+        State::OldStopped,
+        "fast shutdown of the old server; clients are cut off",
+        |r| steps::stop_old(r.p),
+    )?;
+    let what = format!("--{} with {} jobs", run.p.plan.mode.name(), run.p.plan.jobs);
+    run.step("pg_upgrade", State::Upgraded, &what, |r| {
+        steps::pg_upgrade(r.p, &new, &r.p.plan.work_dir, &r.log_dir, false)
+    })?;
+    Ok(())
+}
+
+/// From the new cluster's first start to the end, resuming at the journaled state.
+fn after_upgrade(run: &mut Run<'_>) -> Result<()> {
+    let fence = Fence::new(run.p.runner.owner())?;
+    if run.journal.record.state == State::Upgraded {
+        start_new(run, &fence)?;
+    } else {
+        ensure_new_running(run, &fence)?;
+    }
+    let socket = new_socket(run, &fence);
+    if run.journal.record.state < State::ExtensionsUpdated {
+        update_extensions(run, &socket)?;
+    }
+    if run.journal.record.state < State::Analyzed {
+        analyze(run, &socket)?;
+    }
     let leave_running = run.leave_running();
     run.step(
         "finish",
+        State::Done,
         if leave_running {
             "new cluster left running"
         } else {
@@ -112,109 +292,109 @@ pub(crate) fn execute(args: &UpgradeArgs) -> Result<()> {
         },
     )?;
     drop(fence);
-    run.report(downtime, &carried, analyzed.as_ref());
+    report(run);
     Ok(())
 }
 
-impl Run<'_> {
-    fn leave_running(&self) -> bool {
-        self.p.plan.old_running && !self.p.plan.leave_stopped
+fn start_new(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
+    let p = run.p;
+    let new = p.plan.new.datadir.clone();
+    let leave_running = run.leave_running();
+    let log = server::logfile(&run.log_dir, "new");
+    let what = if leave_running {
+        "with its real settings; clients are back"
+    } else {
+        "fenced, for extension updates and ANALYZE"
+    };
+    if !p.plan.mode.old_survives_start() {
+        // Journal the point of no return before crossing it: if pgleap dies during the
+        // start, rollback must not assume the old data files are unchanged.
+        run.journal.record.point_of_no_return = true;
+        run.journal.write()?;
     }
-
-    /// While the old server still serves: initdb, configuration, pg_upgrade --check.
-    fn build_new(&mut self) -> Result<CarryReport> {
-        let new = self.p.plan.new.datadir.clone();
-        self.step(
-            "initdb",
-            &format!("{} with the old cluster's options", new.display()),
-            |r| steps::initdb(r.p, &new),
-        )?;
-        let carried = self.step(
-            "carry-config",
-            "postgresql.conf, pg_hba.conf, pg_ident.conf, includes",
-            |r| steps::carry_config(r.p, &new),
-        )?;
-        for c in &carried.commented {
-            self.ui.line(&format!(
-                "      commented out {c}: the new major rejects it"
-            ));
-        }
-        self.step("check", "pg_upgrade --check", |r| {
-            steps::pg_upgrade(r.p, &new, &r.p.plan.work_dir, &r.log_dir, true)
-        })?;
-        Ok(carried)
-    }
-
-    /// The downtime window up to the new cluster's start: stop old, pg_upgrade.
-    fn switch(&mut self) -> Result<()> {
-        let new = self.p.plan.new.datadir.clone();
-        self.step(
-            "stop-old",
-            "fast shutdown of the old server; clients are cut off",
-            |r| steps::stop_old(r.p),
-        )?;
-        let what = format!(
-            "--{} with {} jobs",
-            self.p.plan.mode.name(),
-            self.p.plan.jobs
-        );
-        self.step("pg_upgrade", &what, |r| {
-            steps::pg_upgrade(r.p, &new, &r.p.plan.work_dir, &r.log_dir, false)
-        })?;
-        Ok(())
-    }
-
-    /// Starts the new cluster (for real when it stays running, else fenced); returns the
-    /// socket directory to reach it.
-    fn start_new(&mut self, fence: &Fence) -> Result<PathBuf> {
-        let p = self.p;
-        let new = p.plan.new.datadir.clone();
-        let leave_running = self.leave_running();
-        let log = server::logfile(&self.log_dir, "new");
-        let what = if leave_running {
-            "with its real settings; clients are back"
-        } else {
-            "fenced, for extension updates and ANALYZE"
-        };
-        self.step("start-new", what, |r| {
-            let fenced = (!leave_running).then_some((fence, p.plan.new.port));
-            server::start(&r.p.runner, &r.p.new, &new, fenced, &log)
-        })
-        .map_err(|e| {
-            step_failed(
-                "start-new",
-                e,
-                &after_start_state(p),
-                &format!(
-                    "read {} and fix the cause, then start it: pg_ctl start -D {}",
-                    log.display(),
-                    new.display()
-                ),
+    run.step("start-new", State::NewStarted, what, |r| {
+        let fenced = (!leave_running).then_some((fence, p.plan.new.port));
+        server::start(&r.p.runner, &r.p.new, &new, fenced, &log)
+    })
+    .map_err(|e| {
+        let state = if p.plan.mode.old_survives_start() {
+            format!(
+                "the old cluster at {} is stopped and intact; pgleap rollback brings it back",
+                p.plan.old.datadir.display()
             )
-        })?;
-        if !leave_running {
-            return Ok(fence.socket_dir().to_path_buf());
-        }
-        Ok(match crate::cluster::liveness(&new) {
-            crate::cluster::Liveness::Running(pm) => {
-                pm.socket_dir.unwrap_or_else(|| PathBuf::from("/tmp"))
-            }
-            _ => PathBuf::from("/tmp"),
-        })
+        } else {
+            format!(
+                "pg_upgrade completed in --{} mode; the old cluster must not be started",
+                p.plan.mode.name()
+            )
+        };
+        step_failed(
+            "start-new",
+            e,
+            &state,
+            &format!(
+                "read {} and fix the cause, then run pgleap upgrade again to resume",
+                log.display()
+            ),
+        )
+    })?;
+    if let Some(ms) = run.journal.record.window_started_ms {
+        run.journal.record.downtime_seconds = Some(now_millis().saturating_sub(ms) as f64 / 1000.0);
+        run.journal.write()?;
     }
+    if let Some(d) = run.journal.record.downtime_seconds {
+        run.ui.line(&format!(
+            "      downtime: {} (old stopped → new accepting connections)",
+            secs(Duration::from_secs_f64(d))
+        ));
+    }
+    Ok(())
+}
 
-    /// While clients are served: update_extensions.sql, then ANALYZE. Failures here are
-    /// warnings: the upgrade itself is done.
-    fn after_start(&mut self, socket: &Path) -> Option<db::AnalyzeReport> {
-        let p = self.p;
-        let superuser = p
-            .plan
-            .initdb
-            .as_ref()
-            .map(|o| o.superuser.clone())
-            .unwrap_or_default();
-        let script = p.plan.work_dir.join("update_extensions.sql");
-        if script.exists() {
+/// On resume past the first start: the new server must be up for the remaining steps.
+fn ensure_new_running(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
+    let new = &run.p.plan.new.datadir;
+    if matches!(cluster::liveness(new), Liveness::Running(_)) {
+        return Ok(());
+    }
+    let fenced = (!run.leave_running()).then_some((fence, run.p.plan.new.port));
+    server::start(
+        &run.p.runner,
+        &run.p.new,
+        new,
+        fenced,
+        &server::logfile(&run.log_dir, "new"),
+    )
+}
+
+fn new_socket(run: &Run<'_>, fence: &Fence) -> PathBuf {
+    match cluster::liveness(&run.p.plan.new.datadir) {
+        Liveness::Running(pm) => pm
+            .socket_dir
+            .unwrap_or_else(|| fence.socket_dir().to_path_buf()),
+        _ => fence.socket_dir().to_path_buf(),
+    }
+}
+
+fn superuser(p: &Prepared) -> String {
+    p.plan
+        .initdb
+        .as_ref()
+        .map_or_else(|| p.runner.owner().name.clone(), |o| o.superuser.clone())
+}
+
+/// Runs pg_upgrade's update_extensions.sql; a failure is a warning (the upgrade is done).
+fn update_extensions(run: &mut Run<'_>, socket: &Path) -> Result<()> {
+    let p = run.p;
+    let script = p.plan.work_dir.join("update_extensions.sql");
+    let res = run.step(
+        "update-extensions",
+        State::ExtensionsUpdated,
+        "ALTER EXTENSION ... UPDATE",
+        |r| {
+            if !script.exists() {
+                return Ok(());
+            }
             let args = [
                 "-X".to_string(),
                 "-v".into(),
@@ -224,133 +404,127 @@ impl Run<'_> {
                 "-p".into(),
                 p.plan.new.port.to_string(),
                 "-U".into(),
-                superuser.clone(),
+                superuser(p),
                 "-d".into(),
                 "postgres".into(),
                 "-f".into(),
                 script.display().to_string(),
             ];
-            let res = self.step("update-extensions", "ALTER EXTENSION ... UPDATE", |r| {
-                let opts = Opts {
-                    log_name: Some("update-extensions"),
-                    ..Opts::default()
-                };
-                r.p.runner.run(&r.p.new.psql(), &args, &opts).map(|_| ())
-            });
-            if let Err(e) = res {
-                self.warnings.push(Finding::warning(
-                    "update-extensions-failed",
-                    format!("updating extensions failed: {e}"),
-                    format!("Run it yourself: psql -f {} postgres", script.display()),
-                ));
-            }
+            let opts = Opts {
+                log_name: Some("update-extensions"),
+                ..Opts::default()
+            };
+            r.p.runner.run(&r.p.new.psql(), &args, &opts).map(|_| ())
+        },
+    );
+    match res {
+        Err(e @ Error::Interrupted { .. }) => Err(e),
+        Err(e) => {
+            run.warnings.push(Finding::warning(
+                "update-extensions-failed",
+                format!("updating extensions failed: {e}"),
+                format!("Run it yourself: psql -f {} postgres", script.display()),
+            ));
+            run.journal.set_state(State::ExtensionsUpdated)
         }
-        if !p.plan.analyze {
-            return None;
-        }
-        // 18: pg_upgrade carries optimizer statistics; only what it did not carry is missing.
-        let missing_only = p.new.major >= 18;
-        let what = if missing_only {
-            "relations without statistics, in stages"
-        } else {
-            "all relations, in stages (minimal statistics first)"
-        };
-        let target = db::Target::new(
-            socket,
-            p.plan.new.port,
-            vec![superuser, p.runner.owner().name.clone()],
-        );
-        let jobs = p.plan.jobs.to_string();
-        let mut req = vec!["analyze", "--jobs", jobs.as_str(), "--stages"];
-        if missing_only {
-            req.push("--missing-only");
-        }
-        match self.step("analyze", what, |r| {
-            db::call::<db::AnalyzeReport>(&r.p.runner, &req, &target)
-        }) {
-            Ok(a) => {
-                self.ui.line(&format!(
-                    "      analyzed {} relations in {} databases",
-                    a.relations, a.databases
-                ));
-                Some(a)
-            }
-            Err(e) => {
-                self.warnings.push(Finding::warning(
-                    "analyze-failed",
-                    format!("ANALYZE failed: {e}"),
-                    format!(
-                        "Run it yourself: vacuumdb --all --analyze-in-stages{}",
-                        if missing_only {
-                            " --missing-stats-only"
-                        } else {
-                            ""
-                        }
-                    ),
-                ));
-                None
-            }
-        }
+        Ok(()) => Ok(()),
     }
+}
 
-    fn report(
-        &self,
-        downtime: Duration,
-        carried: &CarryReport,
-        analyzed: Option<&db::AnalyzeReport>,
-    ) {
-        let p = self.p;
-        self.ui.findings(&self.warnings);
-        let old_note = old_cluster_note(p);
-        self.ui.line(&format!(
-            "\nUpgraded {} (PostgreSQL {}) to {} (PostgreSQL {}) in --{} mode; downtime {}.\n{}\nLogs: {}",
-            p.plan.old.datadir.display(),
-            p.plan.old.major,
-            p.plan.new.datadir.display(),
-            p.plan.new.major,
-            p.plan.mode.name(),
-            secs(downtime),
-            old_note,
-            self.log_dir.display()
-        ));
-        self.ui.json(&json!({
-            "ok": true,
-            "plan": p.plan,
-            "steps": self.timings,
-            "downtime_seconds": downtime.as_secs_f64(),
-            "new_running": self.leave_running(),
-            "config": carried,
-            "analyze": analyzed,
-            "warnings": self.warnings,
-            "old_cluster": old_note,
-            "log_dir": self.log_dir,
-        }));
+/// ANALYZE while clients are served; a failure is a warning with the command to run.
+fn analyze(run: &mut Run<'_>, socket: &Path) -> Result<()> {
+    let p = run.p;
+    if !p.plan.analyze {
+        return run.journal.set_state(State::Analyzed);
     }
+    // 18: pg_upgrade carries optimizer statistics; only what it did not carry is missing.
+    let missing_only = p.new.major >= 18;
+    let what = if missing_only {
+        "relations without statistics, in stages"
+    } else {
+        "all relations, in stages (minimal statistics first)"
+    };
+    let target = db::Target::new(
+        socket,
+        p.plan.new.port,
+        vec![superuser(p), p.runner.owner().name.clone()],
+    );
+    let jobs = p.plan.jobs.to_string();
+    let mut req = vec!["analyze", "--jobs", jobs.as_str(), "--stages"];
+    if missing_only {
+        req.push("--missing-only");
+    }
+    match run.step("analyze", State::Analyzed, what, |r| {
+        db::call::<db::AnalyzeReport>(&r.p.runner, &req, &target)
+    }) {
+        Ok(a) => {
+            run.ui.line(&format!(
+                "      analyzed {} relations in {} databases",
+                a.relations, a.databases
+            ));
+            run.analyzed = Some(a);
+            Ok(())
+        }
+        Err(e @ Error::Interrupted { .. }) => Err(e),
+        Err(e) => {
+            run.warnings.push(Finding::warning(
+                "analyze-failed",
+                format!("ANALYZE failed: {e}"),
+                format!(
+                    "Run it yourself: vacuumdb --all --analyze-in-stages{}",
+                    if missing_only {
+                        " --missing-stats-only"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+            run.journal.set_state(State::Analyzed)
+        }
+    }
+}
+
+fn report(run: &Run<'_>) {
+    let p = run.p;
+    let r = &run.journal.record;
+    run.ui.findings(&run.warnings);
+    let old_note = old_cluster_note(p);
+    let downtime = r
+        .downtime_seconds
+        .map_or_else(|| "unknown".into(), |d| secs(Duration::from_secs_f64(d)));
+    run.ui.line(&format!(
+        "\nUpgraded {} (PostgreSQL {}) to {} (PostgreSQL {}) in --{} mode; downtime {downtime}.\n{old_note}\nLogs: {}",
+        p.plan.old.datadir.display(),
+        p.plan.old.major,
+        p.plan.new.datadir.display(),
+        p.plan.new.major,
+        p.plan.mode.name(),
+        run.log_dir.display()
+    ));
+    run.ui.json(&json!({
+        "ok": true,
+        "plan": p.plan,
+        "steps": r.steps,
+        "downtime_seconds": r.downtime_seconds,
+        "new_running": run.leave_running(),
+        "config": run.carried,
+        "analyze": run.analyzed,
+        "warnings": run.warnings,
+        "old_cluster": old_note,
+        "log_dir": run.log_dir,
+        "journal": run.journal.path(),
+    }));
 }
 
 fn old_cluster_note(p: &Prepared) -> String {
     let old = p.plan.old.datadir.display();
     if p.plan.mode.old_survives_start() {
         format!(
-            "The old cluster at {old} is intact: to go back, stop the new cluster and start the old one (pg_ctl start -D {old}). Remove it when satisfied."
+            "The old cluster at {old} is intact: pgleap rollback goes back to it; pgleap finalize removes it when you are satisfied."
         )
     } else {
         format!(
-            "The old cluster at {old} shares data files with the new one (--{} mode) and must not be started again; going back means restoring a backup. Remove it when satisfied.",
-            p.plan.mode.name()
-        )
-    }
-}
-
-fn after_start_state(p: &Prepared) -> String {
-    if p.plan.mode.old_survives_start() {
-        format!(
-            "the old cluster at {} is stopped and intact",
-            p.plan.old.datadir.display()
-        )
-    } else {
-        format!(
-            "pg_upgrade completed in --{} mode; the old cluster must not be started",
+            "The old cluster at {old} shares data files with the new one (--{} mode) and can no longer be started; pgleap finalize removes it when you are satisfied.",
             p.plan.mode.name()
         )
     }
@@ -365,95 +539,41 @@ fn step_failed(step: &str, e: Error, state: &str, next: &str) -> Error {
     }
 }
 
-/// A failure before the old server was stopped: the old cluster was never touched, so only
-/// the new directory is removed (it was created by this run).
-fn undo_before_stop(run: &Run<'_>, e: Error) -> Error {
-    let new = &run.p.plan.new.datadir;
-    let removed = std::fs::remove_dir_all(new);
-    if let Error::Refused { .. } = e {
-        if removed.is_ok() {
-            return e;
+/// A failure or interrupt before the point of no return: put the old cluster back as it
+/// was found and report the original error with what was done.
+fn auto_rollback(run: &mut Run<'_>, e: Error) -> Error {
+    let step = run
+        .journal
+        .record
+        .running
+        .clone()
+        .unwrap_or_else(|| "upgrade".into());
+    let refused_before_stop =
+        matches!(e, Error::Refused { .. }) && run.journal.record.state < State::OldStopped;
+    match rollback::roll_back(run.p, &mut run.journal, Discard::Remove, &run.log_dir) {
+        Ok(notes) => {
+            if refused_before_stop {
+                // pg_upgrade --check refused: the old cluster was never touched.
+                return e;
+            }
+            step_failed(
+                &step,
+                e,
+                &format!("rolled back automatically: {}", notes.join("; ")),
+                &format!(
+                    "fix the cause (logs in {}), then run pgleap upgrade again",
+                    run.log_dir.display()
+                ),
+            )
         }
-    }
-    let state = format!(
-        "the old cluster is untouched ({}); {}",
-        if run.p.plan.old_running {
-            "still running"
-        } else {
-            "stopped"
-        },
-        match removed {
-            Ok(()) => format!("the new directory {} was removed", new.display()),
-            Err(err) => format!(
-                "the new directory {} could not be removed: {err}",
-                new.display()
+        Err(rb) => step_failed(
+            &step,
+            e,
+            &format!("automatic rollback failed: {rb}"),
+            &format!(
+                "run pgleap status --old-datadir {} and pgleap rollback",
+                run.p.plan.old.datadir.display()
             ),
-        }
-    );
-    step_failed(
-        "preparation",
-        e,
-        &state,
-        &format!(
-            "fix the cause (logs in {}), then run pgleap upgrade again",
-            run.log_dir.display()
         ),
-    )
-}
-
-/// A failure inside the downtime window, before the new cluster ever started: undo
-/// pg_upgrade's link-mode rename of pg_control, move the new directory aside, and start the
-/// old server again if it was running.
-fn undo_after_stop(run: &Run<'_>, e: Error) -> Error {
-    let p = run.p;
-    let old = &p.plan.old.datadir;
-    let mut notes = Vec::new();
-    let control = old.join("global/pg_control");
-    let renamed = old.join("global/pg_control.old");
-    if renamed.exists() && !control.exists() {
-        // Link mode: pg_upgrade disables the old cluster by renaming pg_control; the new
-        // cluster never started, so the old data files are unchanged.
-        match std::fs::rename(&renamed, &control) {
-            Ok(()) => notes.push("restored global/pg_control from pg_control.old".to_string()),
-            Err(err) => notes.push(format!("could not restore global/pg_control: {err}")),
-        }
     }
-    let aside = aside_path(&p.plan.new.datadir);
-    match std::fs::rename(&p.plan.new.datadir, &aside) {
-        Ok(()) => notes.push(format!(
-            "the unfinished new directory was moved to {}",
-            aside.display()
-        )),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => notes.push(format!("could not move the new directory aside: {err}")),
-    }
-    if p.plan.old_running {
-        let log = server::logfile(&run.log_dir, "old");
-        match server::start(&p.runner, &p.old, old, None, &log) {
-            Ok(()) => notes.push("the old server is running again".into()),
-            Err(err) => notes.push(format!("the old server could not be started again: {err}")),
-        }
-    } else {
-        notes.push("the old cluster is stopped, as it was".into());
-    }
-    step_failed(
-        "upgrade",
-        e,
-        &notes.join("; "),
-        &format!(
-            "fix the cause (logs in {}), then run pgleap upgrade again",
-            run.log_dir.display()
-        ),
-    )
-}
-
-fn aside_path(new: &Path) -> PathBuf {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
-    let name = new
-        .file_name()
-        .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
-    new.with_file_name(format!("{name}.failed-{stamp}"))
 }

@@ -1,0 +1,42 @@
+//! `pgleap rollback`: go back to the old cluster while that is possible.
+
+use serde_json::json;
+
+use crate::cli::ConfirmArgs;
+use crate::error::Result;
+use crate::journal::{Journal, Lock, State};
+use crate::prepare::Prepared;
+use crate::report::Ui;
+use crate::rollback::{self, Discard};
+
+pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
+    let ui = Ui { json: args.json };
+    let found = super::find_journal(&args.target)?;
+    let work_dir = found.record.plan.work_dir.clone();
+    let _lock = Lock::acquire(&work_dir)?;
+    let mut j = Journal::load(&work_dir)?.unwrap_or(found);
+    if j.record.state == State::RolledBack {
+        ui.line("already rolled back: the old cluster is back.");
+        ui.json(&json!({ "ok": true, "state": j.record.state, "notes": [] }));
+        return Ok(());
+    }
+    if let Some(f) = rollback::impossible(&j) {
+        return Err(crate::error::Error::Refused { findings: vec![f] });
+    }
+    let p = Prepared::from_plan(j.record.plan.clone())?;
+    let discard = if args.yes {
+        Discard::Remove
+    } else {
+        Discard::MoveAside
+    };
+    let notes = rollback::roll_back(&p, &mut j, discard, &p.plan.work_dir.join("logs"))?;
+    for n in &notes {
+        ui.line(&format!("  {n}"));
+    }
+    ui.line(&format!(
+        "rolled back: {} is the cluster again.",
+        p.plan.old.datadir.display()
+    ));
+    ui.json(&json!({ "ok": true, "state": j.record.state, "notes": notes }));
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! `pgleap status`: where an upgrade stands, whether rollback is still possible, and the
+//! exact next command. Reads the journal only; changes nothing.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::cli::StatusArgs;
+use crate::error::Result;
+use crate::journal::{self, Journal, State};
+use crate::report::{Ui, secs};
+use crate::rollback;
+
+pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
+    let ui = Ui { json: args.json };
+    let j = super::find_journal(&args.target)?;
+    let r = &j.record;
+    let plan = &r.plan;
+    let holder = journal::is_locked(&plan.work_dir)
+        .then(|| journal::holder(&plan.work_dir))
+        .flatten();
+    let blocker = rollback::impossible(&j);
+    let next = next_command(&j, holder);
+    let steps: Vec<String> = r
+        .steps
+        .iter()
+        .map(|s| format!("{} {}", s.name, secs(Duration::from_secs_f64(s.seconds))))
+        .collect();
+    let state = match (&r.running, holder) {
+        (Some(step), Some(pid)) => {
+            format!("{} (pgleap pid {pid} is running {step})", r.state.name())
+        }
+        (Some(step), None) => format!("{} (interrupted during {step})", r.state.name()),
+        (None, _) => r.state.name().to_string(),
+    };
+    let rollback_line = match (&blocker, r.state) {
+        (_, State::RolledBack) => "done".to_string(),
+        (Some(f), _) => format!("no longer possible: {}", f.message),
+        (None, _) if plan.mode.old_survives_start() => {
+            format!("possible (--{} mode: until finalize)", plan.mode.name())
+        }
+        (None, _) => format!(
+            "possible until the new cluster's first start (--{} mode)",
+            plan.mode.name()
+        ),
+    };
+    ui.line(&format!(
+        "Upgrade of {} (PostgreSQL {}) to {} (PostgreSQL {}), --{} mode\n  state:     {state}\n  steps:     {}\n  downtime:  {}\n  rollback:  {rollback_line}\n  journal:   {}\n  next:      {next}",
+        plan.old.datadir.display(),
+        plan.old.major,
+        plan.new.datadir.display(),
+        plan.new.major,
+        plan.mode.name(),
+        if steps.is_empty() { "none yet".to_string() } else { steps.join(", ") },
+        r.downtime_seconds.map_or_else(|| "not yet".into(), |d| secs(Duration::from_secs_f64(d))),
+        j.path().display(),
+    ));
+    ui.json(&json!({
+        "state": r.state,
+        "running": r.running,
+        "in_progress_by": holder,
+        "mode": plan.mode,
+        "old_datadir": plan.old.datadir,
+        "new_datadir": plan.new.datadir,
+        "steps": r.steps,
+        "downtime_seconds": r.downtime_seconds,
+        "point_of_no_return": r.point_of_no_return,
+        "rollback_possible": blocker.is_none() && r.state != State::RolledBack,
+        "next": next,
+        "journal": j.path(),
+    }));
+    Ok(())
+}
+
+fn next_command(j: &Journal, holder: Option<u32>) -> String {
+    let plan = &j.record.plan;
+    let target = format!(
+        "--old-datadir {} --new-datadir {}",
+        plan.old.datadir.display(),
+        plan.new.datadir.display()
+    );
+    if let Some(pid) = holder {
+        return format!("wait: pgleap (pid {pid}) is working on it");
+    }
+    match j.record.state {
+        State::Done => {
+            let back = if rollback::impossible(j).is_none() {
+                format!(" (or go back: pgleap rollback {target})")
+            } else {
+                String::new()
+            };
+            format!("pgleap finalize {target} once you are satisfied{back}")
+        }
+        State::RolledBack => {
+            format!("nothing: the old cluster is back (pgleap upgrade {target} starts again)")
+        }
+        State::Finalized => "nothing: the upgrade is complete".into(),
+        _ if rollback::impossible(j).is_some() => {
+            format!("pgleap upgrade {target} (resumes where it stopped)")
+        }
+        _ => format!(
+            "pgleap upgrade {target} (resumes where it stopped), or pgleap rollback {target}"
+        ),
+    }
+}
