@@ -147,6 +147,11 @@ fn reachable_by_others(path: &Path) -> bool {
             .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
 }
 
+/// Connection tasks, awaited before `__db` exits so each session ends with a proper
+/// Terminate message instead of a reset that the server would log as an error.
+static CONNECTIONS: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
 /// Entry point of the hidden `__db` subcommand.
 pub(crate) fn serve(request: Request) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -187,6 +192,17 @@ pub(crate) fn serve(request: Request) -> Result<()> {
             }
         }
     })?;
+    // Every client has been dropped by now: let the connections say goodbye.
+    rt.block_on(async {
+        let handles = std::mem::take(
+            &mut *CONNECTIONS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for h in handles {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), h).await;
+        }
+    });
     println!("{}", json.map_err(|e| Error::Other(e.to_string()))?);
     Ok(())
 }
@@ -214,11 +230,15 @@ async fn connect(
         config.password(pw);
     }
     let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("connection closed: {e}");
         }
     });
+    CONNECTIONS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(handle);
     Ok(client)
 }
 

@@ -17,6 +17,14 @@ pub(crate) enum Error {
     #[error("{}", refused_message(findings))]
     Refused { findings: Vec<Finding> },
 
+    /// A refusal that came after pgleap had prepared the new cluster (pg_upgrade --check):
+    /// the old cluster is untouched and `note` says what was cleaned up and kept.
+    #[error("{}", refused_after_message(findings, note))]
+    RefusedAfterCleanup {
+        findings: Vec<Finding>,
+        note: String,
+    },
+
     /// An external program failed.
     #[error(
         "{program} failed ({status}){}\n  command: {command}{}",
@@ -71,6 +79,12 @@ fn refused_message(findings: &[Finding]) -> String {
     out
 }
 
+fn refused_after_message(findings: &[Finding], note: &str) -> String {
+    let full = refused_message(findings);
+    let body = full.strip_suffix("\nNothing was changed.").unwrap_or(&full);
+    format!("{body}\n{note}")
+}
+
 fn tail_block(tail: &str) -> String {
     if tail.trim().is_empty() {
         String::new()
@@ -83,7 +97,7 @@ fn tail_block(tail: &str) -> String {
 impl Error {
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
-            Error::Refused { .. } => EXIT_REFUSED,
+            Error::Refused { .. } | Error::RefusedAfterCleanup { .. } => EXIT_REFUSED,
             Error::Interrupted { .. } => crate::interrupt::EXIT_INTERRUPTED,
             Error::Step { source, .. } if matches!(**source, Error::Interrupted { .. }) => {
                 crate::interrupt::EXIT_INTERRUPTED

@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         Err(e) => {
             if json {
                 let findings = match &e {
-                    Error::Refused { findings } => {
+                    Error::Refused { findings } | Error::RefusedAfterCleanup { findings, .. } => {
                         serde_json::to_value(findings).unwrap_or_default()
                     }
                     _ => serde_json::Value::Array(Vec::new()),

@@ -646,6 +646,13 @@ fn check_warns_about_crashed_cluster() {
         "{}",
         run.stderr
     );
+    assert!(
+        run.stderr
+            .contains("check incomplete: the static checks passed")
+            && !run.stderr.contains("check passed"),
+        "a check that skipped pg_upgrade --check must not claim it passed:\n{}",
+        run.stderr
+    );
     assert_unchanged(&before, &common::snapshot(fx.root.path()), "check");
     assert!(!fx.new_datadir(17).exists());
 }
@@ -786,6 +793,10 @@ fn refuses_when_pg_upgrade_check_fails() {
             "    Checking for prepared transactions\n    The source cluster contains prepared transactions. ",
         );
         run.refused("Fix what it reports in the old cluster, then run pgleap again.");
+        if cmd == "upgrade" {
+            // upgrade had prepared the new cluster before pg_upgrade --check refused.
+            run.refused("The old cluster was not changed; the new directory pgleap had prepared was removed");
+        }
         assert!(!new.exists(), "{cmd} left {}", new.display());
         assert!(
             report.is_dir(),

@@ -552,9 +552,16 @@ fn auto_rollback(run: &mut Run<'_>, e: Error) -> Error {
         matches!(e, Error::Refused { .. }) && run.journal.record.state < State::OldStopped;
     match rollback::roll_back(run.p, &mut run.journal, Discard::Remove, &run.log_dir) {
         Ok(notes) => {
-            if refused_before_stop {
+            if let (true, Error::Refused { findings }) = (refused_before_stop, &e) {
                 // pg_upgrade --check refused: the old cluster was never touched.
-                return e;
+                return Error::RefusedAfterCleanup {
+                    findings: findings.clone(),
+                    note: format!(
+                        "The old cluster was not changed; the new directory pgleap had prepared was removed ({}). Logs are kept in {}.",
+                        notes.join("; "),
+                        run.log_dir.display()
+                    ),
+                };
             }
             step_failed(
                 &step,
