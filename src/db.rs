@@ -94,6 +94,16 @@ pub(crate) fn call<T: serde::de::DeserializeOwned>(
     request: &[&str],
     target: &Target,
 ) -> Result<T> {
+    call_with_progress(runner, request, target, None)
+}
+
+/// [`call`], passing the request's progress lines (on its stderr) to `on_output`.
+pub(crate) fn call_with_progress<T: serde::de::DeserializeOwned>(
+    runner: &Runner,
+    request: &[&str],
+    target: &Target,
+    on_output: Option<&(dyn Fn(&str) + Sync)>,
+) -> Result<T> {
     let exe = owner_executable(runner)?;
     let mut args: Vec<String> = vec!["__db".into()];
     args.push(request[0].to_string());
@@ -104,6 +114,7 @@ pub(crate) fn call<T: serde::de::DeserializeOwned>(
         &args,
         &Opts {
             log_name: Some(&format!("db-{}", request[0])),
+            on_output,
             ..Opts::default()
         },
     )?;
@@ -358,7 +369,12 @@ async fn analyze(
                         .await
                         .map_err(|e| pg_error(&format!("ANALYZE {rel} in {db}"), &e))?;
                     let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    eprintln!("analyze {stage}: {d}/{total} relations ({db}: {rel})");
+                    {
+                        use std::io::Write as _;
+                        // One write per line, so a reader never sees half a line.
+                        let line = format!("analyze {stage}: {d}/{total} relations ({db}: {rel})");
+                        let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+                    }
                 }
                 Ok::<(), Error>(())
             }));

@@ -17,6 +17,7 @@ mod plan;
 mod preflight;
 mod prepare;
 mod process;
+mod progress;
 mod report;
 mod rollback;
 mod server;

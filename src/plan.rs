@@ -168,6 +168,9 @@ pub(crate) struct Plan {
     pub(crate) initdb: Option<InitdbOptions>,
     pub(crate) space: Vec<FsNeed>,
     pub(crate) relation_bytes: u64,
+    /// User relation files only (what pg_upgrade transfers): the copy progress's 100%.
+    #[serde(default)]
+    pub(crate) user_relation_bytes: u64,
     pub(crate) estimated_downtime_secs: u64,
     pub(crate) analyze: bool,
     pub(crate) leave_stopped: bool,

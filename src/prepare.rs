@@ -159,6 +159,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
             .map(|c| InitdbOptions::from_old(c, &control)),
         space,
         relation_bytes: usage.total_relations(),
+        user_relation_bytes: user_bytes(&cluster),
         estimated_downtime_secs: plan::estimate_downtime(
             mode,
             databases,
@@ -253,6 +254,21 @@ fn resolve_new_datadir(
             "Pass --new-datadir (for example a sibling directory on the same filesystem)",
         )
     })
+}
+
+/// User relation files of the old cluster, in the data directory and its tablespaces.
+fn user_bytes(cluster: &Cluster) -> u64 {
+    let prefix = format!("PG_{}_", cluster.major);
+    let in_tablespaces: u64 = cluster
+        .tablespaces
+        .iter()
+        .filter_map(|t| std::fs::read_dir(&t.location).ok())
+        .flatten()
+        .filter_map(std::result::Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| crate::progress::user_relation_bytes(&e.path()))
+        .sum();
+    crate::progress::user_relation_bytes(&cluster.datadir.join("base")) + in_tablespaces
 }
 
 fn absolute(p: &Path) -> PathBuf {

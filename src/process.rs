@@ -56,7 +56,7 @@ pub(crate) struct Runner {
 }
 
 /// Options for one invocation.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Opts<'a> {
     /// Working directory (defaults to the owner's home or `/`).
     pub(crate) cwd: Option<&'a Path>,
@@ -64,6 +64,9 @@ pub(crate) struct Opts<'a> {
     pub(crate) env: Vec<(&'a str, String)>,
     /// Log file name stem; defaults to the program's file name.
     pub(crate) log_name: Option<&'a str>,
+    /// Called with each line of output as it is produced (a line still being written is
+    /// passed as it grows): progress displays follow long programs with it.
+    pub(crate) on_output: Option<&'a (dyn Fn(&str) + Sync)>,
 }
 
 impl Runner {
@@ -178,7 +181,10 @@ impl Runner {
         };
         let child = cmd.spawn().map_err(could_not_run)?;
         crate::interrupt::set_child(child.id());
-        let output = child.wait_with_output();
+        let output = match opts.on_output {
+            None => child.wait_with_output(),
+            Some(f) => wait_streaming(child, f),
+        };
         crate::interrupt::clear_child();
         let output = output.map_err(could_not_run)?;
         let log = self.write_log(program, opts.log_name, &rendered, &output);
@@ -215,6 +221,48 @@ impl Runner {
             }
         }
     }
+}
+
+/// Waits for `child` while passing its output, as it comes, to `on_output`.
+fn wait_streaming(
+    mut child: std::process::Child,
+    on_output: &(dyn Fn(&str) + Sync),
+) -> std::io::Result<Output> {
+    fn pump(mut from: impl std::io::Read, on_output: &(dyn Fn(&str) + Sync)) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            // The line being written: what follows the last newline, or the last full line.
+            let text = String::from_utf8_lossy(&all[all.len().saturating_sub(4096)..]);
+            let trimmed = text.trim_end_matches('\n');
+            let current = trimmed.rsplit('\n').next().unwrap_or("");
+            if !current.trim().is_empty() {
+                on_output(current.trim_end());
+            }
+            if all.len() > 1 << 20 {
+                // Long outputs: keep the memory bounded; the tail is what errors quote.
+                all.drain(..all.len() - (1 << 19));
+            }
+        }
+        all
+    }
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let (out, err) = std::thread::scope(|s| {
+        let o = s.spawn(|| stdout.map(|r| pump(r, on_output)).unwrap_or_default());
+        let e = s.spawn(|| stderr.map(|r| pump(r, on_output)).unwrap_or_default());
+        (o.join().unwrap_or_default(), e.join().unwrap_or_default())
+    });
+    let status = child.wait()?;
+    Ok(Output {
+        status,
+        stdout: out,
+        stderr: err,
+    })
 }
 
 /// A finished program's output plus where its log went.

@@ -114,19 +114,61 @@ pub(crate) fn pg_upgrade(
         // 17: syncfs syncs each filesystem once instead of every file.
         args.push("--sync-method=syncfs".into());
     }
-    let out = p.runner.run_unchecked(
-        &p.new.pg_upgrade(),
-        &args,
-        &Opts {
-            cwd: Some(cwd),
-            log_name: Some(if check {
-                "pg_upgrade-check"
-            } else {
-                "pg_upgrade"
-            }),
-            ..Opts::default()
-        },
-    )?;
+    let progress = crate::progress::Progress::new(if check {
+        "pg_upgrade --check"
+    } else {
+        "pg_upgrade"
+    });
+    // Header lines name the phase; indented lines are its items (databases, files).
+    let phase = std::sync::Mutex::new(String::new());
+    let on_output = |line: &str| {
+        let mut current = phase
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if line.starts_with(' ') && !current.is_empty() {
+            progress.detail(&format!("{current}: {}", short_item(line)));
+        } else {
+            *current = pg_upgrade_phase(line);
+            progress.detail(&current);
+        }
+    };
+    let opts = Opts {
+        cwd: Some(cwd),
+        log_name: Some(if check {
+            "pg_upgrade-check"
+        } else {
+            "pg_upgrade"
+        }),
+        on_output: Some(&on_output),
+        ..Opts::default()
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        if !check
+            && p.plan.mode != crate::plan::Mode::Link
+            && p.plan.mode != crate::plan::Mode::Swap
+        {
+            // Copying modes: follow the new cluster's user relation files as they grow.
+            let base = new_datadir.join("base");
+            let (tablespaces, major) = (&p.plan.tablespaces, p.new.major);
+            let dirs = move || {
+                let mut d = vec![base.clone()];
+                d.extend(
+                    tablespaces
+                        .iter()
+                        .filter_map(|t| new_tablespace_dir(t, major)),
+                );
+                d
+            };
+            let expected = p.plan.user_relation_bytes;
+            let (progress, stop) = (&progress, &stop);
+            s.spawn(move || crate::progress::watch_copy(progress, dirs, expected, stop));
+        }
+        let out = p.runner.run_unchecked(&p.new.pg_upgrade(), &args, &opts);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        out
+    })?;
+    progress.finish();
     let moved = move_output_dir(new_datadir, log_dir, check);
     if out.status.success() {
         Ok(out)
@@ -156,6 +198,34 @@ pub(crate) fn pg_upgrade(
             Err(crate::process::failure(&p.new.pg_upgrade(), &args, &out))
         }
     }
+}
+
+/// pg_upgrade's phase from its latest output line: headers ("Copying user relation files")
+/// as they are, per-item status lines ("  base/16384/16390") shortened to the item.
+fn pg_upgrade_phase(line: &str) -> String {
+    // Non-terminal pg_upgrade pads each phase to a fixed width and appends "ok" (or the
+    // first item) after the padding: keep what comes before it.
+    let t = line.trim();
+    let t = t.split("  ").next().unwrap_or(t);
+    t.chars().take(80).collect()
+}
+
+/// The last two components of a path-like status item (`…/base/16384/16390` → `16384/16390`).
+fn short_item(line: &str) -> String {
+    let t = line.trim();
+    let parts: Vec<&str> = t.rsplit('/').take(2).collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("/")
+}
+
+/// The new major's subdirectory of a tablespace (pg_upgrade names it PG_<major>_<catversion>),
+/// once pg_upgrade has created it.
+fn new_tablespace_dir(location: &Path, new_major: u32) -> Option<PathBuf> {
+    let prefix = format!("PG_{new_major}_");
+    std::fs::read_dir(location)
+        .ok()?
+        .filter_map(std::result::Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
 }
 
 /// Moves `NEW/pg_upgrade_output.d` into the log directory; returns where it went.
@@ -228,6 +298,20 @@ pub(crate) fn stop_old(p: &Prepared) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pg_upgrade_phases_drop_padding_and_items() {
+        assert_eq!(
+            pg_upgrade_phase("Copying user relation files                                 ok"),
+            "Copying user relation files"
+        );
+        assert_eq!(
+            pg_upgrade_phase("Restoring database schemas in the new cluster"),
+            "Restoring database schemas in the new cluster"
+        );
+        assert_eq!(short_item("  /data/15/base/16384/16390"), "16384/16390");
+        assert_eq!(short_item("  postgres"), "postgres");
+    }
 
     #[test]
     fn quotes_pg_upgrade_check_findings() {

@@ -20,6 +20,12 @@ fn upgrade_and_compare(old: u32, new: u32, mode: &str, checksums: bool) {
 
     let run = fx.pgleap(fx.args("upgrade", new, &["--mode", mode, "--json"]));
     run.success();
+    // Not on a terminal: progress comes as timestamped lines on stderr, never on stdout.
+    assert!(
+        run.stderr.contains(" pg_upgrade ["),
+        "no pg_upgrade progress:\n{}",
+        run.stderr
+    );
     let doc = run.json();
     assert_eq!(doc["ok"], true);
     assert_eq!(doc["plan"]["mode"], mode);

@@ -454,9 +454,23 @@ fn analyze(run: &mut Run<'_>, socket: &Path) -> Result<()> {
     if missing_only {
         req.push("--missing-only");
     }
-    match run.step("analyze", State::Analyzed, what, |r| {
-        db::call::<db::AnalyzeReport>(&r.p.runner, &req, &target)
-    }) {
+    let progress = crate::progress::Progress::new("analyze");
+    let on_output = |line: &str| {
+        if let Some(rest) = line.strip_prefix("analyze ") {
+            progress.detail(rest);
+        }
+    };
+    let result = run.step("analyze", State::Analyzed, what, |r| {
+        let answer = db::call_with_progress::<db::AnalyzeReport>(
+            &r.p.runner,
+            &req,
+            &target,
+            Some(&on_output),
+        );
+        progress.finish();
+        answer
+    });
+    match result {
         Ok(a) => {
             run.ui.line(&format!(
                 "      analyzed {} relations in {} databases",
