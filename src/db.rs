@@ -68,6 +68,11 @@ pub(crate) enum Request {
         #[command(flatten)]
         target: Target,
     },
+    /// CHECKPOINT, so that a shutdown right after has little left to write.
+    Checkpoint {
+        #[command(flatten)]
+        target: Target,
+    },
     /// ANALYZE every database, in parallel, optionally in stages and only what lacks statistics.
     Analyze {
         #[command(flatten)]
@@ -182,6 +187,14 @@ pub(crate) fn serve(request: Request) -> Result<()> {
                 .await
                 .map_err(|e| pg_error("reading the catalog", &e))?;
                 Ok::<_, Error>(serde_json::to_string(&catalog))
+            }
+            Request::Checkpoint { target } => {
+                let (client, _) = connect_any(&target, "postgres").await?;
+                client
+                    .batch_execute("CHECKPOINT")
+                    .await
+                    .map_err(|e| pg_error("CHECKPOINT", &e))?;
+                Ok(serde_json::to_string(&true))
             }
             Request::Ping { target } => {
                 let (client, _) = connect_any(&target, "postgres").await?;
