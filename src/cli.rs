@@ -11,7 +11,8 @@ const EXIT_CODES: &str = "Exit codes:
   0  success
   1  failed while running (the message says what state the cluster is in)
   2  usage error
-  3  refused by the preflight (nothing on disk was changed)";
+  3  refused by the preflight (nothing on disk was changed)
+  130 interrupted by SIGINT/SIGTERM (stopped at a safe point; pgleap status says where)";
 
 #[derive(Debug, Parser)]
 #[command(name = "pgleap", version, about = "Upgrade a PostgreSQL cluster to a new major version in place, safely, with the least downtime.", after_help = EXIT_CODES)]
@@ -96,7 +97,7 @@ pub(crate) struct CheckArgs {
     pub(crate) username: Option<String>,
 
     /// Print one JSON document on stdout (the plan and findings; for upgrade, the result).
-    #[arg(long, env = "PGLEAP_JSON")]
+    #[arg(long, env = "PGLEAP_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub(crate) json: bool,
 }
 
@@ -110,12 +111,12 @@ pub(crate) struct UpgradeArgs {
     pub(crate) port: Option<u16>,
 
     /// Skip ANALYZE after the upgrade (the planner has no statistics until you run it).
-    #[arg(long, env = "PGLEAP_NO_ANALYZE")]
+    #[arg(long, env = "PGLEAP_NO_ANALYZE", value_parser = clap::builder::BoolishValueParser::new())]
     pub(crate) no_analyze: bool,
 
     /// Leave the new cluster shut down at the end (for entrypoints and jobs that start the
     /// server themselves) [default: running if the old one was running].
-    #[arg(long, env = "PGLEAP_LEAVE_STOPPED")]
+    #[arg(long, env = "PGLEAP_LEAVE_STOPPED", value_parser = clap::builder::BoolishValueParser::new())]
     pub(crate) leave_stopped: bool,
 }
 
@@ -137,7 +138,7 @@ pub(crate) struct StatusArgs {
     pub(crate) target: TargetArgs,
 
     /// Print one JSON document on stdout.
-    #[arg(long, env = "PGLEAP_JSON")]
+    #[arg(long, env = "PGLEAP_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub(crate) json: bool,
 }
 
@@ -146,13 +147,13 @@ pub(crate) struct ConfirmArgs {
     #[command(flatten)]
     pub(crate) target: TargetArgs,
 
-    /// Do it without asking (rollback: remove the new cluster instead of moving it aside;
-    /// finalize: delete the old data directory without a prompt).
-    #[arg(short, long, env = "PGLEAP_YES")]
+    /// rollback: remove the new cluster instead of moving it aside for inspection;
+    /// finalize: delete the old data directory without asking.
+    #[arg(short, long, env = "PGLEAP_YES", value_parser = clap::builder::BoolishValueParser::new())]
     pub(crate) yes: bool,
 
     /// Print one JSON document on stdout.
-    #[arg(long, env = "PGLEAP_JSON")]
+    #[arg(long, env = "PGLEAP_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub(crate) json: bool,
 }
 

@@ -18,8 +18,17 @@ static CHILD: AtomicI32 = AtomicI32::new(0);
 /// Exit code after an interrupt (128 + SIGINT, as shells report it).
 pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
+/// What the first signal does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnSignal {
+    /// Finish the running step, then stop (upgrade: its steps are journaled).
+    SafePoint,
+    /// Kill the running child now (check: nothing to keep; its guard cleans up).
+    Abort,
+}
+
 /// Installs the SIGINT/SIGTERM handler thread.
-pub(crate) fn install() {
+pub(crate) fn install(on_signal: OnSignal) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         tracing::warn!("cannot install signal handlers");
@@ -27,6 +36,12 @@ pub(crate) fn install() {
     };
     std::thread::spawn(move || {
         for sig in signals.forever() {
+            if on_signal == OnSignal::Abort {
+                INTERRUPTED.store(true, Ordering::SeqCst);
+                eprintln!("pgleap: signal {sig} received: stopping");
+                kill_child();
+                continue;
+            }
             if INTERRUPTED.swap(true, Ordering::SeqCst) {
                 eprintln!(
                     "pgleap: second signal: aborting now; run pgleap status to see where the upgrade stands"

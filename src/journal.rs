@@ -319,11 +319,23 @@ pub(crate) fn locate(old_datadir: &Path, new_datadir: Option<&Path>) -> Result<O
                 }
             }
         }
-        (None, None) => {}
+        (None, None) => {
+            // The old directory is gone (finalized) and no new one named: try the versioned
+            // siblings for every pair of majors.
+            for old in 10..30 {
+                for new in old + 1..=30 {
+                    if let Some(sib) = layout::versioned_sibling(old_datadir, old, new) {
+                        candidates.push(layout::work_dir(&sib, old, new));
+                    }
+                }
+            }
+        }
     }
     for c in candidates {
         if let Some(j) = Journal::load(&c)? {
-            if j.record.plan.old.datadir == old_datadir || old_major.is_none() {
+            if j.record.plan.old.datadir == old_datadir
+                || (old_major.is_none() && new_datadir.is_some())
+            {
                 return Ok(Some(j));
             }
         }

@@ -54,6 +54,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let json = match &cli.command {
@@ -77,7 +78,13 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             }
             eprintln!("pgleap: {e}");
-            ExitCode::from(e.exit_code())
+            // However the failure surfaced, a run stopped by a signal exits 130.
+            let code = if interrupt::interrupted() {
+                interrupt::EXIT_INTERRUPTED
+            } else {
+                e.exit_code()
+            };
+            ExitCode::from(code)
         }
     }
 }

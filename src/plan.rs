@@ -110,7 +110,7 @@ impl InitdbOptions {
         }
     }
 
-    /// The initdb arguments (after `-D DIR`) for a target of `new_major` (always 15+).
+    /// The initdb arguments (after `-D DIR`) for a target of `new_major`.
     pub(crate) fn args(&self, new_major: u32) -> Vec<String> {
         let mut a = vec![
             format!("--username={}", self.superuser),
@@ -120,15 +120,19 @@ impl InitdbOptions {
             format!("--locale={}", self.lc_ctype),
             format!("--lc-collate={}", self.lc_collate),
             format!("--lc-ctype={}", self.lc_ctype),
-            format!("--locale-provider={}", self.locale_provider),
             format!("--wal-segsize={}", self.wal_segsize_mb),
         ];
+        // 15: --locale-provider and --icu-locale; 16: --icu-rules; 17: builtin provider.
+        // An old cluster older than 15 is always libc, so older targets need none of them.
+        if new_major >= 15 {
+            a.push(format!("--locale-provider={}", self.locale_provider));
+        }
         match (self.locale_provider.as_str(), &self.provider_locale) {
             ("icu", Some(l)) => a.push(format!("--icu-locale={l}")),
             ("builtin", Some(l)) => a.push(format!("--builtin-locale={l}")),
             _ => {}
         }
-        if let Some(rules) = &self.icu_rules {
+        if let Some(rules) = self.icu_rules.as_ref().filter(|_| new_major >= 16) {
             a.push(format!("--icu-rules={rules}"));
         }
         if self.checksums {
@@ -252,6 +256,21 @@ mod tests {
         ] {
             assert!(a.contains(&want.to_string()), "{want} missing from {a:?}");
         }
+    }
+
+    #[test]
+    fn targets_before_15_get_no_locale_provider_flag() {
+        assert!(
+            !opts(false)
+                .args(14)
+                .iter()
+                .any(|a| a.starts_with("--locale-provider"))
+        );
+        assert!(
+            opts(false)
+                .args(15)
+                .contains(&"--locale-provider=libc".to_string())
+        );
     }
 
     #[test]

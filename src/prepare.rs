@@ -50,6 +50,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     let old_datadir = absolute(&args.old_datadir);
     let cluster =
         Cluster::inspect(&old_datadir).map_err(|f| refuse(explain_unreadable(f, &old_datadir)))?;
+    check_not_disabled(&old_datadir).map_err(refuse)?;
     check_owner(&cluster.owner, &old_datadir).map_err(refuse)?;
     let runner = Runner::new(cluster.owner.clone(), None);
     let mut findings = Findings::default();
@@ -269,6 +270,23 @@ fn user_bytes(cluster: &Cluster) -> u64 {
         .map(|e| crate::progress::user_relation_bytes(&e.path()))
         .sum();
     crate::progress::user_relation_bytes(&cluster.datadir.join("base")) + in_tablespaces
+}
+
+/// pg_upgrade --link disables the old cluster by renaming global/pg_control: such a
+/// directory was upgraded already and must not be used again.
+fn check_not_disabled(datadir: &Path) -> Result<(), Finding> {
+    let global = datadir.join("global");
+    if global.join("pg_control.old").exists() && !global.join("pg_control").exists() {
+        return Err(Finding::error(
+            "old-disabled",
+            format!(
+                "{} was disabled by pg_upgrade --link (global/pg_control was renamed to pg_control.old): it has been upgraded already and cannot be started or upgraded again",
+                datadir.display()
+            ),
+            "Use the new cluster (pgleap status --old-datadir shows an upgrade pgleap made); if the new cluster never started, pgleap rollback restores this one",
+        ));
+    }
+    Ok(())
 }
 
 fn absolute(p: &Path) -> PathBuf {

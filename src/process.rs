@@ -213,6 +213,14 @@ impl Runner {
         text.push_str("\n--- stderr ---\n");
         text.push_str(&String::from_utf8_lossy(&output.stderr));
         let written = std::fs::File::create(&path).and_then(|mut f| f.write_all(text.as_bytes()));
+        if written.is_ok() && self.owner.needs_switch() {
+            // The log directory belongs to the owner; so do its files.
+            let _ = nix::unistd::chown(
+                &path,
+                Some(self.owner.uid.into()),
+                Some(self.owner.gid.into()),
+            );
+        }
         match written {
             Ok(()) => Some(path),
             Err(e) => {

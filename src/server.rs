@@ -49,6 +49,14 @@ impl Fence {
     }
 }
 
+/// True for a socket directory made by [`Fence::new`].
+pub(crate) fn is_fence_dir(dir: &Path) -> bool {
+    dir.parent() == Some(Path::new("/tmp"))
+        && dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("pgleap-"))
+}
+
 pub(crate) fn chown(path: &Path, owner: &Owner) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(());
@@ -155,4 +163,34 @@ pub(crate) fn spare_port(preferred: u16, avoid: u16) -> u16 {
 /// The log file of a server started by pgleap.
 pub(crate) fn logfile(log_dir: &Path, name: &str) -> PathBuf {
     log_dir.join(format!("server-{name}.log"))
+}
+
+/// Stops whatever server runs on `datadir`, with the `pg_ctl` beside the running
+/// postmaster's own binary (found through /proc): for cleanup paths that may not know
+/// which installation started it. Best effort.
+pub(crate) fn stop_any(datadir: &Path, owner: &Owner, fenced_only: bool) {
+    let crate::cluster::Liveness::Running(pm) = crate::cluster::liveness(datadir) else {
+        return;
+    };
+    // A server on a pgleap fence's socket directory was started by pgleap or its pg_upgrade;
+    // any other was started by someone else and is not ours to stop.
+    if fenced_only && !pm.socket_dir.as_ref().is_some_and(|d| is_fence_dir(d)) {
+        return;
+    }
+    let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", pm.pid)) else {
+        return;
+    };
+    let Some(bindir) = exe.parent() else { return };
+    let runner = Runner::new(owner.clone(), None);
+    let args = [
+        "stop",
+        "-D",
+        &datadir.display().to_string(),
+        "-m",
+        "fast",
+        "-w",
+    ];
+    if let Err(e) = runner.run(&bindir.join("pg_ctl"), &args, &Opts::default()) {
+        tracing::warn!("could not stop the server on {}: {e}", datadir.display());
+    }
 }

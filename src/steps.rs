@@ -190,7 +190,7 @@ pub(crate) fn pg_upgrade(
                         })
                     ),
                     format!(
-                        "Fix what it reports in the old cluster, then run pgleap again.{report}"
+                        "Fix what it reports (in the old cluster, or what an earlier attempt left in the new locations), then run pgleap again.{report}"
                     ),
                 )],
             })

@@ -483,3 +483,90 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// Ctrl-C while pg_upgrade --link runs: pg_upgrade finishes (it runs in its own process
+/// group), pgleap stops before the new cluster's first start, so the point of no return is
+/// never crossed and the old cluster comes back on its own.
+#[test]
+fn sigint_during_link_pg_upgrade_rolls_back_before_the_point_of_no_return() {
+    let (fx, rows) = fixture();
+    let child = spawn_pgleap(&upgrade_args(&fx, "link"), &[]);
+    let pid = child.id();
+    wait_for("pg_upgrade to start", || {
+        child_named(pid, "pg_upgrade", "--check").is_some()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let run = wait_run(child);
+    assert_eq!(run.code(), 130, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("interrupted by a signal before start-new"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("rolled back automatically"),
+        "{}",
+        run.stderr
+    );
+    let j = journal(&fx, NEW).unwrap();
+    assert_eq!(j["state"], "rolled-back");
+    assert_eq!(j["point_of_no_return"], false);
+    assert_old_back(&fx, &rows);
+}
+
+/// Ctrl-C during `check` of a stopped cluster kills pg_upgrade --check at once and stops the
+/// server it had started; nothing is left behind.
+#[test]
+fn sigint_during_check_leaves_nothing_running_or_behind() {
+    let fx = Fixture::new(OLD).build();
+    let parent = fx.datadir.parent().unwrap().to_path_buf();
+    let child = spawn_pgleap(&fx.args("check", NEW, &[]), &[]);
+    let pid = child.id();
+    wait_for("pg_upgrade --check to start", || {
+        child_named(pid, "pg_upgrade", "--no-such-arg").is_some()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let run = wait_run(child);
+    assert_eq!(run.code(), 130, "{}", run.stderr);
+    wait_for("the old server to be stopped", || {
+        !fx.datadir.join("postmaster.pid").exists()
+    });
+    let left: Vec<String> = std::fs::read_dir(&parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".pgleap-check-"))
+        .collect();
+    assert!(left.is_empty(), "scratch left behind: {left:?}");
+    assert!(
+        !any_process("postgres", &parent.display().to_string()),
+        "a server still runs below {}",
+        parent.display()
+    );
+}
+
+/// After finalize the old directory is gone; status still finds the upgrade from its path.
+#[test]
+fn status_after_finalize_needs_only_the_old_path() {
+    let (fx, _rows) = fixture();
+    common::pgleap(upgrade_args(&fx, "copy")).success();
+    common::pgleap(target_args(&fx, "finalize", &["--yes"])).success();
+    let run = common::pgleap(target_args(&fx, "status", &["--json"]));
+    run.success();
+    assert_eq!(run.json()["state"], "finalized");
+    assert!(
+        run.stderr
+            .contains("next:      nothing: the upgrade is complete"),
+        "{}",
+        run.stderr
+    );
+}

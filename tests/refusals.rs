@@ -792,7 +792,7 @@ fn refuses_when_pg_upgrade_check_fails() {
         run.refused(
             "    Checking for prepared transactions\n    The source cluster contains prepared transactions. ",
         );
-        run.refused("Fix what it reports in the old cluster, then run pgleap again.");
+        run.refused("Fix what it reports (in the old cluster, or what an earlier attempt left in the new locations), then run pgleap again.");
         if cmd == "upgrade" {
             // upgrade had prepared the new cluster before pg_upgrade --check refused.
             run.refused("The old cluster was not changed; the new directory pgleap had prepared was removed");
@@ -805,4 +805,22 @@ fn refuses_when_pg_upgrade_check_fails() {
             run.stderr
         );
     }
+}
+
+/// A cluster that pg_upgrade --link has disabled (pg_control renamed) is refused with the
+/// reason, not with pg_controldata's raw error.
+#[test]
+fn refuses_old_cluster_disabled_by_link_mode() {
+    let fx = Fixture::new(16).build();
+    fx.pgleap(fx.args("upgrade", 17, &["--mode", "link"]))
+        .success();
+    let elsewhere = fx.root.path().join("again");
+    let mut args = fx.args("check", 17, &[]);
+    args.extend(["--new-datadir".to_string(), elsewhere.display().to_string()]);
+    assert_refused(
+        fx.root.path(),
+        &args,
+        "was disabled by pg_upgrade --link (global/pg_control was renamed to pg_control.old): it has been upgraded already",
+        &elsewhere,
+    );
 }

@@ -26,7 +26,11 @@ fn upgrade_and_compare(old: u32, new: u32, mode: &str, checksums: bool) {
         "no pg_upgrade progress:\n{}",
         run.stderr
     );
-    assert!(!run.stderr.contains("warning:"), "unexpected warnings:\n{}", run.stderr);
+    assert!(
+        !run.stderr.contains("warning:"),
+        "unexpected warnings:\n{}",
+        run.stderr
+    );
     let doc = run.json();
     assert_eq!(doc["ok"], true);
     assert_eq!(doc["plan"]["mode"], mode);

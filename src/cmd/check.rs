@@ -7,15 +7,43 @@
 
 use serde_json::json;
 
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
 use crate::cli::CheckArgs;
+use crate::cluster::{self, Liveness};
 use crate::error::{Error, Result};
+use crate::interrupt;
 use crate::prepare::{Purpose, prepare};
+use crate::process::Owner;
 use crate::report::Ui;
+use crate::server;
 use crate::space;
 use crate::steps;
 
+/// Stops, when dropped, a server that an interrupted or failed check may leave running on
+/// `dir`: the scratch cluster (declared after the scratch directory, so it runs before that
+/// is removed), or the old cluster when it had been stopped and was started, fenced, by
+/// pgleap or pg_upgrade --check.
+struct StopOnDrop(PathBuf, Owner, bool);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        server::stop_any(&self.0, &self.1, self.2);
+    }
+}
+
 pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
+    // A signal kills the running child at once; `Cleanup` then stops what it started.
+    interrupt::install(interrupt::OnSignal::Abort);
     let ui = Ui { json: args.json };
+    let old = std::path::absolute(&args.old_datadir).unwrap_or_else(|_| args.old_datadir.clone());
+    let old_was_running = matches!(cluster::liveness(&old), Liveness::Running(_));
+    let owner_of = |d: &Path| std::fs::metadata(d).map(|m| Owner::from_uid(m.uid(), m.gid()));
+    let _old_guard = owner_of(&old)
+        .ok()
+        .filter(|_| !old_was_running)
+        .map(|o| StopOnDrop(old.clone(), o, true));
     let mut p = prepare(args, Purpose::Check)?;
     let mut carried = None;
     if !p.findings.has_errors() && p.plan.initdb.is_some() {
@@ -40,6 +68,7 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
         steps::create_owned_dir(logs.path(), p.runner.owner())?;
         p.runner.set_log_dir(logs.path().to_path_buf());
         let new = scratch.path().join("data");
+        let _scratch_guard = StopOnDrop(new.clone(), p.runner.owner().clone(), false);
         ui.line(
             "checking: initdb of a scratch cluster, configuration carry-over, pg_upgrade --check",
         );

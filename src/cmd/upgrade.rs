@@ -71,7 +71,7 @@ impl Run<'_> {
 }
 
 pub(crate) fn execute(args: &UpgradeArgs) -> Result<()> {
-    interrupt::install();
+    interrupt::install(interrupt::OnSignal::SafePoint);
     let ui = Ui {
         json: args.common.json,
     };
@@ -283,7 +283,12 @@ fn switch(run: &mut Run<'_>) -> Result<()> {
 fn after_upgrade(run: &mut Run<'_>) -> Result<()> {
     let fence = Fence::new(run.p.runner.owner())?;
     if run.journal.record.state == State::Upgraded {
-        start_new(run, &fence)?;
+        match start_new(run, &fence) {
+            // Asked to stop with pg_upgrade done but the new cluster never started: the
+            // safe point is the old cluster, running again as it was.
+            Err(e @ Error::Interrupted { .. }) => return Err(auto_rollback(run, e)),
+            other => other?,
+        }
     } else {
         ensure_new_running(run, &fence)?;
     }
@@ -326,17 +331,27 @@ fn start_new(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
     } else {
         "fenced, for extension updates and ANALYZE"
     };
+    if interrupt::interrupted() {
+        return Err(Error::Interrupted {
+            before: "start-new".into(),
+        });
+    }
     if !p.plan.mode.old_survives_start() {
         // Journal the point of no return before crossing it: if pgleap dies during the
         // start, rollback must not assume the old data files are unchanged.
         run.journal.record.point_of_no_return = true;
         run.journal.write()?;
     }
-    run.step("start-new", State::NewStarted, what, |r| {
+    let started = run.step("start-new", State::NewStarted, what, |r| {
         let fenced = (!leave_running).then_some((fence, p.plan.new.port));
         server::start(&r.p.runner, &r.p.new, &new, fenced, &log)
-    })
-    .map_err(|e| {
+    });
+    if let Err(Error::Interrupted { .. }) = &started {
+        // The signal came between the check above and the step's own: nothing started.
+        run.journal.record.point_of_no_return = false;
+        run.journal.write()?;
+    }
+    started.map_err(|e| {
         let state = if p.plan.mode.old_survives_start() {
             format!(
                 "the old cluster at {} is stopped and intact; pgleap rollback brings it back",
