@@ -103,6 +103,10 @@ pub(crate) fn start(
 
 /// Fast shutdown, waiting until the postmaster is gone.
 pub(crate) fn stop(runner: &Runner, install: &Install, datadir: &Path) -> Result<()> {
+    stop_with(runner, &install.pg_ctl(), datadir)
+}
+
+fn stop_with(runner: &Runner, pg_ctl: &Path, datadir: &Path) -> Result<()> {
     let args = [
         "stop",
         "-D",
@@ -113,14 +117,11 @@ pub(crate) fn stop(runner: &Runner, install: &Install, datadir: &Path) -> Result
         "-t",
         "3600",
     ];
-    runner.run(
-        &install.pg_ctl(),
-        &args,
-        &Opts {
-            log_name: Some("pg_ctl-stop"),
-            ..Opts::default()
-        },
-    )?;
+    let opts = Opts {
+        log_name: Some("pg_ctl-stop"),
+        ..Opts::default()
+    };
+    runner.run(pg_ctl, &args, &opts)?;
     Ok(())
 }
 
@@ -182,15 +183,7 @@ pub(crate) fn stop_any(datadir: &Path, owner: &Owner, fenced_only: bool) {
     };
     let Some(bindir) = exe.parent() else { return };
     let runner = Runner::new(owner.clone(), None);
-    let args = [
-        "stop",
-        "-D",
-        &datadir.display().to_string(),
-        "-m",
-        "fast",
-        "-w",
-    ];
-    if let Err(e) = runner.run(&bindir.join("pg_ctl"), &args, &Opts::default()) {
+    if let Err(e) = stop_with(&runner, &bindir.join("pg_ctl"), datadir) {
         tracing::warn!("could not stop the server on {}: {e}", datadir.display());
     }
 }

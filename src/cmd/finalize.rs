@@ -14,7 +14,7 @@ use crate::cli::ConfirmArgs;
 use crate::cluster::{self, Liveness};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::journal::{Journal, Lock, State};
+use crate::journal::State;
 use crate::preflight::Finding;
 use crate::prepare::Prepared;
 use crate::report::Ui;
@@ -29,10 +29,7 @@ fn refuse(code: &'static str, message: String, fix: &str) -> Error {
 
 pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
     let ui = Ui { json: args.json };
-    let found = super::find_journal(&args.target)?;
-    let work_dir = found.record.plan.work_dir.clone();
-    let _lock = Lock::acquire(&work_dir)?;
-    let mut j = Journal::load(&work_dir)?.unwrap_or(found);
+    let (_lock, mut j) = super::locked_journal(&args.target)?;
     let plan = j.record.plan.clone();
     match j.record.state {
         State::Finalized => {

@@ -11,6 +11,16 @@ use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::preflight::Finding;
 
+/// The journal of the upgrade named by `target` under its exclusive lock, re-read after
+/// taking the lock (the previous holder may have moved it on).
+pub(crate) fn locked_journal(target: &TargetArgs) -> Result<(crate::journal::Lock, Journal)> {
+    let found = find_journal(target)?;
+    let work_dir = found.record.plan.work_dir.clone();
+    let lock = crate::journal::Lock::acquire(&work_dir)?;
+    let j = Journal::load(&work_dir)?.unwrap_or(found);
+    Ok((lock, j))
+}
+
 /// The journal of the upgrade named by `target`, or a refusal saying none was found.
 pub(crate) fn find_journal(target: &TargetArgs) -> Result<Journal> {
     let old =

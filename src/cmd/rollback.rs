@@ -4,17 +4,14 @@ use serde_json::json;
 
 use crate::cli::ConfirmArgs;
 use crate::error::Result;
-use crate::journal::{Journal, Lock, State};
+use crate::journal::State;
 use crate::prepare::Prepared;
 use crate::report::Ui;
 use crate::rollback::{self, Discard};
 
 pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
     let ui = Ui { json: args.json };
-    let found = super::find_journal(&args.target)?;
-    let work_dir = found.record.plan.work_dir.clone();
-    let _lock = Lock::acquire(&work_dir)?;
-    let mut j = Journal::load(&work_dir)?.unwrap_or(found);
+    let (_lock, mut j) = super::locked_journal(&args.target)?;
     if j.record.state == State::RolledBack {
         ui.line("already rolled back: the old cluster is back.");
         ui.json(&json!({ "ok": true, "state": j.record.state, "notes": [] }));
