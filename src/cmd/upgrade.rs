@@ -541,8 +541,16 @@ fn report(run: &Run<'_>) {
     let downtime = r
         .downtime_seconds
         .map_or_else(|| "unknown".into(), |d| secs(Duration::from_secs_f64(d)));
+    let running = if run.leave_running() {
+        format!(
+            "The new server is running; what it prints to stderr goes to {} (with logging_collector on, its own log directory holds the rest).\n",
+            server::logfile(&run.log_dir, "new").display()
+        )
+    } else {
+        "The new cluster is stopped; start it as you started the old one.\n".to_string()
+    };
     run.ui.line(&format!(
-        "\nUpgraded {} (PostgreSQL {}) to {} (PostgreSQL {}) in --{} mode; downtime {downtime}.\n{old_note}\nLogs: {}",
+        "\nUpgraded {} (PostgreSQL {}) to {} (PostgreSQL {}) in --{} mode; downtime {downtime}.\n{running}{old_note}\nLogs: {}",
         p.plan.old.datadir.display(),
         p.plan.old.major,
         p.plan.new.datadir.display(),
