@@ -332,6 +332,13 @@ pub(crate) fn locate(old_datadir: &Path, new_datadir: Option<&Path>) -> Result<O
         }
     }
     for c in candidates {
+        // A candidate this user may not read is not theirs to resume: the preflight then
+        // refuses with the real reason (wrong user, unreadable directory).
+        if std::fs::metadata(c.join(FILE))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            continue;
+        }
         if let Some(j) = Journal::load(&c)? {
             if j.record.plan.old.datadir == old_datadir
                 || (old_major.is_none() && new_datadir.is_some())
