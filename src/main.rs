@@ -20,6 +20,7 @@ mod process;
 mod report;
 mod rollback;
 mod server;
+mod service;
 mod space;
 mod steps;
 

@@ -40,11 +40,19 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
         steps::create_owned_dir(logs.path(), p.runner.owner())?;
         p.runner.set_log_dir(logs.path().to_path_buf());
         let new = scratch.path().join("data");
+        // Debian: the scratch cluster's configuration directory, like /etc/postgresql/17/main.
+        let confdir = if p.plan.new.confdir.is_some() {
+            let c = scratch.path().join("etc");
+            steps::create_owned_dir(&c, p.runner.owner())?;
+            c
+        } else {
+            new.clone()
+        };
         ui.line(
             "checking: initdb of a scratch cluster, configuration carry-over, pg_upgrade --check",
         );
         steps::initdb(&p, &new)?;
-        let report = steps::carry_config(&p, &new)?;
+        let report = steps::carry_config(&p, &new, &confdir)?;
         for c in &report.commented {
             p.findings.push(crate::preflight::Finding::warning(
                 "config-setting-dropped",
@@ -53,7 +61,7 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
             ));
         }
         carried = Some(report);
-        match steps::pg_upgrade(&p, &new, scratch.path(), logs.path(), true) {
+        match steps::pg_upgrade(&p, &new, &confdir, scratch.path(), logs.path(), true) {
             Ok(_) => {}
             Err(Error::Refused { findings }) => {
                 let kept = logs.keep();
