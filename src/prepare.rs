@@ -76,7 +76,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     check_target(&old_datadir, &new_datadir, &cluster.owner, &mut findings);
     let new_layout = new_layout(&old_layout, &root, new.major, &new_datadir);
     if let Some(confdir) = new_layout.confdir() {
-        check_new_confdir(confdir, &mut findings);
+        check_new_confdir(confdir, &cluster.owner, &mut findings);
     }
 
     let control = cluster.control_data(&runner, &old)?;
@@ -277,8 +277,24 @@ fn check_layout_version(layout: &layout::Layout, cluster: &Cluster) -> Result<()
     }
 }
 
-/// Debian's new configuration directory must not hold another cluster.
-fn check_new_confdir(confdir: &Path, findings: &mut Findings) {
+/// Debian's new configuration directory must not hold another cluster, and (when pgleap is
+/// not root) must be creatable by the owner.
+fn check_new_confdir(confdir: &Path, owner: &Owner, findings: &mut Findings) {
+    if !nix::unistd::geteuid().is_root() {
+        let parent = space::existing_ancestor(confdir.parent().unwrap_or(confdir));
+        if nix::unistd::access(&parent, nix::unistd::AccessFlags::W_OK).is_err() {
+            findings.push(Finding::error(
+                "confdir-not-writable",
+                format!(
+                    "{} cannot be created: {} is not writable by {}",
+                    confdir.display(),
+                    parent.display(),
+                    owner.name
+                ),
+                "Run pgleap as root",
+            ));
+        }
+    }
     let entries = std::fs::read_dir(confdir).map_or(0, Iterator::count);
     if entries > 0 {
         findings.push(Finding::error(

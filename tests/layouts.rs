@@ -611,6 +611,52 @@ fn refuses_when_the_new_debian_cluster_exists() {
     assert!(!d.root().join("var/lib/postgresql/17/main").exists());
 }
 
+/// Run as the cluster owner, pgleap cannot create /etc/postgresql/17 when /etc/postgresql is
+/// root's: refused before anything is written.
+#[test]
+fn refuses_as_owner_when_etc_postgresql_is_not_writable() {
+    use std::os::unix::process::CommandExt as _;
+    if !is_root() {
+        eprintln!("skipped: needs root to hand /etc/postgresql to root and run as the owner");
+        return;
+    }
+    let d = Debian::build(15, false);
+    let etc = d.root().join("etc/postgresql");
+    nix::unistd::chown(&etc, Some(0.into()), Some(0.into())).unwrap();
+    std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The pgleap binary where the owner may run it (the target directory may be private).
+    let bin = tempfile::Builder::new()
+        .prefix("pgleap-bin-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = bin.path().join("pgleap");
+    std::fs::copy(env!("CARGO_BIN_EXE_pgleap"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let owner = common::owner();
+    let before = common::snapshot(d.root());
+    let out = Command::new(&exe)
+        .args(d.args("upgrade", 17, &[]))
+        .current_dir("/")
+        .uid(owner.uid)
+        .gid(owner.gid)
+        .output()
+        .unwrap();
+    let run = Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    run.refused(&format!(
+        "{} cannot be created: {} is not writable by {}. Run pgleap as root",
+        d.new_confdir(17).display(),
+        etc.display(),
+        owner.name
+    ));
+    assert_contains(&run.stderr, "Nothing was changed.");
+    assert_eq!(before, common::snapshot(d.root()));
+}
+
 /// `--cluster` and `--old-datadir` name the same thing: both is a usage error.
 #[test]
 fn cluster_and_old_datadir_conflict() {
