@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::layout::ClusterId;
 use crate::plan::Mode;
 
 const EXIT_CODES: &str = "Exit codes:
@@ -55,9 +56,44 @@ pub(crate) enum Command {
 /// Options shared by `check` and `upgrade`, in pg_upgrade's vocabulary.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct CheckArgs {
-    /// The old cluster's data directory (the one holding PG_VERSION).
-    #[arg(short = 'd', long, env = "PGLEAP_OLD_DATADIR", value_name = "DIR")]
-    pub(crate) old_datadir: PathBuf,
+    /// The old cluster's data directory (the one holding PG_VERSION), or a postgresql-common
+    /// configuration directory such as /etc/postgresql/15/main.
+    #[arg(
+        short = 'd',
+        long,
+        env = "PGLEAP_OLD_DATADIR",
+        value_name = "DIR",
+        required_unless_present = "cluster"
+    )]
+    pub(crate) old_datadir: Option<PathBuf>,
+
+    /// The old cluster as postgresql-common names it (pg_lsclusters), e.g. 15/main: its
+    /// configuration in /etc/postgresql/15/main and the data directory that names.
+    #[arg(
+        long,
+        env = "PGLEAP_CLUSTER",
+        value_name = "VERSION/NAME",
+        conflicts_with = "old_datadir"
+    )]
+    pub(crate) cluster: Option<ClusterId>,
+
+    /// Resolve every host path (/etc/postgresql, /var/lib/postgresql, /var/lib/pgsql,
+    /// /usr/lib/postgresql, /usr/pgsql-N, systemd unit files) under DIR; service managers
+    /// are not used there [default: /].
+    #[arg(long, env = "PGLEAP_ROOT", value_name = "DIR")]
+    pub(crate) root: Option<PathBuf>,
+
+    /// Shell command that stops a server (runit, supervisord, a custom script), instead of
+    /// the detected service manager or pg_ctl. Runs as pgleap's user with PGLEAP_HOOK_*
+    /// variables, PGDATA and PGPORT naming the server; it must return once the server is
+    /// stopping.
+    #[arg(long, env = "PGLEAP_STOP_COMMAND", value_name = "CMD")]
+    pub(crate) stop_command: Option<String>,
+
+    /// Shell command that starts a server with its own configuration, like --stop-command;
+    /// pgleap then waits until it accepts connections.
+    #[arg(long, env = "PGLEAP_START_COMMAND", value_name = "CMD")]
+    pub(crate) start_command: Option<String>,
 
     /// The new data directory [default: the old path with its major component replaced,
     /// e.g. /data/15 → /data/17].
@@ -123,9 +159,28 @@ pub(crate) struct UpgradeArgs {
 /// Which upgrade: found from the old data directory (and the new one, when not the default).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TargetArgs {
-    /// The old cluster's data directory.
-    #[arg(short = 'd', long, env = "PGLEAP_OLD_DATADIR", value_name = "DIR")]
-    pub(crate) old_datadir: PathBuf,
+    /// The old cluster's data directory (or postgresql-common configuration directory).
+    #[arg(
+        short = 'd',
+        long,
+        env = "PGLEAP_OLD_DATADIR",
+        value_name = "DIR",
+        required_unless_present = "cluster"
+    )]
+    pub(crate) old_datadir: Option<PathBuf>,
+
+    /// The old cluster as postgresql-common names it, e.g. 15/main.
+    #[arg(
+        long,
+        env = "PGLEAP_CLUSTER",
+        value_name = "VERSION/NAME",
+        conflicts_with = "old_datadir"
+    )]
+    pub(crate) cluster: Option<ClusterId>,
+
+    /// Resolve host paths under DIR, as given to upgrade [default: /].
+    #[arg(long, env = "PGLEAP_ROOT", value_name = "DIR")]
+    pub(crate) root: Option<PathBuf>,
 
     /// The new data directory, when it is not the default versioned sibling.
     #[arg(short = 'D', long, env = "PGLEAP_NEW_DATADIR", value_name = "DIR")]

@@ -78,6 +78,9 @@ pub(crate) struct Tablespace {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Cluster {
     pub(crate) datadir: PathBuf,
+    /// Where its postgresql.conf lives: the data directory, or Debian's
+    /// `/etc/postgresql/N/NAME` (set by the caller that knows the layout).
+    pub(crate) confdir: PathBuf,
     pub(crate) major: u32,
     pub(crate) owner: Owner,
     pub(crate) liveness: Liveness,
@@ -151,6 +154,7 @@ impl Cluster {
         })?;
         Ok(Cluster {
             datadir: datadir.to_path_buf(),
+            confdir: datadir.to_path_buf(),
             major,
             owner: Owner::from_uid(meta.uid(), meta.gid()),
             liveness: liveness(datadir),
@@ -192,7 +196,8 @@ impl Cluster {
         })
     }
 
-    /// Asks the old server binary for a setting (`postgres -C name`), with the real config.
+    /// Asks the old server binary for a setting (`postgres -C name`), with the real config
+    /// (read from the configuration directory, which names the data directory).
     pub(crate) fn setting(
         &self,
         runner: &Runner,
@@ -203,7 +208,7 @@ impl Cluster {
             &install.postgres(),
             &[
                 "-D".as_ref(),
-                self.datadir.as_os_str(),
+                self.confdir.as_os_str(),
                 "-C".as_ref(),
                 name.as_ref(),
             ],

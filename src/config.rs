@@ -1,8 +1,11 @@
 //! Carrying the old cluster's configuration into the new data directory.
 //!
 //! postgresql.conf, postgresql.auto.conf, pg_hba.conf, pg_ident.conf, included files that live
-//! inside the old data directory, and SSL files are copied; paths naming the old data
-//! directory are rewritten; settings the new server rejects are commented out with a note,
+//! inside the old data or configuration directory, and SSL files are copied; for Debian, the
+//! configuration directory `/etc/postgresql/N/NAME` goes to `/etc/postgresql/NEW/NAME` with
+//! start.conf, pg_ctl.conf, environment and conf.d. Paths naming the old directories are
+//! rewritten, and so is the major in postgresql-common's versioned values (external_pid_file,
+//! cluster_name); settings the new server rejects are commented out with a note,
 //! learning the valid set from the new server itself (`postgres --describe-config`, then
 //! `postgres -C` until it accepts the files). The old files are only read.
 
@@ -13,19 +16,30 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::install::Install;
+use crate::layout::Layout;
 use crate::process::{Opts, Owner, Runner};
 
-/// Files copied when present, relative to the data directory.
-const FIXED_FILES: [&str; 8] = [
-    "postgresql.conf",
-    "postgresql.auto.conf",
-    "pg_hba.conf",
-    "pg_ident.conf",
-    "server.crt",
-    "server.key",
-    "root.crt",
-    "root.crl",
+/// Files copied when present, relative to the configuration directory (the data directory
+/// unless the layout keeps configuration elsewhere, as Debian does); `true`: holds settings.
+const CONF_FILES: [(&str, bool); 3] = [
+    ("postgresql.conf", true),
+    ("pg_hba.conf", false),
+    ("pg_ident.conf", false),
 ];
+
+/// Files copied when present that always live in the data directory.
+const DATA_FILES: [(&str, bool); 5] = [
+    ("postgresql.auto.conf", true),
+    ("server.crt", false),
+    ("server.key", false),
+    ("root.crt", false),
+    ("root.crl", false),
+];
+
+/// Settings whose values name the cluster's major version outside any carried path:
+/// postgresql-common's `external_pid_file = '/var/run/postgresql/15-main.pid'` and
+/// `cluster_name = '15/main'` (`stats_temp_directory`, gone in 15, is commented out anyway).
+const VERSIONED_SETTINGS: [&str; 3] = ["external_pid_file", "cluster_name", "stats_temp_directory"];
 
 /// Settings whose relative values name files in the data directory.
 const FILE_SETTINGS: [&str; 6] = [
@@ -121,67 +135,178 @@ struct ConfFile {
     lines: Vec<String>,
     /// postgresql.conf and its includes hold settings; pg_hba.conf and pg_ident.conf do not.
     settings: bool,
+    /// The old file's permission bits.
+    mode: Option<u32>,
+}
+
+/// The directories configuration is carried between. `old_conf` is where the old server
+/// reads postgresql.conf: the data directory, or Debian's `/etc/postgresql/N/NAME`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dirs<'a> {
+    pub(crate) old_data: &'a Path,
+    pub(crate) old_conf: &'a Path,
+    pub(crate) new_data: &'a Path,
+    pub(crate) new_conf: &'a Path,
+}
+
+impl Dirs<'_> {
+    /// The (old, new) directory pairs, the longer old path first so that a configuration
+    /// directory inside the data directory maps by its own pair.
+    fn pairs(&self) -> Vec<(&Path, &Path)> {
+        let mut pairs = vec![
+            (self.old_conf, self.new_conf),
+            (self.old_data, self.new_data),
+        ];
+        pairs.sort_by_key(|(o, _)| std::cmp::Reverse(o.as_os_str().len()));
+        pairs.dedup_by_key(|(o, _)| *o);
+        pairs
+    }
+
+    /// Where a file of the old cluster goes; `None` for files outside both directories
+    /// (shared with other clusters, like Debian's snakeoil certificate).
+    pub(crate) fn map(&self, old: &Path) -> Option<PathBuf> {
+        self.pairs()
+            .into_iter()
+            .find_map(|(o, n)| old.strip_prefix(o).ok().map(|rel| n.join(rel)))
+    }
+
+    fn separate(&self) -> bool {
+        self.old_conf != self.old_data
+    }
+
+    /// A new path for messages: relative to the new data directory, or absolute.
+    fn show(&self, new: &Path) -> String {
+        display_rel(new, self.new_data)
+    }
+
+    /// Directories created for the new cluster: 0700 in the data directory (PostgreSQL
+    /// insists), 0755 elsewhere like the rest of /etc.
+    fn dir_mode(&self, dir: &Path) -> u32 {
+        if dir.starts_with(self.new_data) {
+            0o700
+        } else {
+            0o755
+        }
+    }
+}
+
+/// Replaces `old` with `new` where it appears as a whole number (not inside `150` or `v15a`):
+/// `/var/run/postgresql/15-main.pid` → `/var/run/postgresql/17-main.pid`, `15/main` → `17/main`.
+pub(crate) fn rewrite_version_word(line: &str, old: u32, new: u32) -> String {
+    let (old, new) = (old.to_string(), new.to_string());
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    let mut prev: Option<char> = None;
+    while let Some(i) = rest.find(&old) {
+        let before = rest[..i].chars().last().or(prev);
+        let after = rest[i + old.len()..].chars().next();
+        let word = !before.is_some_and(|c| c.is_ascii_alphanumeric())
+            && !after.is_some_and(|c| c.is_ascii_alphanumeric());
+        out.push_str(&rest[..i]);
+        out.push_str(if word { &new } else { &old });
+        prev = old.chars().last();
+        rest = &rest[i + old.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Copies and adapts the configuration; returns what it did.
 pub(crate) fn carry(
     runner: &Runner,
-    old_datadir: &Path,
-    new_datadir: &Path,
+    dirs: &Dirs<'_>,
+    layout: &Layout,
     new: &Install,
     port: u16,
 ) -> Result<CarryReport> {
     let mut report = CarryReport::default();
-    let old_s = old_datadir.display().to_string();
-    let new_s = new_datadir.display().to_string();
+    let old_major = match layout {
+        Layout::Debian { version, .. } => Some(*version),
+        _ => None,
+    };
     let mut files: Vec<ConfFile> = Vec::new();
-    let mut queue: Vec<(PathBuf, bool)> = FIXED_FILES
+    let mut created_dirs: Vec<(PathBuf, PathBuf)> = Vec::new();
+    // Popped from the end: settings files are read last, their includes after them.
+    let mut queue: Vec<(PathBuf, bool)> = layout
+        .extra_config_files()
         .iter()
-        .map(|f| (old_datadir.join(f), f.starts_with("postgresql")))
+        .map(|f| (dirs.old_conf.join(f), false))
         .collect();
+    queue.extend(
+        DATA_FILES
+            .iter()
+            .rev()
+            .map(|(f, st)| (dirs.old_data.join(f), *st)),
+    );
+    queue.extend(
+        CONF_FILES
+            .iter()
+            .rev()
+            .map(|(f, st)| (dirs.old_conf.join(f), *st)),
+    );
     let mut seen = BTreeSet::new();
     while let Some((old, settings)) = queue.pop() {
         if !seen.insert(old.clone()) || !old.is_file() {
             continue;
         }
-        let Ok(rel) = old.strip_prefix(old_datadir) else {
+        let Some(target) = dirs.map(&old) else {
             report.shared_outside.push(old);
             continue;
         };
-        let target = new_datadir.join(rel);
         let is_conf = old.extension().is_some_and(|e| e == "conf");
         if is_conf {
             let text =
                 std::fs::read_to_string(&old).map_err(|e| Error::io("cannot read", &old, e))?;
-            let dir = old.parent().unwrap_or(old_datadir);
+            let dir = old.parent().unwrap_or(dirs.old_conf);
             let mut lines = Vec::new();
             for line in text.lines() {
-                if let Some(s) = parse_line(line).filter(|_| settings) {
+                let setting = parse_line(line).filter(|_| settings);
+                if let Some(s) = &setting {
                     let includes = matches!(
                         s.name.as_str(),
                         "include" | "include_if_exists" | "include_dir"
                     );
-                    for referenced in referenced_files(&s, dir, old_datadir) {
+                    for referenced in referenced_files(s, dir, dirs.old_data) {
                         queue.push((referenced, includes));
                     }
+                    if s.name == "include_dir" {
+                        // An empty include directory must exist too (Debian's conf.d).
+                        let d = resolve_in(&s.value, dir);
+                        if let (true, Some(n)) = (d.is_dir(), dirs.map(&d)) {
+                            created_dirs.push((d, n));
+                        }
+                    }
                 }
-                let rewritten = rewrite_path(line, &old_s, &new_s);
+                let mut rewritten = line.to_string();
+                for (o, n) in dirs.pairs() {
+                    rewritten = rewrite_path(
+                        &rewritten,
+                        &o.display().to_string(),
+                        &n.display().to_string(),
+                    );
+                }
+                if let (Some(s), Some(om)) = (&setting, old_major) {
+                    if VERSIONED_SETTINGS.contains(&s.name.as_str()) {
+                        rewritten = rewrite_version_word(&rewritten, om, new.major);
+                    }
+                }
                 if rewritten != line {
                     report
                         .rewritten
-                        .push(format!("{}: {}", rel.display(), rewritten.trim()));
+                        .push(format!("{}: {}", dirs.show(&target), rewritten.trim()));
                 }
                 lines.push(rewritten);
             }
             files.push(ConfFile {
-                new: target,
+                new: target.clone(),
                 lines,
                 settings,
+                mode: file_mode(&old),
             });
         } else {
-            copy_owned(&old, &target, runner.owner())?;
+            copy_owned(&old, &target, runner.owner(), dirs)?;
         }
-        report.copied.push(rel.to_path_buf());
+        report.copied.push(PathBuf::from(dirs.show(&target)));
     }
     let valid = valid_settings(runner, new)?;
     for f in files.iter_mut().filter(|f| f.settings) {
@@ -198,21 +323,60 @@ pub(crate) fn carry(
                         i,
                         &format!("PostgreSQL {} has no setting {}", new.major, s.name),
                     );
-                    report.commented.push(format!(
-                        "{} ({})",
-                        s.name,
-                        display_rel(&f.new, new_datadir)
-                    ));
+                    report
+                        .commented
+                        .push(format!("{} ({})", s.name, dirs.show(&f.new)));
                 }
             }
         }
     }
-    set_port(&mut files, new_datadir, port);
-    for f in &files {
-        write_owned(&f.new, &f.lines, runner.owner())?;
+    set_port(
+        &mut files,
+        &dirs.new_conf.join("postgresql.conf"),
+        &dirs.new_data.join("postgresql.auto.conf"),
+        port,
+    );
+    for (old, new_dir) in &created_dirs {
+        create_dirs_owned(new_dir, runner.owner(), dirs)?;
+        set_mode(new_dir, file_mode(old).unwrap_or(dirs.dir_mode(new_dir)))?;
     }
-    validate(runner, new, new_datadir, &mut files, &mut report)?;
+    for f in &files {
+        write_owned(&f.new, &f.lines, runner.owner(), f.mode, dirs)?;
+    }
+    if dirs.separate() {
+        remove_initdb_config(dirs)?;
+    }
+    validate(runner, new, dirs, &mut files, &mut report)?;
     Ok(report)
+}
+
+/// With the configuration kept outside the data directory (Debian), initdb's own
+/// postgresql.conf, pg_hba.conf and pg_ident.conf in the new data directory would only
+/// mislead: the old data directory has none, and neither will the new one.
+fn remove_initdb_config(dirs: &Dirs<'_>) -> Result<()> {
+    for (f, _) in CONF_FILES {
+        let stale = dirs.new_data.join(f);
+        if !dirs.old_data.join(f).exists() && stale.is_file() {
+            std::fs::remove_file(&stale).map_err(|e| Error::io("cannot remove", &stale, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn file_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
+}
+
+fn resolve_in(value: &str, base: &Path) -> PathBuf {
+    let p = Path::new(value);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 fn display_rel(path: &Path, base: &Path) -> String {
@@ -256,13 +420,11 @@ fn referenced_files(s: &Setting, conf_dir: &Path, old_datadir: &Path) -> Vec<Pat
 }
 
 /// Makes the new cluster listen on `port`: rewrites the last `port` line in effect, or
-/// appends one to postgresql.conf.
-fn set_port(files: &mut [ConfFile], new_datadir: &Path, port: u16) {
-    let main = new_datadir.join("postgresql.conf");
-    let auto = new_datadir.join("postgresql.auto.conf");
-    // postgresql.auto.conf is read last and wins; then postgresql.conf.
-    for path in [&auto, &main] {
-        if let Some(f) = files.iter_mut().find(|f| &f.new == path) {
+/// appends one to postgresql.conf (`main`). postgresql.auto.conf (`auto`) is read last and
+/// wins; then postgresql.conf.
+fn set_port(files: &mut [ConfFile], main: &Path, auto: &Path, port: u16) {
+    for path in [auto, main] {
+        if let Some(f) = files.iter_mut().find(|f| f.new == path) {
             if let Some(i) = f
                 .lines
                 .iter()
@@ -304,13 +466,13 @@ fn valid_settings(runner: &Runner, new: &Install) -> Result<BTreeSet<String>> {
 fn validate(
     runner: &Runner,
     new: &Install,
-    new_datadir: &Path,
+    dirs: &Dirs<'_>,
     files: &mut [ConfFile],
     report: &mut CarryReport,
 ) -> Result<()> {
     let args = [
         "-D".to_string(),
-        new_datadir.display().to_string(),
+        dirs.new_conf.display().to_string(),
         "-C".into(),
         "data_directory".into(),
     ];
@@ -342,8 +504,8 @@ fn validate(
                 comment_out(&mut f.lines, i, &why);
                 report
                     .commented
-                    .push(format!("{name} ({})", display_rel(&f.new, new_datadir)));
-                write_owned(&f.new, &f.lines, runner.owner())?;
+                    .push(format!("{name} ({})", dirs.show(&f.new)));
+                write_owned(&f.new, &f.lines, runner.owner(), f.mode, dirs)?;
                 fixed = true;
                 break;
             }
@@ -375,20 +537,28 @@ pub(crate) fn rejected_setting(stderr: &str) -> Option<String> {
     None
 }
 
-fn write_owned(path: &Path, lines: &[String], owner: &Owner) -> Result<()> {
+/// Writes a carried file owned by the cluster owner, with the old file's mode (0600 when
+/// unknown): Debian's postgresql.conf stays world-readable for pg_lsclusters.
+fn write_owned(
+    path: &Path,
+    lines: &[String],
+    owner: &Owner,
+    mode: Option<u32>,
+    dirs: &Dirs<'_>,
+) -> Result<()> {
     if let Some(parent) = path.parent() {
-        create_dirs_owned(parent, owner)?;
+        create_dirs_owned(parent, owner, dirs)?;
     }
     let mut text = lines.join("\n");
     text.push('\n');
     std::fs::write(path, text).map_err(|e| Error::io("cannot write", path, e))?;
-    set_mode(path, 0o600)?;
+    set_mode(path, mode.unwrap_or(0o600))?;
     crate::server::chown(path, owner)
 }
 
-fn copy_owned(from: &Path, to: &Path, owner: &Owner) -> Result<()> {
+fn copy_owned(from: &Path, to: &Path, owner: &Owner, dirs: &Dirs<'_>) -> Result<()> {
     if let Some(parent) = to.parent() {
-        create_dirs_owned(parent, owner)?;
+        create_dirs_owned(parent, owner, dirs)?;
     }
     std::fs::copy(from, to).map_err(|e| Error::io("cannot copy", from, e))?;
     crate::server::chown(to, owner)
@@ -400,15 +570,15 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
         .map_err(|e| Error::io("cannot chmod", path, e))
 }
 
-fn create_dirs_owned(dir: &Path, owner: &Owner) -> Result<()> {
+fn create_dirs_owned(dir: &Path, owner: &Owner, dirs: &Dirs<'_>) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
-        create_dirs_owned(parent, owner)?;
+        create_dirs_owned(parent, owner, dirs)?;
     }
     std::fs::create_dir(dir).map_err(|e| Error::io("cannot create directory", dir, e))?;
-    set_mode(dir, 0o700)?;
+    set_mode(dir, dirs.dir_mode(dir))?;
     crate::server::chown(dir, owner)
 }
 
@@ -492,27 +662,120 @@ mod tests {
     #[test]
     fn port_replaces_the_definition_in_effect() {
         let dir = Path::new("/n");
+        let (main, auto) = (
+            dir.join("postgresql.conf"),
+            dir.join("postgresql.auto.conf"),
+        );
         let mut files = vec![
             ConfFile {
-                new: dir.join("postgresql.conf"),
+                new: main.clone(),
                 lines: vec!["port = 5432".into(), "x = 1".into()],
                 settings: true,
+                mode: None,
             },
             ConfFile {
-                new: dir.join("postgresql.auto.conf"),
+                new: auto.clone(),
                 lines: vec!["port = 5440".into()],
                 settings: true,
+                mode: None,
             },
         ];
-        set_port(&mut files, dir, 5433);
+        set_port(&mut files, &main, &auto, 5433);
         assert_eq!(files[0].lines[0], "port = 5432");
         assert!(files[1].lines[0].starts_with("port = 5433\t# pgleap: was port = 5440"));
         let mut files = vec![ConfFile {
-            new: dir.join("postgresql.conf"),
+            new: main.clone(),
             lines: vec!["#port = 5432".into()],
             settings: true,
+            mode: None,
         }];
-        set_port(&mut files, dir, 5433);
+        set_port(&mut files, &main, &auto, 5433);
         assert_eq!(files[0].lines.last().unwrap(), "port = 5433\t# pgleap");
+    }
+
+    #[test]
+    fn debian_port_goes_to_the_configuration_directory() {
+        // Debian: postgresql.conf in /etc, postgresql.auto.conf in the data directory.
+        let main = Path::new("/etc/postgresql/17/main/postgresql.conf");
+        let auto = Path::new("/var/lib/postgresql/17/main/postgresql.auto.conf");
+        let mut files = vec![ConfFile {
+            new: main.to_path_buf(),
+            lines: vec!["port = 5432\t\t\t\t# (change requires restart)".into()],
+            settings: true,
+            mode: Some(0o644),
+        }];
+        set_port(&mut files, main, auto, 5432);
+        assert_eq!(
+            files[0].lines[0],
+            "port = 5432\t\t\t\t# (change requires restart)"
+        );
+    }
+
+    #[test]
+    fn version_words_are_whole_numbers() {
+        assert_eq!(
+            rewrite_version_word(
+                "external_pid_file = '/var/run/postgresql/15-main.pid'",
+                15,
+                17
+            ),
+            "external_pid_file = '/var/run/postgresql/17-main.pid'"
+        );
+        assert_eq!(
+            rewrite_version_word(
+                "cluster_name = '15/main'\t# added to process titles",
+                15,
+                17
+            ),
+            "cluster_name = '17/main'\t# added to process titles"
+        );
+        // Not inside other numbers or names.
+        assert_eq!(
+            rewrite_version_word("cluster_name = 'v15a-150-215-15'", 15, 17),
+            "cluster_name = 'v15a-150-215-17'"
+        );
+        assert_eq!(rewrite_version_word("x = '1515'", 15, 17), "x = '1515'");
+    }
+
+    #[test]
+    fn dirs_map_configuration_and_data_separately() {
+        let dirs = Dirs {
+            old_data: Path::new("/var/lib/postgresql/15/main"),
+            old_conf: Path::new("/etc/postgresql/15/main"),
+            new_data: Path::new("/var/lib/postgresql/17/main"),
+            new_conf: Path::new("/etc/postgresql/17/main"),
+        };
+        assert_eq!(
+            dirs.map(Path::new("/etc/postgresql/15/main/conf.d/a.conf")),
+            Some(PathBuf::from("/etc/postgresql/17/main/conf.d/a.conf"))
+        );
+        assert_eq!(
+            dirs.map(Path::new(
+                "/var/lib/postgresql/15/main/postgresql.auto.conf"
+            )),
+            Some(PathBuf::from(
+                "/var/lib/postgresql/17/main/postgresql.auto.conf"
+            ))
+        );
+        assert_eq!(dirs.map(Path::new("/etc/ssl/certs/snakeoil.pem")), None);
+        assert_eq!(
+            dirs.dir_mode(Path::new("/etc/postgresql/17/main/conf.d")),
+            0o755
+        );
+        assert_eq!(
+            dirs.dir_mode(Path::new("/var/lib/postgresql/17/main/x")),
+            0o700
+        );
+        // A configuration directory inside the data directory maps by its own pair.
+        let nested = Dirs {
+            old_data: Path::new("/d/15"),
+            old_conf: Path::new("/d/15/etc"),
+            new_data: Path::new("/d/17"),
+            new_conf: Path::new("/e/17"),
+        };
+        assert_eq!(
+            nested.map(Path::new("/d/15/etc/postgresql.conf")),
+            Some(PathBuf::from("/e/17/postgresql.conf"))
+        );
     }
 }

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::layout::under;
 use crate::preflight::Finding;
 use crate::process::{Opts, Runner};
 
@@ -140,22 +141,32 @@ impl Install {
     }
 }
 
-/// Bindirs where distributions put a given major, in the order they are tried.
-pub(crate) fn candidate_bindirs(major: u32) -> Vec<PathBuf> {
-    let mut out = vec![
-        PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")), // Debian, Ubuntu
-        PathBuf::from(format!("/usr/pgsql-{major}/bin")),          // RHEL, PGDG
-    ];
+/// Bindirs where distributions put a given major, in the order they are tried: below
+/// `root` (`--root`, normally `/`), then PATH.
+pub(crate) fn candidate_bindirs(root: &Path, major: u32) -> Vec<PathBuf> {
+    let mut out = distribution_bindirs(root, major).to_vec();
     if let Some(path) = std::env::var_os("PATH") {
         out.extend(std::env::split_paths(&path));
     }
     out
 }
 
+fn distribution_bindirs(root: &Path, major: u32) -> [PathBuf; 2] {
+    [
+        under(root, &format!("usr/lib/postgresql/{major}/bin")), // Debian, Ubuntu
+        under(root, &format!("usr/pgsql-{major}/bin")),          // RHEL, PGDG
+    ]
+}
+
 /// Finds the bindir for a major: the first candidate holding `pg_ctl` of that major.
-pub(crate) fn find_for_major(runner: &Runner, major: u32, role: Role) -> Result<Install, Finding> {
+pub(crate) fn find_for_major(
+    runner: &Runner,
+    root: &Path,
+    major: u32,
+    role: Role,
+) -> Result<Install, Finding> {
     let mut seen = Vec::new();
-    for dir in candidate_bindirs(major) {
+    for dir in candidate_bindirs(root, major) {
         if !is_executable(&dir.join("pg_ctl")) {
             continue;
         }
@@ -171,10 +182,13 @@ pub(crate) fn find_for_major(runner: &Runner, major: u32, role: Role) -> Result<
     } else {
         format!(" (found only: {})", seen.join(", "))
     };
+    let [debian, rhel] = distribution_bindirs(root, major);
     Err(Finding::error(
         "bindir-not-found",
         format!(
-            "no PostgreSQL {major} installation found in /usr/lib/postgresql/{major}/bin, /usr/pgsql-{major}/bin or PATH{also}"
+            "no PostgreSQL {major} installation found in {}, {} or PATH{also}",
+            debian.display(),
+            rhel.display()
         ),
         format!("Install PostgreSQL {major}, or pass {flag} with its bin directory."),
     ))

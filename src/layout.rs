@@ -1,10 +1,327 @@
-//! Where the new data directory goes: the versioned sibling of the old one.
+//! Where a cluster lives on its host, and where the new one goes.
 //!
+//! The host layout is detected once, from the flags and what is on disk, and recorded in the
+//! plan: a plain data directory holding its own configuration, a postgresql-common (Debian,
+//! Ubuntu) cluster whose configuration lives in `/etc/postgresql/N/NAME`, or a PGDG RPM
+//! (RHEL) cluster in `/var/lib/pgsql/N/data`. Every host path is resolved under `--root`
+//! (default `/`), so tests build these layouts in a temporary directory; paths written inside
+//! configuration files are taken as they are, since the server reads them.
+//!
+//! The new data directory is the versioned sibling of the old one:
 //! `/data/15` → `/data/17`, `/var/lib/postgresql/15/main` → `/var/lib/postgresql/17/main`,
 //! `/var/lib/pgsql/15/data` → `/var/lib/pgsql/17/data`. When no path component names the old
 //! major, there is no safe guess and the user must say.
 
+use std::fmt;
 use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::parse_line;
+use crate::preflight::Finding;
+
+/// How the host organizes one cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub(crate) enum Layout {
+    /// The configuration lives in the data directory.
+    #[default]
+    Plain,
+    /// A postgresql-common cluster: configuration in `confdir` (`/etc/postgresql/N/NAME`),
+    /// started by `pg_ctlcluster` or the systemd unit `postgresql@N-NAME`.
+    Debian {
+        version: u32,
+        name: String,
+        confdir: PathBuf,
+    },
+    /// A PGDG RPM cluster: `/var/lib/pgsql/N/data`, binaries in `/usr/pgsql-N/bin`, systemd
+    /// unit `postgresql-N`.
+    Rhel { version: u32 },
+}
+
+/// A postgresql-common cluster name as `pg_lsclusters` prints it: `15/main`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClusterId {
+    pub(crate) version: u32,
+    pub(crate) name: String,
+}
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.version, self.name)
+    }
+}
+
+impl std::str::FromStr for ClusterId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not VERSION/NAME, for example 15/main");
+        let (v, name) = s.split_once('/').ok_or_else(bad)?;
+        let version: u32 = v.parse().map_err(|_| bad())?;
+        // postgresql-common allows names that are one path component.
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(bad());
+        }
+        Ok(ClusterId {
+            version,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Layout {
+    /// The directory whose `postgresql.conf` the server reads, when it is not the data
+    /// directory.
+    pub(crate) fn confdir(&self) -> Option<&Path> {
+        match self {
+            Layout::Debian { confdir, .. } => Some(confdir),
+            _ => None,
+        }
+    }
+
+    /// The same layout for the new major: Debian's configuration goes to
+    /// `<root>/etc/postgresql/NEW/NAME`.
+    pub(crate) fn for_major(&self, root: &Path, major: u32) -> Layout {
+        match self {
+            Layout::Plain => Layout::Plain,
+            Layout::Debian { name, .. } => Layout::Debian {
+                version: major,
+                name: name.clone(),
+                confdir: debian_confdir(root, major, name),
+            },
+            Layout::Rhel { .. } => Layout::Rhel { version: major },
+        }
+    }
+
+    /// Files of the configuration directory that hold no settings but belong to the cluster
+    /// (postgresql-common's start mode, pg_ctl options and server environment).
+    pub(crate) fn extra_config_files(&self) -> &'static [&'static str] {
+        match self {
+            Layout::Debian { .. } => &["start.conf", "pg_ctl.conf", "environment"],
+            _ => &[],
+        }
+    }
+
+    /// One line for humans: `Debian cluster 15/main, config in /etc/postgresql/15/main`.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Layout::Plain => "plain data directory (configuration inside it)".into(),
+            Layout::Debian {
+                version,
+                name,
+                confdir,
+            } => format!(
+                "Debian cluster {version}/{name}, config in {}",
+                confdir.display()
+            ),
+            Layout::Rhel { version } => {
+                format!(
+                    "RHEL/PGDG cluster (/var/lib/pgsql/{version}/data, unit postgresql-{version})"
+                )
+            }
+        }
+    }
+}
+
+/// `path` (absolute, as on a live host) under `root`.
+pub(crate) fn under(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+pub(crate) fn debian_confdir(root: &Path, major: u32, name: &str) -> PathBuf {
+    under(root, "etc/postgresql")
+        .join(major.to_string())
+        .join(name)
+}
+
+/// The value of the last definition of `name` in a configuration file (includes are not
+/// followed: postgresql-common writes `data_directory` in postgresql.conf itself).
+pub(crate) fn conf_value(conf: &Path, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(conf).ok()?;
+    text.lines()
+        .filter_map(parse_line)
+        .rfind(|s| s.name == name)
+        .map(|s| s.value)
+}
+
+/// Where a postgresql-common cluster keeps its data: `data_directory` in its postgresql.conf
+/// (relative values are relative to the configuration directory), else the default
+/// `<root>/var/lib/postgresql/N/NAME`.
+fn debian_datadir(root: &Path, confdir: &Path, version: u32, name: &str) -> PathBuf {
+    match conf_value(&confdir.join("postgresql.conf"), "data_directory") {
+        Some(d) if !d.is_empty() => confdir.join(d),
+        _ => under(root, "var/lib/postgresql")
+            .join(version.to_string())
+            .join(name),
+    }
+}
+
+/// The postgresql-common clusters under `root`, as `15/main`.
+pub(crate) fn debian_clusters(root: &Path) -> Vec<ClusterId> {
+    let mut out = Vec::new();
+    let Ok(versions) = std::fs::read_dir(under(root, "etc/postgresql")) else {
+        return out;
+    };
+    for v in versions.filter_map(Result::ok) {
+        let Some(version) = v.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(names) = std::fs::read_dir(v.path()) else {
+            continue;
+        };
+        for n in names.filter_map(Result::ok) {
+            if n.path().join("postgresql.conf").is_file() {
+                out.push(ClusterId {
+                    version,
+                    name: n.file_name().to_string_lossy().into_owned(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.version, &a.name).cmp(&(b.version, &b.name)));
+    out
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// The old cluster the user named, and its layout: `--cluster 15/main` names a
+/// postgresql-common cluster; `--old-datadir` names a data directory (or a postgresql-common
+/// configuration directory, as pg_upgrade accepts), whose layout is then recognized.
+pub(crate) fn resolve_old(
+    root: &Path,
+    cluster: Option<&ClusterId>,
+    old_datadir: Option<&Path>,
+) -> Result<(PathBuf, Layout), Finding> {
+    if let Some(id) = cluster {
+        return resolve_debian(root, id);
+    }
+    let Some(dir) = old_datadir else {
+        return Err(Finding::error(
+            "no-old-cluster",
+            "no old cluster named",
+            "Pass --old-datadir DIR or --cluster VERSION/NAME",
+        ));
+    };
+    // A configuration directory given as the data directory: /etc/postgresql/15/main.
+    if !dir.join("PG_VERSION").exists() {
+        if let Some(id) = debian_id_of_confdir(root, dir) {
+            return resolve_debian(root, &id);
+        }
+        return Ok((dir.to_path_buf(), Layout::Plain));
+    }
+    if let Some(layout) = debian_layout_of_datadir(root, dir) {
+        return Ok((dir.to_path_buf(), layout));
+    }
+    if let Some(version) = rhel_version_of_datadir(root, dir) {
+        return Ok((dir.to_path_buf(), Layout::Rhel { version }));
+    }
+    Ok((dir.to_path_buf(), Layout::Plain))
+}
+
+fn resolve_debian(root: &Path, id: &ClusterId) -> Result<(PathBuf, Layout), Finding> {
+    let confdir = debian_confdir(root, id.version, &id.name);
+    let conf = confdir.join("postgresql.conf");
+    if !conf.is_file() {
+        let found = debian_clusters(root);
+        let fix = if found.is_empty() {
+            format!(
+                "No postgresql-common clusters were found in {}; pass --old-datadir with the data directory instead",
+                under(root, "etc/postgresql").display()
+            )
+        } else {
+            format!(
+                "Pass --cluster with one of the clusters found: {}",
+                found
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        return Err(Finding::error(
+            "no-such-cluster",
+            format!(
+                "there is no cluster {id}: {} does not exist",
+                conf.display()
+            ),
+            fix,
+        ));
+    }
+    let datadir = debian_datadir(root, &confdir, id.version, &id.name);
+    Ok((
+        datadir,
+        Layout::Debian {
+            version: id.version,
+            name: id.name.clone(),
+            confdir,
+        },
+    ))
+}
+
+/// `<root>/etc/postgresql/N/NAME` → `N/NAME`, when it holds a postgresql.conf.
+fn debian_id_of_confdir(root: &Path, dir: &Path) -> Option<ClusterId> {
+    let base = under(root, "etc/postgresql");
+    let rel = dir.strip_prefix(&base).ok()?;
+    let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+    let [v, name] = parts.as_slice() else {
+        return None;
+    };
+    dir.join("postgresql.conf").is_file().then_some(())?;
+    Some(ClusterId {
+        version: v.parse().ok()?,
+        name: (*name).to_string(),
+    })
+}
+
+/// The postgresql-common cluster whose `data_directory` is `datadir`: first the cluster of
+/// the same version and name (`/var/lib/postgresql/15/main` → `/etc/postgresql/15/main`),
+/// else any cluster of that version pointing there (`pg_createcluster -d /srv/...`).
+fn debian_layout_of_datadir(root: &Path, datadir: &Path) -> Option<Layout> {
+    let version = std::fs::read_to_string(datadir.join("PG_VERSION"))
+        .ok()
+        .and_then(|t| crate::cluster::parse_pg_version(&t))?;
+    let mut candidates: Vec<ClusterId> = Vec::new();
+    if let Some(name) = datadir.file_name().and_then(|n| n.to_str()) {
+        candidates.push(ClusterId {
+            version,
+            name: name.to_string(),
+        });
+    }
+    candidates.extend(
+        debian_clusters(root)
+            .into_iter()
+            .filter(|c| c.version == version),
+    );
+    candidates.into_iter().find_map(|id| {
+        let confdir = debian_confdir(root, id.version, &id.name);
+        let names_it = confdir.join("postgresql.conf").is_file()
+            && same_dir(
+                &debian_datadir(root, &confdir, id.version, &id.name),
+                datadir,
+            );
+        names_it.then_some(Layout::Debian {
+            version: id.version,
+            name: id.name,
+            confdir,
+        })
+    })
+}
+
+/// `<root>/var/lib/pgsql/N/data` → N.
+fn rhel_version_of_datadir(root: &Path, datadir: &Path) -> Option<u32> {
+    let rel = datadir.strip_prefix(under(root, "var/lib/pgsql")).ok()?;
+    let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+    match parts.as_slice() {
+        [v, "data"] => v.parse().ok(),
+        _ => None,
+    }
+}
 
 /// Replaces the last path component equal to the old major with the new major.
 pub(crate) fn versioned_sibling(old: &Path, old_major: u32, new_major: u32) -> Option<PathBuf> {
@@ -37,6 +354,133 @@ pub(crate) fn work_dir(new_datadir: &Path, old_major: u32, new_major: u32) -> Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A data directory (PG_VERSION only) and, for Debian, its configuration directory.
+    fn datadir(root: &Path, rel: &str, major: u32) -> PathBuf {
+        let d = root.join(rel);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("PG_VERSION"), format!("{major}\n")).unwrap();
+        d
+    }
+
+    fn debian_conf(root: &Path, id: &str, data: &Path) -> PathBuf {
+        let c = root.join("etc/postgresql").join(id);
+        std::fs::create_dir_all(&c).unwrap();
+        std::fs::write(
+            c.join("postgresql.conf"),
+            format!(
+                "data_directory = '{}'\t\t# use data in another directory\nport = 5432\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        c
+    }
+
+    #[test]
+    fn cluster_ids_parse_like_pg_lsclusters() {
+        let id: ClusterId = "15/main".parse().unwrap();
+        assert_eq!((id.version, id.name.as_str()), (15, "main"));
+        assert_eq!(id.to_string(), "15/main");
+        for bad in ["15", "main", "15/", "x/main", "15/a/b", "15/.hidden"] {
+            assert!(bad.parse::<ClusterId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debian_cluster_by_name_reads_its_data_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let data = datadir(r, "srv/pg/15/main", 15);
+        let conf = debian_conf(r, "15/main", &data);
+        let id: ClusterId = "15/main".parse().unwrap();
+        let (d, layout) = resolve_old(r, Some(&id), None).unwrap();
+        assert_eq!(d, data);
+        assert_eq!(
+            layout,
+            Layout::Debian {
+                version: 15,
+                name: "main".into(),
+                confdir: conf.clone()
+            }
+        );
+        assert_eq!(layout.confdir(), Some(conf.as_path()));
+        // The configuration directory given as --old-datadir, as pg_upgrade accepts it.
+        assert_eq!(resolve_old(r, None, Some(&conf)).unwrap(), (data, layout));
+    }
+
+    #[test]
+    fn debian_layout_is_recognized_from_the_data_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        // Same version and name: /var/lib/postgresql/15/main ↔ /etc/postgresql/15/main.
+        let main = datadir(r, "var/lib/postgresql/15/main", 15);
+        debian_conf(r, "15/main", &main);
+        let (_, layout) = resolve_old(r, None, Some(&main)).unwrap();
+        assert!(matches!(layout, Layout::Debian { ref name, .. } if name == "main"));
+        // pg_createcluster -d: another name, found by its data_directory.
+        let other = datadir(r, "srv/data15", 15);
+        debian_conf(r, "15/reports", &other);
+        let (_, layout) = resolve_old(r, None, Some(&other)).unwrap();
+        assert!(matches!(layout, Layout::Debian { ref name, .. } if name == "reports"));
+        // A data directory no cluster names is plain.
+        let plain = datadir(r, "data/15", 15);
+        assert_eq!(resolve_old(r, None, Some(&plain)).unwrap().1, Layout::Plain);
+    }
+
+    #[test]
+    fn unknown_debian_cluster_lists_the_ones_found() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let main = datadir(r, "var/lib/postgresql/15/main", 15);
+        debian_conf(r, "15/main", &main);
+        let id: ClusterId = "15/nope".parse().unwrap();
+        let f = resolve_old(r, Some(&id), None).unwrap_err();
+        assert_eq!(f.code, "no-such-cluster");
+        assert!(
+            f.message.starts_with("there is no cluster 15/nope: "),
+            "{}",
+            f.message
+        );
+        assert!(f.fix.ends_with("clusters found: 15/main"), "{}", f.fix);
+    }
+
+    #[test]
+    fn rhel_layout_is_recognized_under_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let d = datadir(r, "var/lib/pgsql/15/data", 15);
+        assert_eq!(
+            resolve_old(r, None, Some(&d)).unwrap().1,
+            Layout::Rhel { version: 15 }
+        );
+        // Only under the root: the same shape elsewhere is someone else's directory.
+        assert_eq!(
+            resolve_old(&r.join("var"), None, Some(&d)).unwrap().1,
+            Layout::Plain
+        );
+    }
+
+    #[test]
+    fn new_layout_follows_the_old_one() {
+        let old = Layout::Debian {
+            version: 15,
+            name: "main".into(),
+            confdir: "/r/etc/postgresql/15/main".into(),
+        };
+        assert_eq!(
+            old.for_major(Path::new("/r"), 17).confdir(),
+            Some(Path::new("/r/etc/postgresql/17/main"))
+        );
+        assert_eq!(
+            Layout::Rhel { version: 15 }.for_major(Path::new("/"), 17),
+            Layout::Rhel { version: 17 }
+        );
+        assert_eq!(
+            old.describe(),
+            "Debian cluster 15/main, config in /r/etc/postgresql/15/main"
+        );
+    }
 
     #[test]
     fn maps_common_layouts() {

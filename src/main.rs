@@ -21,6 +21,7 @@ mod progress;
 mod report;
 mod rollback;
 mod server;
+mod service;
 mod space;
 mod steps;
 

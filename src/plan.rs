@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::cluster::ControlData;
+use crate::layout::Layout;
+use crate::service::Host;
 use crate::space::FsNeed;
 
 /// How pg_upgrade moves relation files into the new cluster.
@@ -149,17 +151,34 @@ impl InitdbOptions {
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct Side {
     pub(crate) datadir: PathBuf,
+    /// Where postgresql.conf lives when it is not the data directory (Debian's
+    /// `/etc/postgresql/N/NAME`): what `pg_ctl -D`, `postgres -D` and pg_upgrade are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) confdir: Option<PathBuf>,
     pub(crate) bindir: PathBuf,
     pub(crate) major: u32,
     pub(crate) version: String,
     pub(crate) port: u16,
 }
 
+impl Side {
+    /// The directory whose postgresql.conf the server reads.
+    pub(crate) fn conf_dir(&self) -> PathBuf {
+        self.confdir.clone().unwrap_or_else(|| self.datadir.clone())
+    }
+}
+
 /// The complete plan of one upgrade.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct Plan {
+    /// How the host organizes the old cluster (the new one follows it).
+    #[serde(default)]
+    pub(crate) layout: Layout,
     pub(crate) old: Side,
     pub(crate) new: Side,
+    /// How servers are started and stopped, and the old one kept from starting at boot.
+    #[serde(default)]
+    pub(crate) host: Host,
     pub(crate) mode: Mode,
     pub(crate) mode_reason: String,
     pub(crate) jobs: usize,

@@ -18,6 +18,7 @@ use crate::plan::{self, InitdbOptions, Mode, Plan, Side};
 use crate::preflight::{Finding, Findings};
 use crate::process::{Owner, Runner};
 use crate::server::{self, Fence};
+use crate::service;
 use crate::space::{self, Usage};
 
 /// Everything an upgrade needs, decided.
@@ -46,22 +47,38 @@ fn refuse(f: Finding) -> Error {
     Error::Refused { findings: vec![f] }
 }
 
-pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
-    let old_datadir = absolute(&args.old_datadir);
-    let cluster =
+/// The host root, the old cluster's layout and the cluster itself, inspected.
+fn inspect_old(args: &CheckArgs) -> Result<(PathBuf, layout::Layout, Cluster)> {
+    let root = host_root(args.root.as_deref()).map_err(refuse)?;
+    let (old_datadir, old_layout) = old_target(&root, args).map_err(refuse)?;
+    let mut cluster =
         Cluster::inspect(&old_datadir).map_err(|f| refuse(explain_unreadable(f, &old_datadir)))?;
     check_not_disabled(&old_datadir).map_err(refuse)?;
+    if let Some(confdir) = old_layout.confdir() {
+        cluster.confdir = confdir.to_path_buf();
+    }
+    check_layout_version(&old_layout, &cluster).map_err(refuse)?;
     check_owner(&cluster.owner, &old_datadir).map_err(refuse)?;
+    Ok((root, old_layout, cluster))
+}
+
+pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
+    let (root, old_layout, cluster) = inspect_old(args)?;
+    let old_datadir = cluster.datadir.clone();
     let runner = Runner::new(cluster.owner.clone(), None);
     let mut findings = Findings::default();
 
-    let old = find_old(&runner, args, &cluster).map_err(refuse)?;
-    let new = find_new(&runner, args, cluster.major).map_err(refuse)?;
+    let old = find_old(&runner, &root, args, &cluster).map_err(refuse)?;
+    let new = find_new(&runner, &root, args, cluster.major).map_err(refuse)?;
     check_versions(&cluster, &new).map_err(refuse)?;
 
     let new_datadir =
         resolve_new_datadir(args, &old_datadir, cluster.major, new.major).map_err(refuse)?;
     check_target(&old_datadir, &new_datadir, &cluster.owner, &mut findings);
+    let new_layout = new_layout(&old_layout, &root, new.major, &new_datadir);
+    if let Some(confdir) = new_layout.confdir() {
+        check_new_confdir(confdir, &cluster.owner, &mut findings);
+    }
 
     let control = cluster.control_data(&runner, &old)?;
     let crashed = !cluster.is_running() && !control.cleanly_shut_down();
@@ -129,9 +146,20 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         .as_ref()
         .map_or(usage.databases, |c| c.databases.len() as u64);
     let relations = catalog.as_ref().map_or(0, Catalog::relations);
+    let host = service::plan_host(
+        &runner,
+        &root,
+        &old_layout,
+        &new_layout,
+        args.stop_command.as_deref(),
+        args.start_command.as_deref(),
+    );
+    host_findings(&host, &new_layout, &new, &mut findings);
     let plan = Plan {
+        layout: old_layout.clone(),
         old: Side {
             datadir: old_datadir,
+            confdir: old_layout.confdir().map(Path::to_path_buf),
             bindir: old.bindir.clone(),
             major: old.major,
             version: old.version.clone(),
@@ -139,11 +167,13 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         },
         new: Side {
             datadir: new_datadir.clone(),
+            confdir: new_layout.confdir().map(Path::to_path_buf),
             bindir: new.bindir.clone(),
             major: new.major,
             version: new.version.clone(),
             port,
         },
+        host,
         mode,
         mode_reason,
         jobs: args.jobs.map_or_else(
@@ -181,10 +211,142 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     })
 }
 
-fn find_old(runner: &Runner, args: &CheckArgs, cluster: &Cluster) -> Result<Install, Finding> {
+/// The directory host paths are resolved under: `--root`, else `/`.
+pub(crate) fn host_root(arg: Option<&Path>) -> Result<PathBuf, Finding> {
+    let Some(dir) = arg else {
+        return Ok(PathBuf::from("/"));
+    };
+    let dir = absolute(dir);
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(Finding::error(
+            "root-missing",
+            format!("--root {} is not a directory", dir.display()),
+            "Pass --root with the directory that holds the host's etc, var and usr",
+        ))
+    }
+}
+
+/// The old data directory and layout named by `--cluster` or `--old-datadir`.
+pub(crate) fn old_target(
+    root: &Path,
+    args: &CheckArgs,
+) -> Result<(PathBuf, layout::Layout), Finding> {
+    resolve_target(root, args.cluster.as_ref(), args.old_datadir.as_deref())
+}
+
+/// `old_target` for the commands that only name an upgrade (status, rollback, finalize).
+pub(crate) fn resolve_target(
+    root: &Path,
+    cluster: Option<&layout::ClusterId>,
+    old_datadir: Option<&Path>,
+) -> Result<(PathBuf, layout::Layout), Finding> {
+    let given = old_datadir.map(absolute);
+    let (datadir, layout) = layout::resolve_old(root, cluster, given.as_deref())?;
+    Ok((absolute(&datadir), layout))
+}
+
+/// The new cluster's layout: the old one's for the new major. A RHEL unit starts the default
+/// `/var/lib/pgsql/N/data` only, so a new data directory elsewhere is plain.
+fn new_layout(old: &layout::Layout, root: &Path, major: u32, new_datadir: &Path) -> layout::Layout {
+    let l = old.for_major(root, major);
+    let default_rhel = layout::under(root, &format!("var/lib/pgsql/{major}/data"));
+    match l {
+        layout::Layout::Rhel { .. } if new_datadir != default_rhel => layout::Layout::Plain,
+        l => l,
+    }
+}
+
+/// postgresql-common names the cluster by its major: it must be the one in PG_VERSION.
+fn check_layout_version(layout: &layout::Layout, cluster: &Cluster) -> Result<(), Finding> {
+    match layout {
+        layout::Layout::Debian {
+            version,
+            name,
+            confdir,
+        } if *version != cluster.major => Err(Finding::error(
+            "cluster-version-mismatch",
+            format!(
+                "cluster {version}/{name} ({}) names {} as its data directory, which holds PostgreSQL {}",
+                confdir.display(),
+                cluster.datadir.display(),
+                cluster.major
+            ),
+            "Fix data_directory in its postgresql.conf, or pass --old-datadir",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Debian's new configuration directory must not hold another cluster, and (when pgleap is
+/// not root) must be creatable by the owner.
+fn check_new_confdir(confdir: &Path, owner: &Owner, findings: &mut Findings) {
+    if !nix::unistd::geteuid().is_root() {
+        let parent = space::existing_ancestor(confdir.parent().unwrap_or(confdir));
+        if nix::unistd::access(&parent, nix::unistd::AccessFlags::W_OK).is_err() {
+            findings.push(Finding::error(
+                "confdir-not-writable",
+                format!(
+                    "{} cannot be created: {} is not writable by {}",
+                    confdir.display(),
+                    parent.display(),
+                    owner.name
+                ),
+                "Run pgleap as root",
+            ));
+        }
+    }
+    let entries = std::fs::read_dir(confdir).map_or(0, Iterator::count);
+    if entries > 0 {
+        findings.push(Finding::error(
+            "new-confdir-not-empty",
+            format!(
+                "{} exists and is not empty ({entries} {}): another cluster of that name exists",
+                confdir.display(),
+                if entries == 1 { "entry" } else { "entries" }
+            ),
+            "Remove it (pg_dropcluster, if it is an empty cluster created by installing the new version) and run pgleap again",
+        ));
+    }
+}
+
+/// Warnings about how the host will run the new cluster.
+fn host_findings(
+    host: &service::Host,
+    new_layout: &layout::Layout,
+    new: &Install,
+    findings: &mut Findings,
+) {
+    if let layout::Layout::Debian { version, name, .. } = new_layout {
+        let debian_bindir = layout::under(&host.root, &format!("usr/lib/postgresql/{version}/bin"));
+        let same =
+            std::fs::canonicalize(&debian_bindir).ok() == std::fs::canonicalize(&new.bindir).ok();
+        if !same && host.root == Path::new("/") {
+            findings.push(Finding::warning(
+                "new-bindir-not-debian",
+                format!(
+                    "postgresql-common starts cluster {version}/{name} with {}, but PostgreSQL {version} is at {}",
+                    debian_bindir.display(),
+                    new.bindir.display()
+                ),
+                format!(
+                    "Install postgresql-{version} so that pg_ctlcluster and postgresql@{version}-{name} can start the new cluster at boot"
+                ),
+            ));
+        }
+    }
+}
+
+fn find_old(
+    runner: &Runner,
+    root: &Path,
+    args: &CheckArgs,
+    cluster: &Cluster,
+) -> Result<Install, Finding> {
     let old = match &args.old_bindir {
         Some(b) => Install::probe(runner, b, Role::Old),
-        None => install::find_for_major(runner, cluster.major, Role::Old),
+        None => install::find_for_major(runner, root, cluster.major, Role::Old),
     }?;
     if old.major != cluster.major {
         return Err(Finding::error(
@@ -349,16 +511,21 @@ fn check_owner(owner: &Owner, datadir: &Path) -> Result<(), Finding> {
     Ok(())
 }
 
-fn find_new(runner: &Runner, args: &CheckArgs, old_major: u32) -> Result<Install, Finding> {
+fn find_new(
+    runner: &Runner,
+    root: &Path,
+    args: &CheckArgs,
+    old_major: u32,
+) -> Result<Install, Finding> {
     if let Some(b) = &args.new_bindir {
         return Install::probe(runner, b, Role::New);
     }
     if let Some(v) = args.new_version {
-        return install::find_for_major(runner, v, Role::New);
+        return install::find_for_major(runner, root, v, Role::New);
     }
     // The newest installed major above the old one, as pg_upgradecluster does.
     for major in (old_major + 1..=30).rev() {
-        if let Ok(i) = install::find_for_major(runner, major, Role::New) {
+        if let Ok(i) = install::find_for_major(runner, root, major, Role::New) {
             return Ok(i);
         }
     }
@@ -602,7 +769,7 @@ fn read_catalog(
     // The server is stopped, so a single-user backend can name the bootstrap superuser: the
     // role sure to exist when connecting through the fence.
     let mut users = users;
-    match catalog::bootstrap_superuser(runner, old, &cluster.datadir) {
+    match catalog::bootstrap_superuser(runner, old, &cluster.confdir) {
         Ok(name) => users.insert(0, name),
         Err(e) => tracing::debug!("cannot learn the bootstrap superuser: {e}"),
     }
@@ -611,7 +778,7 @@ fn read_catalog(
     server::start(
         runner,
         old,
-        &cluster.datadir,
+        &cluster.confdir,
         Some((&fence, old_port)),
         &log,
     )?;
@@ -641,7 +808,8 @@ impl Prepared {
         let runner = Runner::new(plan.owner.clone(), Some(plan.work_dir.join("logs")));
         let old = Install::probe(&runner, &plan.old.bindir, Role::Old).map_err(refuse)?;
         let new = Install::probe(&runner, &plan.new.bindir, Role::New).map_err(refuse)?;
-        let cluster = Cluster::inspect(&plan.old.datadir).map_err(refuse)?;
+        let mut cluster = Cluster::inspect(&plan.old.datadir).map_err(refuse)?;
+        cluster.confdir = plan.old.conf_dir();
         Ok(Prepared {
             plan,
             findings: Findings::default(),

@@ -1,7 +1,9 @@
 //! One runner for every external program: explicit paths, a clean environment, the cluster
 //! owner's identity, and output captured into the upgrade's log directory.
 //!
-//! Invariant: when pgleap runs as root, no child ever runs as root.
+//! Invariant: when pgleap runs as root, no child runs as root, except what manages the
+//! system on the user's behalf (`systemctl`, the user's own start and stop hooks), marked
+//! `Opts::as_invoker`.
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -45,6 +47,22 @@ impl Owner {
     pub(crate) fn needs_switch(&self) -> bool {
         nix::unistd::geteuid().is_root() && self.uid != 0
     }
+
+    /// The owner's groups: its primary group and the supplementary ones of its passwd name
+    /// (none for an arbitrary uid without a passwd entry).
+    pub(crate) fn groups(&self) -> Vec<nix::unistd::Gid> {
+        let gid = nix::unistd::Gid::from_raw(self.gid);
+        std::ffi::CString::new(self.name.clone())
+            .ok()
+            .filter(|_| {
+                nix::unistd::User::from_name(&self.name)
+                    .ok()
+                    .flatten()
+                    .is_some()
+            })
+            .and_then(|name| nix::unistd::getgrouplist(&name, gid).ok())
+            .unwrap_or_else(|| vec![gid])
+    }
 }
 
 /// Runs programs as one owner, logging into one directory.
@@ -67,6 +85,9 @@ pub(crate) struct Opts<'a> {
     /// Called with each line of output as it is produced (a line still being written is
     /// passed as it grows): progress displays follow long programs with it.
     pub(crate) on_output: Option<&'a (dyn Fn(&str) + Sync)>,
+    /// Run as pgleap's own user instead of the cluster owner: only for service managers and
+    /// the user's hooks.
+    pub(crate) as_invoker: bool,
 }
 
 impl Runner {
@@ -97,13 +118,27 @@ impl Runner {
         args: &[S],
         opts: &Opts<'_>,
     ) -> Command {
+        let switch = self.owner.needs_switch() && !opts.as_invoker;
         let mut cmd = Command::new(program);
         cmd.args(args);
         cmd.env_clear();
-        cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
-        cmd.env("HOME", &self.owner.home);
-        cmd.env("USER", &self.owner.name);
-        cmd.env("LOGNAME", &self.owner.name);
+        if opts.as_invoker {
+            // Hooks call runuser, sv or supervisorctl, which live in sbin.
+            cmd.env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
+            for key in ["HOME", "USER", "LOGNAME"] {
+                if let Some(v) = std::env::var_os(key) {
+                    cmd.env(key, v);
+                }
+            }
+        } else {
+            cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+            cmd.env("HOME", &self.owner.home);
+            cmd.env("USER", &self.owner.name);
+            cmd.env("LOGNAME", &self.owner.name);
+        }
         // Programs' messages are parsed and quoted: keep them in English.
         cmd.env("LC_MESSAGES", "C");
         cmd.env("LANG", "C");
@@ -117,7 +152,7 @@ impl Runner {
         }
         let cwd = opts.cwd.map_or_else(
             || {
-                if self.owner.home.is_dir() && !self.owner.needs_switch() {
+                if self.owner.home.is_dir() && !switch {
                     self.owner.home.clone()
                 } else {
                     PathBuf::from("/")
@@ -126,8 +161,27 @@ impl Runner {
             Path::to_path_buf,
         );
         cmd.current_dir(cwd);
-        if self.owner.needs_switch() {
-            cmd.uid(self.owner.uid).gid(self.owner.gid);
+        if switch {
+            // The owner's supplementary groups too, as login would give them: Debian's
+            // postgres reads the snakeoil SSL key through the ssl-cert group. Listed here,
+            // before the fork; the child only makes system calls. std's `uid()` would drop
+            // them, so the switch is done by hand, before the closure below (changing
+            // credentials clears the parent-death signal).
+            let (uid, gid) = (
+                nix::unistd::Uid::from_raw(self.owner.uid),
+                nix::unistd::Gid::from_raw(self.owner.gid),
+            );
+            let groups = self.owner.groups();
+            // SAFETY: setgroups, setgid and setuid are async-signal-safe system calls on
+            // memory prepared before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::unistd::setgroups(&groups)
+                        .and_then(|()| nix::unistd::setgid(gid))
+                        .and_then(|()| nix::unistd::setuid(uid))
+                        .map_err(std::io::Error::from)
+                });
+            }
         }
         cmd.stdin(Stdio::null());
         // Own process group: a terminal's Ctrl-C reaches pgleap only, which decides when to
@@ -202,16 +256,28 @@ impl Runner {
         rendered: &str,
         output: &Output,
     ) -> Option<PathBuf> {
+        let stem = name.map_or_else(|| program_name(program), str::to_string);
+        let mut body = String::from("--- stdout ---\n");
+        body.push_str(&String::from_utf8_lossy(&output.stdout));
+        body.push_str("\n--- stderr ---\n");
+        body.push_str(&String::from_utf8_lossy(&output.stderr));
+        self.log_text(&stem, rendered, output.status, &body)
+    }
+
+    /// Writes the log of one finished run: the command, its exit status and `body`.
+    pub(crate) fn log_text(
+        &self,
+        stem: &str,
+        rendered: &str,
+        status: std::process::ExitStatus,
+        body: &str,
+    ) -> Option<PathBuf> {
         let dir = self.log_dir.as_ref()?;
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
-        let stem = name.map_or_else(|| program_name(program), str::to_string);
         let path = dir.join(format!("{:03}-{}-{stem}.log", n, std::process::id()));
         let mut text = format!("$ {rendered}\n");
-        let _ = writeln!(text, "exit: {}", output.status);
-        text.push_str("--- stdout ---\n");
-        text.push_str(&String::from_utf8_lossy(&output.stdout));
-        text.push_str("\n--- stderr ---\n");
-        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        let _ = writeln!(text, "exit: {status}");
+        text.push_str(body);
         let written = std::fs::File::create(&path).and_then(|mut f| f.write_all(text.as_bytes()));
         if written.is_ok() && self.owner.needs_switch() {
             // The log directory belongs to the owner; so do its files.

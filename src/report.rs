@@ -68,6 +68,26 @@ impl Ui {
                 plan.new.datadir.display()
             ),
         );
+        let layout = match (&plan.layout, &plan.new.confdir) {
+            (l, Some(c)) => format!("{} → {}", l.describe(), c.display()),
+            (l, None) => l.describe(),
+        };
+        push(&mut out, "layout", layout);
+        if plan.host.root != std::path::Path::new("/") {
+            push(&mut out, "root", plan.host.root.display().to_string());
+        }
+        push(
+            &mut out,
+            "service",
+            format!(
+                "old: {}; new: {}",
+                plan.host.old.stop.describe("stop"),
+                plan.host.new.start.describe("start")
+            ),
+        );
+        if let Some(b) = &plan.host.boot {
+            push(&mut out, "at boot", b.describe());
+        }
         push(
             &mut out,
             "binaries",

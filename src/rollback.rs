@@ -15,6 +15,7 @@ use crate::plan::Mode;
 use crate::preflight::Finding;
 use crate::prepare::Prepared;
 use crate::server;
+use crate::service::{self, Which};
 
 /// What happens to the new cluster's files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,15 +69,18 @@ pub(crate) fn roll_back(
         return Err(Error::Refused { findings: vec![f] });
     }
     let mut notes = undo_new(p, j, discard)?;
+    // Before the old server comes back: it may start at boot again.
+    notes.extend(service::restore_boot(p)?);
     let old = &p.plan.old.datadir;
     let running = matches!(cluster::liveness(old), Liveness::Running(_));
     if j.record.old_was_running && !running {
         let log = server::logfile(log_dir, "old");
-        server::start(&p.runner, &p.old, old, None, &log)?;
-        notes.push(format!(
-            "started the old server again (log: {})",
-            log.display()
-        ));
+        let how = service::start(p, Which::Old, &log)?;
+        notes.push(if p.plan.host.old.start == service::Manager::PgCtl {
+            format!("started the old server again (log: {})", log.display())
+        } else {
+            format!("started the old server again ({how})")
+        });
     } else if j.record.old_was_running {
         notes.push("the old server is still running".into());
     } else {
@@ -93,8 +97,19 @@ pub(crate) fn undo_new(p: &Prepared, j: &Journal, discard: Discard) -> Result<Ve
     let mut notes = Vec::new();
     let new = &p.plan.new.datadir;
     if matches!(cluster::liveness(new), Liveness::Running(_)) {
-        server::stop(&p.runner, &p.new, new)?;
-        notes.push("stopped the new server".into());
+        // Went live through its service manager, or was started fenced with pg_ctl.
+        let live = j.record.old_was_running
+            && !p.plan.leave_stopped
+            && (j.record.state >= State::NewStarted
+                || j.record.running.as_deref() == Some("start-new"));
+        if live {
+            if let Some(how) = service::stop(p, Which::New)? {
+                notes.push(format!("stopped the new server ({how})"));
+            }
+        } else {
+            server::stop(&p.runner, &p.new, new)?;
+            notes.push("stopped the new server".into());
+        }
     }
     let old = &p.plan.old.datadir;
     // From stop-old on, a server on the old directory is one pg_upgrade started (or the
@@ -124,7 +139,68 @@ pub(crate) fn undo_new(p: &Prepared, j: &Journal, discard: Discard) -> Result<Ve
     if new.exists() {
         notes.push(discard_path(new, discard, stamp)?);
     }
+    if let Some(confdir) = p.plan.new.confdir.as_ref().filter(|c| c.exists()) {
+        notes.push(discard_confdir(confdir, new, discard, stamp)?);
+    }
     Ok(notes)
+}
+
+/// Debian's new configuration directory. Moved aside, it goes beside the moved-aside data
+/// directory rather than staying in /etc/postgresql/N/, where postgresql-common would list
+/// it as a cluster.
+fn discard_confdir(confdir: &Path, new: &Path, discard: Discard, stamp: u64) -> Result<String> {
+    let note = match discard {
+        Discard::Remove => {
+            std::fs::remove_dir_all(confdir).map_err(|e| Error::io("cannot remove", confdir, e))?;
+            format!("removed {}", confdir.display())
+        }
+        Discard::MoveAside => {
+            let mut to = aside(new, stamp).into_os_string();
+            to.push(".config");
+            let to = PathBuf::from(to);
+            move_dir(confdir, &to)?;
+            format!("moved {} to {}", confdir.display(), to.display())
+        }
+    };
+    // /etc/postgresql/17 when it held only this cluster.
+    if let Some(parent) = confdir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+    Ok(note)
+}
+
+/// `rename`, or copy and remove across filesystems (/etc and /var often differ).
+fn move_dir(from: &Path, to: &Path) -> Result<()> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
+            copy_tree(from, to)?;
+            std::fs::remove_dir_all(from).map_err(|e| Error::io("cannot remove", from, e))
+        }
+        Err(e) => Err(Error::io("cannot move aside", from, e)),
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    for entry in walkdir::WalkDir::new(from) {
+        let entry =
+            entry.map_err(|e| Error::Other(format!("cannot read {}: {e}", from.display())))?;
+        let rel = entry.path().strip_prefix(from).unwrap_or(entry.path());
+        let target = to.join(rel);
+        let meta = entry
+            .metadata()
+            .map_err(|e| Error::Other(format!("cannot read {}: {e}", entry.path().display())))?;
+        if meta.is_dir() {
+            std::fs::create_dir_all(&target)
+                .map_err(|e| Error::io("cannot create directory", &target, e))?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .map_err(|e| Error::io("cannot copy", entry.path(), e))?;
+        }
+        let _ = nix::unistd::chown(&target, Some(meta.uid().into()), Some(meta.gid().into()));
+    }
+    Ok(())
 }
 
 /// Link mode: pg_upgrade disables the old cluster by renaming `global/pg_control`. While the

@@ -11,6 +11,7 @@ use crate::preflight::Finding;
 use crate::prepare::Prepared;
 use crate::process::{Logged, Opts, Owner};
 use crate::server::{self, Fence};
+use crate::service::{self, Which};
 
 /// Creates `dir` (and missing parents) owned by `owner`, mode 0700.
 pub(crate) fn create_owned_dir(dir: &Path, owner: &Owner) -> Result<()> {
@@ -54,21 +55,30 @@ pub(crate) fn initdb(p: &Prepared, datadir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn carry_config(p: &Prepared, datadir: &Path) -> Result<CarryReport> {
+/// Carries the configuration into the new data directory and, for Debian, the new
+/// configuration directory `confdir` (the data directory itself otherwise).
+pub(crate) fn carry_config(p: &Prepared, datadir: &Path, confdir: &Path) -> Result<CarryReport> {
     config::carry(
         &p.runner,
-        &p.plan.old.datadir,
-        datadir,
+        &config::Dirs {
+            old_data: &p.plan.old.datadir,
+            old_conf: &p.plan.old.conf_dir(),
+            new_data: datadir,
+            new_conf: confdir,
+        },
+        &p.plan.layout,
         &p.new,
         p.plan.new.port,
     )
 }
 
 /// Runs pg_upgrade (or `pg_upgrade --check`) from `cwd`, where it leaves its scripts, and
-/// moves its log directory into `log_dir`.
+/// moves its log directory into `log_dir`. Configuration directories outside the data
+/// directories (Debian) are what pg_upgrade is given: it asks `postgres -C data_directory`.
 pub(crate) fn pg_upgrade(
     p: &Prepared,
     new_datadir: &Path,
+    new_confdir: &Path,
     cwd: &Path,
     log_dir: &Path,
     check: bool,
@@ -88,8 +98,8 @@ pub(crate) fn pg_upgrade(
     let mut args: Vec<String> = vec![
         format!("--old-bindir={}", p.old.bindir.display()),
         format!("--new-bindir={}", p.new.bindir.display()),
-        format!("--old-datadir={}", p.plan.old.datadir.display()),
-        format!("--new-datadir={}", new_datadir.display()),
+        format!("--old-datadir={}", p.plan.old.conf_dir().display()),
+        format!("--new-datadir={}", new_confdir.display()),
         format!("--old-port={old_port}"),
         format!("--new-port={}", server::spare_port(50432, old_port)),
         format!("--username={}", opts.superuser),
@@ -280,11 +290,17 @@ pub(crate) fn pg_upgrade_findings(stdout: &str) -> String {
         .join("\n")
 }
 
-/// Stops the old server and verifies pg_control says it shut down cleanly.
-pub(crate) fn stop_old(p: &Prepared) -> Result<()> {
-    if crate::cluster::liveness(&p.plan.old.datadir) != crate::cluster::Liveness::Stopped {
-        server::stop(&p.runner, &p.old, &p.plan.old.datadir)?;
-    }
+/// Stops the old server (through what manages it) and verifies pg_control says it shut down
+/// cleanly. Returns what stopped it.
+pub(crate) fn stop_old(p: &Prepared) -> Result<Option<String>> {
+    let how = match crate::cluster::liveness(&p.plan.old.datadir) {
+        crate::cluster::Liveness::Stopped => None,
+        crate::cluster::Liveness::Running(_) => service::stop(p, Which::Old)?,
+        crate::cluster::Liveness::Stale { .. } => {
+            server::stop(&p.runner, &p.old, &p.plan.old.datadir)?;
+            None
+        }
+    };
     let control = p.cluster.control_data(&p.runner, &p.old)?;
     if !control.cleanly_shut_down() {
         return Err(Error::Other(format!(
@@ -292,7 +308,7 @@ pub(crate) fn stop_old(p: &Prepared) -> Result<()> {
             control.state
         )));
     }
-    Ok(())
+    Ok(how)
 }
 
 #[cfg(test)]

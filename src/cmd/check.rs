@@ -37,13 +37,19 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
     // A signal kills the running child at once; `Cleanup` then stops what it started.
     interrupt::install(interrupt::OnSignal::Abort);
     let ui = Ui { json: args.json };
-    let old = std::path::absolute(&args.old_datadir).unwrap_or_else(|_| args.old_datadir.clone());
-    let old_was_running = matches!(cluster::liveness(&old), Liveness::Running(_));
-    let owner_of = |d: &Path| std::fs::metadata(d).map(|m| Owner::from_uid(m.uid(), m.gid()));
-    let _old_guard = owner_of(&old)
+    // Resolved the way prepare will (--cluster, --root); prepare reports any problem.
+    let old = crate::prepare::host_root(args.root.as_deref())
+        .and_then(|root| crate::prepare::old_target(&root, args))
         .ok()
-        .filter(|_| !old_was_running)
-        .map(|o| StopOnDrop(old.clone(), o, true));
+        .map(|(d, _)| d);
+    let owner_of = |d: &Path| {
+        std::fs::metadata(d)
+            .ok()
+            .map(|m| Owner::from_uid(m.uid(), m.gid()))
+    };
+    let _old_guard = old
+        .filter(|d| !matches!(cluster::liveness(d), Liveness::Running(_)))
+        .and_then(|d| owner_of(&d).map(|o| StopOnDrop(d, o, true)));
     let mut p = prepare(args, Purpose::Check)?;
     let mut carried = None;
     if !p.findings.has_errors() && p.plan.initdb.is_some() {
@@ -68,12 +74,20 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
         steps::create_owned_dir(logs.path(), p.runner.owner())?;
         p.runner.set_log_dir(logs.path().to_path_buf());
         let new = scratch.path().join("data");
+        // Debian: the scratch cluster's configuration directory, like /etc/postgresql/17/main.
+        let confdir = if p.plan.new.confdir.is_some() {
+            let c = scratch.path().join("etc");
+            steps::create_owned_dir(&c, p.runner.owner())?;
+            c
+        } else {
+            new.clone()
+        };
         let _scratch_guard = StopOnDrop(new.clone(), p.runner.owner().clone(), false);
         ui.line(
             "checking: initdb of a scratch cluster, configuration carry-over, pg_upgrade --check",
         );
         steps::initdb(&p, &new)?;
-        let report = steps::carry_config(&p, &new)?;
+        let report = steps::carry_config(&p, &new, &confdir)?;
         for c in &report.commented {
             p.findings.push(crate::preflight::Finding::warning(
                 "config-setting-dropped",
@@ -82,7 +96,7 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
             ));
         }
         carried = Some(report);
-        match steps::pg_upgrade(&p, &new, scratch.path(), logs.path(), true) {
+        match steps::pg_upgrade(&p, &new, &confdir, scratch.path(), logs.path(), true) {
             Ok(_) => {}
             Err(Error::Refused { findings }) => {
                 let kept = logs.keep();

@@ -98,7 +98,7 @@ fn healthy(p: &Prepared) -> Result<()> {
         server::start(
             &p.runner,
             &p.new,
-            new,
+            &p.plan.new.conf_dir(),
             Some((&fence, p.plan.new.port)),
             &log,
         )?;
@@ -119,9 +119,12 @@ fn healthy(p: &Prepared) -> Result<()> {
     Ok(())
 }
 
-/// The old data directory and the old major's subdirectory of each tablespace.
+/// The old data directory, its configuration directory when apart (Debian's
+/// /etc/postgresql/N/NAME, as pg_dropcluster removes it), and the old major's subdirectory
+/// of each tablespace.
 fn old_paths(p: &Prepared) -> Vec<PathBuf> {
     let mut out = vec![p.plan.old.datadir.clone()];
+    out.extend(p.plan.old.confdir.iter().filter(|c| c.exists()).cloned());
     let prefix = format!("PG_{}_", p.plan.old.major);
     for t in &p.plan.tablespaces {
         if let Ok(rd) = std::fs::read_dir(t) {

@@ -21,10 +21,19 @@ pub(crate) fn locked_journal(target: &TargetArgs) -> Result<(crate::journal::Loc
     Ok((lock, j))
 }
 
+fn refuse(f: Finding) -> Error {
+    Error::Refused { findings: vec![f] }
+}
+
 /// The journal of the upgrade named by `target`, or a refusal saying none was found.
 pub(crate) fn find_journal(target: &TargetArgs) -> Result<Journal> {
-    let old =
-        std::path::absolute(&target.old_datadir).unwrap_or_else(|_| target.old_datadir.clone());
+    let root = crate::prepare::host_root(target.root.as_deref()).map_err(refuse)?;
+    let (old, _) = crate::prepare::resolve_target(
+        &root,
+        target.cluster.as_ref(),
+        target.old_datadir.as_deref(),
+    )
+    .map_err(refuse)?;
     let new = target
         .new_datadir
         .as_ref()

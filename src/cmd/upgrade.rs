@@ -27,6 +27,7 @@ use crate::process::Opts;
 use crate::report::{Ui, secs};
 use crate::rollback::{self, Discard};
 use crate::server::{self, Fence};
+use crate::service::{self, Which};
 use crate::steps;
 
 struct Run<'a> {
@@ -37,6 +38,8 @@ struct Run<'a> {
     warnings: Vec<Finding>,
     carried: Option<CarryReport>,
     analyzed: Option<db::AnalyzeReport>,
+    /// What was done so the old cluster does not start at boot.
+    boot: Option<String>,
 }
 
 impl Run<'_> {
@@ -75,8 +78,9 @@ pub(crate) fn execute(args: &UpgradeArgs) -> Result<()> {
     let ui = Ui {
         json: args.common.json,
     };
-    let old_datadir = std::path::absolute(&args.common.old_datadir)
-        .unwrap_or_else(|_| args.common.old_datadir.clone());
+    let refuse = |f| Error::Refused { findings: vec![f] };
+    let root = crate::prepare::host_root(args.common.root.as_deref()).map_err(refuse)?;
+    let (old_datadir, _) = crate::prepare::old_target(&root, &args.common).map_err(refuse)?;
     if let Some(j) = crate::journal::locate(&old_datadir, args.common.new_datadir.as_deref())? {
         match j.record.state {
             State::Done => {
@@ -126,6 +130,7 @@ fn fresh(args: &UpgradeArgs, ui: Ui, old_was_running: Option<bool>) -> Result<()
         warnings: p.findings.0.clone(),
         carried: None,
         analyzed: None,
+        boot: None,
     };
 
     if let Err(e) = build_new(&mut run) {
@@ -190,6 +195,7 @@ fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
         warnings: Vec::new(),
         carried: None,
         analyzed: None,
+        boot: None,
     };
     after_upgrade(&mut run)
 }
@@ -199,7 +205,11 @@ fn args_from_plan(args: &UpgradeArgs, p: &Prepared) -> UpgradeArgs {
     let plan = &p.plan;
     UpgradeArgs {
         common: CheckArgs {
-            old_datadir: plan.old.datadir.clone(),
+            old_datadir: Some(plan.old.datadir.clone()),
+            cluster: None,
+            root: Some(plan.host.root.clone()),
+            stop_command: plan.host.stop_command.clone(),
+            start_command: plan.host.start_command.clone(),
             new_datadir: Some(plan.new.datadir.clone()),
             old_bindir: Some(plan.old.bindir.clone()),
             new_bindir: Some(plan.new.bindir.clone()),
@@ -218,18 +228,24 @@ fn args_from_plan(args: &UpgradeArgs, p: &Prepared) -> UpgradeArgs {
 /// While the old server still serves: initdb, configuration, pg_upgrade --check.
 fn build_new(run: &mut Run<'_>) -> Result<()> {
     let new = run.p.plan.new.datadir.clone();
+    let confdir = run.p.plan.new.conf_dir();
     run.step(
         "initdb",
         State::NewInitialized,
         &format!("{} with the old cluster's options", new.display()),
         |r| steps::initdb(r.p, &new),
     )?;
-    let carried = run.step(
-        "carry-config",
-        State::ConfigCarried,
-        "postgresql.conf, pg_hba.conf, pg_ident.conf, includes",
-        |r| steps::carry_config(r.p, &new),
-    )?;
+    let what = if run.p.plan.new.confdir.is_some() {
+        format!(
+            "postgresql.conf, pg_hba.conf, pg_ident.conf, start.conf, pg_ctl.conf, environment, conf.d into {}",
+            confdir.display()
+        )
+    } else {
+        "postgresql.conf, pg_hba.conf, pg_ident.conf, includes".to_string()
+    };
+    let carried = run.step("carry-config", State::ConfigCarried, &what, |r| {
+        steps::carry_config(r.p, &new, &confdir)
+    })?;
     for c in &carried.commented {
         run.ui.line(&format!(
             "      commented out {c}: the new major rejects it"
@@ -237,7 +253,7 @@ fn build_new(run: &mut Run<'_>) -> Result<()> {
     }
     run.carried = Some(carried);
     run.step("check", State::Checked, "pg_upgrade --check", |r| {
-        steps::pg_upgrade(r.p, &new, &r.p.plan.work_dir, &r.log_dir, true)
+        steps::pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, true)
     })?;
     Ok(())
 }
@@ -265,16 +281,18 @@ fn checkpoint_old(run: &mut Run<'_>) {
 fn switch(run: &mut Run<'_>) -> Result<()> {
     let new = run.p.plan.new.datadir.clone();
     checkpoint_old(run);
+    let confdir = run.p.plan.new.conf_dir();
     run.journal.record.window_started_ms = Some(now_millis());
-    run.step(
-        "stop-old",
-        State::OldStopped,
-        "fast shutdown of the old server; clients are cut off",
-        |r| steps::stop_old(r.p),
-    )?;
+    let what = format!(
+        "fast shutdown of the old server ({}); clients are cut off",
+        run.p.plan.host.old.stop.describe("stop")
+    );
+    run.step("stop-old", State::OldStopped, &what, |r| {
+        steps::stop_old(r.p)
+    })?;
     let what = format!("--{} with {} jobs", run.p.plan.mode.name(), run.p.plan.jobs);
     run.step("pg_upgrade", State::Upgraded, &what, |r| {
-        steps::pg_upgrade(r.p, &new, &r.p.plan.work_dir, &r.log_dir, false)
+        steps::pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, false)
     })?;
     Ok(())
 }
@@ -300,22 +318,26 @@ fn after_upgrade(run: &mut Run<'_>) -> Result<()> {
         analyze(run, &socket)?;
     }
     let leave_running = run.leave_running();
-    run.step(
-        "finish",
-        State::Done,
-        if leave_running {
-            "new cluster left running"
-        } else {
-            "stopping the new cluster"
-        },
-        |r| {
-            if leave_running {
-                Ok(())
-            } else {
-                server::stop(&r.p.runner, &r.p.new, &r.p.plan.new.datadir)
-            }
-        },
-    )?;
+    let mut what = if leave_running {
+        "new cluster left running".to_string()
+    } else {
+        "stopping the new cluster".to_string()
+    };
+    if let Some(b) = &run.p.plan.host.boot {
+        what.push_str("; ");
+        what.push_str(&b.describe());
+    }
+    // The old cluster stops starting at boot only now that the upgrade has succeeded.
+    let boot = run.step("finish", State::Done, &what, |r| {
+        if !leave_running {
+            server::stop(&r.p.runner, &r.p.new, &r.p.plan.new.datadir)?;
+        }
+        service::disable_old_at_boot(r.p)
+    })?;
+    if let Some(b) = &boot {
+        run.ui.line(&format!("      {b}"));
+    }
+    run.boot = boot;
     drop(fence);
     report(run);
     Ok(())
@@ -323,7 +345,7 @@ fn after_upgrade(run: &mut Run<'_>) -> Result<()> {
 
 fn start_new(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
     let p = run.p;
-    let new = p.plan.new.datadir.clone();
+    let new = p.plan.new.conf_dir();
     let leave_running = run.leave_running();
     let log = server::logfile(&run.log_dir, "new");
     let what = if leave_running {
@@ -342,9 +364,23 @@ fn start_new(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
         run.journal.record.point_of_no_return = true;
         run.journal.write()?;
     }
-    let started = run.step("start-new", State::NewStarted, what, |r| {
-        let fenced = (!leave_running).then_some((fence, p.plan.new.port));
-        server::start(&r.p.runner, &r.p.new, &new, fenced, &log)
+    let what = if leave_running {
+        format!("{what} ({})", p.plan.host.new.start.describe("start"))
+    } else {
+        what.to_string()
+    };
+    let started = run.step("start-new", State::NewStarted, &what, |r| {
+        if leave_running {
+            service::start(r.p, Which::New, &log).map(|_| ())
+        } else {
+            server::start(
+                &r.p.runner,
+                &r.p.new,
+                &new,
+                Some((fence, p.plan.new.port)),
+                &log,
+            )
+        }
     });
     if let Err(Error::Interrupted { .. }) = &started {
         // The signal came between the check above and the step's own: nothing started.
@@ -392,13 +428,16 @@ fn ensure_new_running(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
     if matches!(cluster::liveness(new), Liveness::Running(_)) {
         return Ok(());
     }
-    let fenced = (!run.leave_running()).then_some((fence, run.p.plan.new.port));
+    let log = server::logfile(&run.log_dir, "new");
+    if run.leave_running() {
+        return service::start(run.p, Which::New, &log).map(|_| ());
+    }
     server::start(
         &run.p.runner,
         &run.p.new,
-        new,
-        fenced,
-        &server::logfile(&run.log_dir, "new"),
+        &run.p.plan.new.conf_dir(),
+        Some((fence, run.p.plan.new.port)),
+        &log,
     )
 }
 
@@ -568,6 +607,7 @@ fn report(run: &Run<'_>) {
         "analyze": run.analyzed,
         "warnings": run.warnings,
         "old_cluster": old_note,
+        "boot": run.boot,
         "log_dir": run.log_dir,
         "journal": run.journal.path(),
     }));
