@@ -104,6 +104,20 @@ work_dir() { printf '%s\n' "${1%/*}/.pgleap-${1##*/}-$2-to-$NEW"; }
 
 same_fs() { [ "$(stat -c %d -- "$1")" = "$(stat -c %d -- "$2")" ]; }
 
+# is_mount DIR: util-linux's mountpoint, else a device change (which misses bind mounts).
+is_mount() {
+	if command -v mountpoint >/dev/null; then
+		mountpoint -q -- "$1"
+	else
+		[ -d "$1" ] && ! same_fs "$1" "$1/.."
+	fi
+}
+
+# unlocked WORK_DIR: no pgleap holds the lock of that upgrade (false when flock is missing).
+unlocked() {
+	[ ! -f "$1/lock" ] || { command -v flock >/dev/null && flock -n "$1/lock" true; }
+}
+
 old_bindir() { printf '%s\n' "${PGLEAP_OLD_BINDIR:-/usr/lib/postgresql/$1/bin}"; }
 new_bindir() { printf '%s\n' "${PGLEAP_NEW_BINDIR:-/usr/lib/postgresql/$NEW/bin}"; }
 
@@ -201,7 +215,7 @@ relocate_preflight() {
 		refuse "$dir/$NEW/docker, where the upgraded cluster goes, exists inside the old cluster and is not empty: move it away"
 	fi
 	for e in "$dir"/*; do
-		if mountpoint -q -- "$e"; then
+		if is_mount "$e"; then
 			refuse "$e is a mount point inside the old cluster and cannot be moved into $dir/$old/docker: mount it elsewhere (PostgreSQL follows symlinks such as pg_wal -> /elsewhere), or upgrade with pgleap directly"
 		fi
 	done
@@ -277,8 +291,13 @@ converge() {
 
 # finish DATADIR: the data is ready in DATADIR: hand over (PGDATA=DATADIR), or, one shot, exit.
 finish() {
+	local root=${1%/"$NEW"/docker} hint=''
 	if [ -n "$one_shot" ]; then
-		say "done: the PostgreSQL $NEW cluster is in $1 and stopped; start PostgreSQL $NEW with PGDATA=$1"
+		# A volume whose root holds <new>/docker is in the 18+ images' layout.
+		if [ "$NEW" -ge 18 ] && [ "$root" != "$1" ] && [ "$root" != "$volume" ] && is_mount "$root"; then
+			hint=", or mount this volume at /var/lib/postgresql and leave PGDATA unset (the default of the $NEW image)"
+		fi
+		say "done: the PostgreSQL $NEW cluster is in $1 and stopped. Start PostgreSQL $NEW with PGDATA=$1$hint"
 		exit 0
 	fi
 	export PGDATA=$1
@@ -346,8 +365,7 @@ run_pgleap() {
 	# Refused (3): pgleap changed nothing, or undid it. Unless another pgleap holds the
 	# upgrade's lock, put the cluster back where the old image expects it.
 	if [ "$rc" = 3 ] && [ "$state" = moved ] && [ "$old" = "$root/$om/docker" ] &&
-		[ "$(marker "$root" old)" = "$om" ] && [ ! -e "$new/PG_VERSION" ] &&
-		{ [ ! -f "$work/lock" ] || flock -n "$work/lock" true; }; then
+		[ "$(marker "$root" old)" = "$om" ] && [ ! -e "$new/PG_VERSION" ] && unlocked "$work"; then
 		unrelocate "$root" "$om"
 		say "the PostgreSQL $om cluster is back at the root of $root, as the old image expects it; pgleap's logs are in $work. Fix the cause and start this image again."
 	elif [ -n "$state" ]; then
@@ -425,7 +443,7 @@ upgrade_pgdata() {
 		refuse "$dir holds PostgreSQL $m, newer than this image's PostgreSQL $NEW: use an image of PostgreSQL $m or newer"
 	fi
 	where="$dir holds a PostgreSQL $m cluster"
-	if mountpoint -q -- "$dir"; then
+	if is_mount "$dir"; then
 		where="$where and is a mount point: it cannot be renamed"
 	fi
 	say "$where; it moves into $dir/$m/docker and is upgraded into $dir/$NEW/docker on the same filesystem, and PGDATA becomes $dir/$NEW/docker"

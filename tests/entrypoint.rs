@@ -418,6 +418,16 @@ fn mount_point_pgdata_is_upgraded_inside_its_volume() {
     let out = ep().run();
     assert_eq!(out.handed_over().pgdata, new);
     assert!(out.stderr.contains("nothing to do"), "{}", out.stderr);
+
+    // A job's run says where the data now is, and that the volume is in the 18 layout.
+    let out = ep().args(&["--leave-stopped"]).run();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    for part in [
+        format!("Start PostgreSQL 18 with PGDATA={}", new.display()),
+        "mount this volume at /var/lib/postgresql and leave PGDATA unset".into(),
+    ] {
+        assert!(out.stderr.contains(&part), "{part:?}:\n{}", out.stderr);
+    }
     drop(vol);
 }
 
