@@ -263,17 +263,20 @@ unrelocate() {
 	owner=$(stat -c %u:%g -- "$dir")
 	write_marker "$dir" "$old" returning
 	say "moving the PostgreSQL $old cluster in $src back to the root of $dir"
-	for e in "$src"/*; do
-		[ "${e##*/}" != PG_VERSION ] || continue
-		move "$e" "$dir/${e##*/}"
-		fault "return:$n"
-	done
-	sync -- "$dir" "$src"
-	if [ -e "$src/PG_VERSION" ]; then move "$src/PG_VERSION" "$dir/PG_VERSION"; fi
-	for e in "$src" "$dir/$old"; do
-		if [ -d "$e" ]; then rmdir -- "$e"; fi
-	done
+	# A rerun may find $src already gone: then only the marker is left to remove.
+	if [ -d "$src" ]; then
+		for e in "$src"/*; do
+			[ "${e##*/}" != PG_VERSION ] || continue
+			move "$e" "$dir/${e##*/}"
+			fault "return:$n"
+		done
+		sync -- "$dir" "$src"
+		if [ -e "$src/PG_VERSION" ]; then move "$src/PG_VERSION" "$dir/PG_VERSION"; fi
+		rmdir -- "$src"
+	fi
+	if [ -d "$dir/$old" ]; then rmdir -- "$dir/$old"; fi
 	sync -- "$dir"
+	fault returned
 	rm -f -- "$dir/$MARKER"
 	sync -- "$dir"
 }

@@ -648,12 +648,19 @@ fn failed_upgrade_hands_nothing_over_and_puts_the_old_cluster_back() {
     fx.stop();
     let ep = || Entrypoint::new(&fx.datadir, 18).old(15);
 
-    // Killed on the way back: the rerun finishes it (then tries, and fails, again).
+    // Killed on the way back: a rerun finishes it first (then tries, and fails, again).
     ep().env("PGLEAP_FAULT", "entrypoint:return:2")
         .run()
         .killed();
     assert!(marker(&fx.datadir).contains("state=returning"));
     assert_eq!(pg_version(&fx.datadir), None, "PG_VERSION must return last");
+    // Killed once everything is back but the marker.
+    ep().env("PGLEAP_FAULT", "entrypoint:returned")
+        .run()
+        .killed();
+    assert!(marker(&fx.datadir).contains("state=returning"));
+    assert_eq!(pg_version(&fx.datadir).as_deref(), Some("15"));
+    assert!(!fx.datadir.join("15").exists());
 
     let out = ep().run();
     out.failed(3, "pg_upgrade");
