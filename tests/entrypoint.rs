@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
@@ -253,6 +254,24 @@ fn journal(new_datadir: &Path, old: u32, new: u32) -> serde_json::Value {
     .unwrap()
 }
 
+/// Asserts two snapshots are equal, naming only the entries that differ.
+#[track_caller]
+fn assert_unchanged(
+    before: &BTreeMap<PathBuf, (u64, u32, u128)>,
+    after: &BTreeMap<PathBuf, (u64, u32, u128)>,
+    what: &str,
+) {
+    let changed: Vec<&PathBuf> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "{what}: the entrypoint changed {changed:?}"
+    );
+}
+
 fn marker(dir: &Path) -> String {
     std::fs::read_to_string(dir.join(".pgleap-relocated")).unwrap_or_default()
 }
@@ -357,7 +376,7 @@ fn current_major_hands_over_at_once() {
         ["psql", "-h", "db", "-c", "SELECT 1"]
     );
 
-    assert_eq!(before, snapshot(fx.root.path()), "the entrypoint wrote");
+    assert_unchanged(&before, &snapshot(fx.root.path()), "the current major");
 }
 
 // FIELD-FAILURES #3 and #2: the images before 18 mount the volume at PGDATA, which cannot be
@@ -577,7 +596,7 @@ fn uid_mismatch_is_refused_naming_both_uids() {
         "{}",
         out.stderr
     );
-    assert_eq!(before, snapshot(fx.root.path()), "a refusal wrote");
+    assert_unchanged(&before, &snapshot(fx.root.path()), "a uid mismatch");
 }
 
 #[test]
@@ -777,6 +796,38 @@ fn refusals_change_nothing() {
             message: "PGLEAP_CHOWN=maybe: expected true or false",
         },
         Refusal {
+            what: "a tablespace inside the data directory",
+            setup: |d| {
+                std::os::unix::fs::symlink(d.join("inside"), d.join("pg_tblspc/99999")).unwrap();
+            },
+            run: ep(),
+            code: 3,
+            message: "inside the data directory; moving the cluster would break it",
+        },
+        Refusal {
+            what: "a cluster older than 10",
+            setup: |d| {
+                std::fs::create_dir_all(d.with_file_name("ancient")).unwrap();
+                std::fs::write(d.with_file_name("ancient/PG_VERSION"), "9.6\n").unwrap();
+            },
+            run: Entrypoint::new(&d.with_file_name("ancient"), 18),
+            code: 3,
+            message: "PG_VERSION says '9.6': pgleap upgrades PostgreSQL 10 and newer only",
+        },
+        Refusal {
+            what: "the image's major at the root of the 18 volume",
+            setup: |d| {
+                std::fs::create_dir_all(d.with_file_name("vol18")).unwrap();
+                std::fs::write(d.with_file_name("vol18/PG_VERSION"), "18\n").unwrap();
+            },
+            run: Entrypoint::new(&d.with_file_name("vol18/18/docker"), 18).env(
+                "PGLEAP_VOLUME",
+                &d.with_file_name("vol18").display().to_string(),
+            ),
+            code: 3,
+            message: "holds a PostgreSQL 18 cluster at its root, but PGDATA is",
+        },
+        Refusal {
             what: "one shot without a cluster",
             setup: nothing,
             run: Entrypoint::new(&fx.root.path().join("sock"), 18).args(&["--leave-stopped"]),
@@ -796,19 +847,43 @@ fn refusals_change_nothing() {
             out.stderr
         );
         out.failed(case.code, case.message);
-        assert_eq!(
-            before,
-            snapshot(fx.root.path()),
-            "{}: the refusal wrote",
-            case.what
-        );
-        for leftover in ["postmaster.pid", "15", "18"] {
+        assert_unchanged(&before, &snapshot(fx.root.path()), case.what);
+        for leftover in ["postmaster.pid", "15", "18", "pg_tblspc/99999"] {
             let p = d.join(leftover);
-            if p.is_dir() {
-                std::fs::remove_dir_all(p).unwrap();
-            } else if p.exists() {
+            if p.is_symlink() || p.is_file() {
                 std::fs::remove_file(p).unwrap();
+            } else if p.is_dir() {
+                std::fs::remove_dir_all(p).unwrap();
             }
         }
     }
+}
+
+#[test]
+fn root_only_refusals_change_nothing() {
+    if skip_unless_root("root_only_refusals_change_nothing", "mount, other uids") {
+        return;
+    }
+    let fx = Fixture::new(15).layout("pgdata").build();
+    let ep = || Entrypoint::new(&fx.datadir, 18).old(15);
+
+    // A mount point inside the data directory cannot be moved.
+    let inside = fx.datadir.join("pg_wal_mount");
+    std::fs::create_dir(&inside).unwrap();
+    let i = inside.display().to_string();
+    run("mount", &["-t", "tmpfs", "-o", "size=1m", "tmpfs", &i]);
+    let before = snapshot(fx.root.path());
+    let out = ep().run();
+    let after = snapshot(fx.root.path());
+    run("umount", &[&i]);
+    out.failed(3, "is a mount point inside the old cluster");
+    assert_unchanged(&before, &after, "a mount point inside");
+
+    // PGLEAP_CHOWN needs root.
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let out = ep()
+        .env("PGLEAP_CHOWN", "true")
+        .user(nobody.uid.as_raw(), nobody.gid.as_raw())
+        .run();
+    out.failed(2, "PGLEAP_CHOWN=true needs the container to run as root");
 }
