@@ -15,6 +15,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
+/// Variables every child keeps: credentials and time zone, and nss_wrapper's, which give a
+/// uid without a passwd entry (Kubernetes, OpenShift) the user name that initdb and
+/// pg_upgrade insist on looking up (as the official postgres image does for its initdb).
+const PASS_THROUGH: [&str; 7] = [
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "TZ",
+    "PGTZ",
+    "LD_PRELOAD",
+    "NSS_WRAPPER_PASSWD",
+    "NSS_WRAPPER_GROUP",
+];
+
 /// The operating-system user that owns a data directory and runs its programs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Owner {
@@ -142,7 +155,7 @@ impl Runner {
         // Programs' messages are parsed and quoted: keep them in English.
         cmd.env("LC_MESSAGES", "C");
         cmd.env("LANG", "C");
-        for key in ["PGPASSWORD", "PGPASSFILE", "TZ", "PGTZ"] {
+        for key in PASS_THROUGH {
             if let Some(v) = std::env::var_os(key) {
                 cmd.env(key, v);
             }

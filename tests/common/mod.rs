@@ -442,27 +442,33 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         // Stop every server still running below the root (old, new, moved-aside).
-        for entry in walkdir::WalkDir::new(self.root.path())
-            .max_depth(6)
-            .into_iter()
-            .filter_map(Result::ok)
-        {
-            if entry.file_name() == "postmaster.pid" {
-                let dir = entry.path().parent().unwrap().to_path_buf();
-                if let Ok(v) = std::fs::read_to_string(dir.join("PG_VERSION")) {
-                    if let Ok(m) = v.trim().parse::<u32>() {
-                        let _ = as_owner(
-                            &bindir(m).join("pg_ctl"),
-                            &[
-                                "stop",
-                                "-D",
-                                &dir.display().to_string(),
-                                "-m",
-                                "immediate",
-                                "-w",
-                            ],
-                        );
-                    }
+        stop_servers_below(self.root.path());
+    }
+}
+
+/// Stops (immediate mode) every server whose data directory lies below `dir`, a few levels
+/// deep: for cleanup, before a fixture or a test mount goes away.
+pub fn stop_servers_below(dir: &Path) {
+    for entry in walkdir::WalkDir::new(dir)
+        .max_depth(6)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if entry.file_name() == "postmaster.pid" {
+            let dir = entry.path().parent().unwrap().to_path_buf();
+            if let Ok(v) = std::fs::read_to_string(dir.join("PG_VERSION")) {
+                if let Ok(m) = v.trim().parse::<u32>() {
+                    let _ = as_owner(
+                        &bindir(m).join("pg_ctl"),
+                        &[
+                            "stop",
+                            "-D",
+                            &dir.display().to_string(),
+                            "-m",
+                            "immediate",
+                            "-w",
+                        ],
+                    );
                 }
             }
         }
