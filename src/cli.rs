@@ -106,16 +106,11 @@ pub(crate) struct CheckArgs {
     pub(crate) old_bindir: Option<PathBuf>,
 
     /// The new installation's bin directory.
-    #[arg(
-        short = 'B',
-        long,
-        env = "PGLEAP_NEW_BINDIR",
-        value_name = "DIR",
-        conflicts_with = "new_version"
-    )]
+    #[arg(short = 'B', long, env = "PGLEAP_NEW_BINDIR", value_name = "DIR")]
     pub(crate) new_bindir: Option<PathBuf>,
 
     /// The new major version, looked up like --old-bindir [default: the newest installed].
+    /// Ignored when --new-bindir is given.
     #[arg(long, env = "PGLEAP_NEW_VERSION", value_name = "N")]
     pub(crate) new_version: Option<u32>,
 
@@ -217,6 +212,23 @@ mod tests {
     use clap::CommandFactory as _;
 
     use super::*;
+
+    #[test]
+    fn new_bindir_and_new_version_may_both_be_set() {
+        // PGLEAP_NEW_VERSION in a container's environment must not make --new-bindir a
+        // usage error: the bindir wins (prepare::find_new).
+        let args = [
+            "pgleap",
+            "check",
+            "-d",
+            "/x",
+            "--new-bindir",
+            "/b",
+            "--new-version",
+            "17",
+        ];
+        assert!(Cli::try_parse_from(args).is_ok());
+    }
 
     #[test]
     fn cli_is_consistent() {
