@@ -20,11 +20,7 @@ fn pgleap_env(args: &[String], env: &[(&str, &str)]) -> Run {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 fn spawn_pgleap(args: &[String], env: &[(&str, &str)]) -> Child {
@@ -38,11 +34,7 @@ fn spawn_pgleap(args: &[String], env: &[(&str, &str)]) -> Child {
 
 fn wait_run(child: Child) -> Run {
     let out = child.wait_with_output().unwrap();
-    Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 /// The journal of the fixture's upgrade to `new`, as JSON.

@@ -500,11 +500,7 @@ fn pgleap_with_fault(args: &[String], point: &str) -> Run {
         .env("PGLEAP_FAULT", point)
         .output()
         .unwrap();
-    Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 /// Crashes of a Debian upgrade: killed once the new /etc directory exists, rollback moves it
@@ -642,11 +638,7 @@ fn refuses_as_owner_when_etc_postgresql_is_not_writable() {
         .gid(owner.gid)
         .output()
         .unwrap();
-    let run = Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let run = Run::from(out);
     run.refused(&format!(
         "{} cannot be created: {} is not writable by {}. Run pgleap as root",
         d.new_confdir(17).display(),

@@ -179,11 +179,7 @@ impl SharedBinary {
             .gid(user.gid.as_raw())
             .output()
             .unwrap();
-        Run {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(out)
     }
 }
 

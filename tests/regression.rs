@@ -402,11 +402,7 @@ fn running_as_another_user_is_refused_naming_both_uids() {
         .gid(gid)
         .output()
         .unwrap();
-    let run = Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let run = Run::from(out);
     run.refused(&format!("uid {owner_uid}"));
     for want in [format!("uid {uid}"), "Run pgleap as root".into()] {
         assert!(

@@ -623,6 +623,16 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Run {
     pub fn code(&self) -> i32 {
         self.status.code().unwrap_or(-1)
@@ -675,11 +685,7 @@ where
         .env_remove("PGLEAP_NEW_DATADIR")
         .output()
         .unwrap();
-    Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 /// Asserts two texts are equal, showing only the lines that differ.
