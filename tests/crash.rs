@@ -242,9 +242,7 @@ fn disk_full_during_copy_rolls_back() {
     );
     let rows = fx.checksums(OLD, fx.port);
     let small = fx.root.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    let _mount = Tmpfs::mount(&small, "300m");
-    common::chown(&small);
+    let _mount = common::Tmpfs::mount(&small, "300m", "0755");
     let new_dir = small.join("17");
     let gate = fx.root.path().join("go");
     let mut args = upgrade_args(&fx, "copy");
@@ -453,27 +451,6 @@ fn any_process(name: &str, arg: &str) -> bool {
             let argv0 = cmdline.split('\0').next().unwrap_or("");
             Path::new(argv0).file_name().is_some_and(|n| n == name) && cmdline.contains(arg)
         })
-}
-
-/// A size-limited tmpfs, unmounted when dropped (also when the test panics).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "mount tmpfs on {} failed", dir.display());
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 /// Ctrl-C while pg_upgrade --link runs: pg_upgrade finishes (it runs in its own process

@@ -285,38 +285,18 @@ fn pg_version(dir: &Path) -> Option<String> {
 /// A tmpfs mounted over a fixture's data directory, holding the cluster at its root: a
 /// volume mounted at PGDATA, as the images before 18 have it. Dropping it stops the servers
 /// below it and unmounts it.
-struct Tmpfs {
-    path: PathBuf,
-}
+struct Tmpfs;
 
 impl Tmpfs {
-    fn over_datadir(fx: &Fixture) -> Tmpfs {
+    fn over_datadir(fx: &Fixture) -> common::Tmpfs {
         let dir = fx.datadir.clone();
         let aside = dir.with_extension("orig");
         std::fs::rename(&dir, &aside).unwrap();
-        std::fs::create_dir(&dir).unwrap();
-        let o = owner();
+        let mounted = common::Tmpfs::mount(&dir, "256m", "0700");
         let d = dir.display().to_string();
-        let opts = format!("size=256m,mode=0700,uid={},gid={}", o.uid, o.gid);
-        run("mount", &["-t", "tmpfs", "-o", &opts, "tmpfs", &d]);
-        let mounted = Tmpfs { path: dir };
         run("cp", &["-a", &format!("{}/.", aside.display()), &d]);
         std::fs::remove_dir_all(&aside).unwrap();
         mounted
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        common::stop_servers_below(&self.path);
-        let p = self.path.display().to_string();
-        let ok = Command::new("umount")
-            .arg(&p)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").args(["-l", &p]).status();
-        }
     }
 }
 

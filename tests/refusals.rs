@@ -347,46 +347,6 @@ fn refuses_target_that_is_not_empty() {
 
 // 5 and 6. Filesystems: free space for the mode, one filesystem for link, clone and swap.
 
-/// A tmpfs mounted for the length of a test; unmounted even when the test panics.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "8m") at `path`, owned by the cluster owner; None when
-    /// mounting is not allowed here.
-    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(path).unwrap();
-        let o = common::owner();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={size},mode=0755,uid={},gid={}", o.uid, o.gid))
-            .arg("tmpfs")
-            .arg(path)
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            eprintln!(
-                "cannot mount a tmpfs: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return None;
-        }
-        Some(Tmpfs {
-            path: path.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let out = Command::new("umount").arg(&self.path).output();
-        if !out.is_ok_and(|o| o.status.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).output();
-        }
-    }
-}
-
 /// Parses `needs 134.2 MiB, 8.0 MiB free` out of the refusal.
 fn needs_and_free(stderr: &str) -> (String, String) {
     let rest = &stderr[stderr.find(": needs ").expect("needs ...") + ": needs ".len()..];
@@ -402,7 +362,10 @@ fn refuses_copy_without_free_space() {
     }
     let fx = Fixture::new(16).build();
     // Declared after the fixture: dropped (unmounted) before the fixture removes its root.
-    let Some(small) = Tmpfs::mount(&fx.root.path().join("small"), "8m") else {
+    let Some(small) = common::Tmpfs::try_mount(&fx.root.path().join("small"), "8m", "0755")
+        .map_err(|e| eprintln!("{e}"))
+        .ok()
+    else {
         eprintln!("skipping refuses_copy_without_free_space: cannot mount tmpfs");
         return;
     };
@@ -461,7 +424,10 @@ fn refuses_link_across_filesystems_while_old_runs() {
     }
     let fx = Fixture::new(16).running().build();
     let pid = postmaster_pid(&fx);
-    let Some(other) = Tmpfs::mount(&fx.root.path().join("other"), "1g") else {
+    let Some(other) = common::Tmpfs::try_mount(&fx.root.path().join("other"), "1g", "0755")
+        .map_err(|e| eprintln!("{e}"))
+        .ok()
+    else {
         eprintln!("skipping refuses_link_across_filesystems_while_old_runs: cannot mount tmpfs");
         return;
     };

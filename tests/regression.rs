@@ -40,9 +40,11 @@ fn sh(program: &str, args: &[&str]) -> String {
     ok(&out, &format!("{program} {}", args.join(" ")))
 }
 
-/// A tmpfs mounted on a fresh directory, owned by the cluster owner; unmounted on drop.
+/// A tmpfs mounted on a fresh directory, owned by the cluster owner: unmounted before the
+/// directory is removed (fields drop in declaration order).
 struct Tmpfs {
-    dir: tempfile::TempDir,
+    mount: common::Tmpfs,
+    _dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
@@ -51,38 +53,12 @@ impl Tmpfs {
             .prefix("pgleap-tmpfs-")
             .tempdir_in("/tmp")
             .unwrap();
-        let path = dir.path().display().to_string();
-        sh(
-            "mount",
-            &[
-                "-t",
-                "tmpfs",
-                "-o",
-                "size=1g,mode=0755",
-                "pgleap-test",
-                &path,
-            ],
-        );
-        let mounted = Tmpfs { dir };
-        chown(mounted.path());
-        mounted
+        let mount = common::Tmpfs::mount(dir.path(), "1g", "0755");
+        Tmpfs { mount, _dir: dir }
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let path = self.dir.path();
-        if !Command::new("umount")
-            .arg(path)
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            let _ = Command::new("umount").arg("-l").arg(path).status();
-        }
+        &self.mount.path
     }
 }
 

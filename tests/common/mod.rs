@@ -738,3 +738,56 @@ impl Contents {
         assert_same_text(&self.dump, &after.dump, "pg_dumpall outputs");
     }
 }
+
+/// A size-limited tmpfs mounted at `path` (root only), owned by the cluster owner: a small or
+/// separate filesystem for a test. Dropping it stops any server below it, then unmounts it
+/// (lazily if it is still busy), also when the test panics.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts it, or says why not (not root, no tmpfs here).
+    pub fn try_mount(path: &Path, size: &str, mode: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
+        let o = owner();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!(
+                "size={size},mode={mode},uid={},gid={}",
+                o.uid, o.gid
+            ))
+            .arg("tmpfs")
+            .arg(path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "cannot mount a tmpfs on {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+
+    #[track_caller]
+    pub fn mount(path: &Path, size: &str, mode: &str) -> Tmpfs {
+        Tmpfs::try_mount(path, size, mode).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        stop_servers_below(&self.path);
+        let unmounted = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
