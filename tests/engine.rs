@@ -734,3 +734,187 @@ fn refusal_for_a_missing_extension_leaves_the_volume_to_the_old_image() {
     assert_eq!(e.ready(&again, "postgres"), 15, "{}", e.logs(&again));
     assert_eq!(e.sql_as(&again, "postgres", CHECKSUMS), before);
 }
+
+/// A Debian 12 host with systemd as PID 1 (`--privileged` is refused on these machines; these
+/// capabilities suffice), the pgleap binary cargo built mounted at /usr/local/bin/pgleap.
+fn boot_debian(s: &mut Scope) -> String {
+    let e = s.e;
+    let bin = format!("{}:/usr/local/bin/pgleap:ro", env!("CARGO_BIN_EXE_pgleap"));
+    let image = e.image("DEBIAN_SYSTEMD").to_string();
+    let c = s.name("host");
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &c,
+        "--network",
+        "none",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        "seccomp=unconfined",
+        "-v",
+        "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        "--tmpfs",
+        "/run",
+        "--tmpfs",
+        "/run/lock",
+        "--tmpfs",
+        "/tmp",
+        "-v",
+        &bin,
+        &image,
+    ]);
+    booted(e, &c);
+    c
+}
+
+/// Waits until systemd in `c` has finished booting, with no failed unit.
+fn booted(e: &Engine, c: &str) {
+    let t = Instant::now();
+    loop {
+        let out = e.run(&["exec", c, "systemctl", "is-system-running"]);
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if state == "running" {
+            return;
+        }
+        assert!(
+            state != "degraded" && t.elapsed() < Duration::from_secs(120),
+            "systemd in {c} is {state:?}:\n{}",
+            e.ok(&["exec", c, "systemctl", "--failed", "--no-pager"])
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn sh(e: &Engine, c: &str, script: &str) -> String {
+    e.ok(&["exec", c, "bash", "-ec", script])
+}
+
+#[test]
+fn debian_host_under_systemd_upgrades_restarts_on_17_and_rolls_back() {
+    let e = engine_or_skip!();
+    let mut s = Scope::new(e, "systemd");
+    let c = boot_debian(&mut s);
+    sh(
+        e,
+        &c,
+        "pg_createcluster 15 main >/dev/null && systemctl start postgresql@15-main",
+    );
+    assert_eq!(
+        sh(e, &c, "systemctl is-active postgresql@15-main"),
+        "active"
+    );
+    let psql = |sql: &str| {
+        sh(
+            e,
+            &c,
+            &format!("cd / && runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -Atc \"{sql}\""),
+        )
+    };
+    psql(&SEED.replace('"', "\\\""));
+    let before = psql(CHECKSUMS);
+    assert_eq!(
+        psql("SHOW server_version_num").parse::<u32>().unwrap() / 10000,
+        15
+    );
+
+    let up = e.run(&[
+        "exec",
+        "-w",
+        "/",
+        &c,
+        "pgleap",
+        "upgrade",
+        "--cluster",
+        "15/main",
+        "--new-version",
+        "17",
+    ]);
+    let up_err =
+        String::from_utf8_lossy(&up.stderr).to_string() + &String::from_utf8_lossy(&up.stdout);
+    assert!(up.status.success(), "pgleap upgrade failed:\n{up_err}");
+    assert!(
+        up_err.contains("(systemctl start postgresql@17-main)"),
+        "{up_err}"
+    );
+    assert_eq!(
+        sh(e, &c, "systemctl is-active postgresql@17-main"),
+        "active"
+    );
+    assert_eq!(
+        sh(e, &c, "systemctl is-active postgresql@15-main || true"),
+        "inactive"
+    );
+    assert_eq!(
+        sh(
+            e,
+            &c,
+            "grep -v '^#' /etc/postgresql/15/main/start.conf | grep -v '^$'"
+        ),
+        "manual"
+    );
+    assert_eq!(
+        psql("SHOW server_version_num").parse::<u32>().unwrap() / 10000,
+        17
+    );
+    assert_eq!(psql(CHECKSUMS), before);
+
+    // A reboot: systemd's postgresql generator reads start.conf; 17 comes up, 15 stays down.
+    e.ok(&["restart", &c]);
+    booted(e, &c);
+    let t = Instant::now();
+    while sh(e, &c, "systemctl is-active postgresql@17-main || true") != "active" {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "17 did not come up after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        sh(e, &c, "systemctl is-active postgresql@15-main || true"),
+        "inactive"
+    );
+    assert_eq!(
+        psql("SHOW server_version_num").parse::<u32>().unwrap() / 10000,
+        17
+    );
+    assert_eq!(psql(CHECKSUMS), before);
+
+    // Rollback: 15 again under systemd, its start.conf back to auto.
+    let back = e.run(&[
+        "exec",
+        "-w",
+        "/",
+        &c,
+        "pgleap",
+        "rollback",
+        "--cluster",
+        "15/main",
+    ]);
+    let back_err =
+        String::from_utf8_lossy(&back.stderr).to_string() + &String::from_utf8_lossy(&back.stdout);
+    assert!(back.status.success(), "pgleap rollback failed:\n{back_err}");
+    assert_eq!(
+        sh(e, &c, "systemctl is-active postgresql@15-main"),
+        "active",
+        "{back_err}"
+    );
+    assert_eq!(
+        sh(e, &c, "systemctl is-active postgresql@17-main || true"),
+        "inactive"
+    );
+    assert_eq!(
+        sh(
+            e,
+            &c,
+            "grep -v '^#' /etc/postgresql/15/main/start.conf | grep -v '^$'"
+        ),
+        "auto"
+    );
+    assert_eq!(
+        psql("SHOW server_version_num").parse::<u32>().unwrap() / 10000,
+        15
+    );
+    assert_eq!(psql(CHECKSUMS), before);
+}
