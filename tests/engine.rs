@@ -392,26 +392,58 @@ fn pre_18_volume_is_upgraded_and_handed_over() {
     assert_eq!(e.sql_as(&ctr, "postgres", CHECKSUMS), before);
 }
 
+/// Where the typed table lives: its tablespace and that tablespace's directory.
+const WHERE: &str = "SELECT spcname || ' ' || pg_tablespace_location(t.oid) FROM pg_class c \
+    JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE c.relname = 'typed'";
+
 #[test]
-fn layout_18_volume_at_var_lib_postgresql_is_upgraded() {
+fn layout_18_volume_at_var_lib_postgresql_is_upgraded_with_a_tablespace() {
     let e = engine_or_skip!();
     let mut s = Scope::new(e, "layout18");
     let vol_name = s.volume("data");
-    // The 18+ images' layout, used by the old image already: the volume at
-    // /var/lib/postgresql, PGDATA=/var/lib/postgresql/15/docker inside it. (Mounting the
-    // volume at /var/lib/postgresql while leaving the old image's PGDATA would put the data in
-    // the anonymous volume that image declares at /var/lib/postgresql/data, not in this one.)
-    let before = seed15(
-        &mut s,
-        &vol_name,
-        "/var/lib/postgresql",
-        "",
-        &["-e", "PGDATA=/var/lib/postgresql/15/docker"],
-    );
     let mount = vol(&vol_name, "/var/lib/postgresql");
+    // The 18+ images' layout, used by the old image already: the volume at
+    // /var/lib/postgresql, PGDATA=/var/lib/postgresql/15/docker inside it, and a tablespace
+    // beside it on the same volume. (Mounting the volume at /var/lib/postgresql while leaving
+    // the old image's PGDATA would put the data in the anonymous volume that image declares
+    // at /var/lib/postgresql/data, not in this one.)
+    let old = s.start(
+        "old",
+        &[
+            "-v",
+            &mount,
+            "-e",
+            "PGDATA=/var/lib/postgresql/15/docker",
+            e.image("POSTGRES_15"),
+        ],
+    );
+    assert_eq!(e.ready(&old, "postgres"), 15);
+    e.ok(&[
+        "exec",
+        "-u",
+        "postgres",
+        &old,
+        "mkdir",
+        "/var/lib/postgresql/tablespace",
+    ]);
+    e.sql_as(&old, "postgres", SEED);
+    e.sql_as(
+        &old,
+        "postgres",
+        "CREATE TABLESPACE outside LOCATION '/var/lib/postgresql/tablespace'",
+    );
+    e.sql_as(&old, "postgres", "ALTER TABLE typed SET TABLESPACE outside");
+    let before = e.sql_as(&old, "postgres", CHECKSUMS);
+    e.ok(&["stop", &old]);
+    assert_eq!(e.state(&old).1, 0, "{}", e.logs(&old));
+
     let ctr = s.start("new", &["-v", &mount, e.image("PGLEAP_15_TO_18")]);
     assert_eq!(e.ready(&ctr, "postgres"), 18, "{}", e.logs(&ctr));
     assert_eq!(e.sql_as(&ctr, "postgres", CHECKSUMS), before);
+    assert_eq!(
+        e.sql_as(&ctr, "postgres", WHERE),
+        "outside /var/lib/postgresql/tablespace"
+    );
     assert!(
         e.logs(&ctr).contains(
             "handing over to docker-entrypoint.sh (PGDATA=/var/lib/postgresql/18/docker)"
@@ -424,6 +456,10 @@ fn layout_18_volume_at_var_lib_postgresql_is_upgraded() {
     let plain = s.start("plain", &["-v", &mount, e.image("POSTGRES_18")]);
     assert_eq!(e.ready(&plain, "postgres"), 18, "{}", e.logs(&plain));
     assert_eq!(e.sql_as(&plain, "postgres", CHECKSUMS), before);
+    assert_eq!(
+        e.sql_as(&plain, "postgres", WHERE),
+        "outside /var/lib/postgresql/tablespace"
+    );
 }
 
 #[test]
