@@ -455,12 +455,14 @@ live_journal() {
 aside_marker() { printf '%s\n' "${1%/*}/.pgleap-${1##*/}-aside"; }
 
 # add_candidate DIR: DIR joins $cands (with its major in $majors) when it holds an older
-# cluster and is not there yet.
+# cluster and is not there yet. A PG_VERSION before 10 (9.6) is no candidate: beside an
+# empty PGDATA, guard refuses it; beside an upgraded one, it must not stop the start.
 add_candidate() {
 	local c
 	for c in "${cands[@]}"; do [ "$c" != "$1" ] || return 0; done
-	major "$1"
-	if [ -n "$found" ] && [ "$found" -lt "$NEW" ]; then
+	version_of "$1"
+	case "$found" in '' | *[!0-9]*) return 0 ;; esac
+	if [ "$found" -lt "$NEW" ]; then
 		cands+=("$1")
 		majors+=("$found")
 	fi
