@@ -1240,3 +1240,25 @@ fn unrecognized_old_clusters_beside_an_empty_pgdata_are_refused() {
     assert_eq!(out.handed_over().pgdata, new, "{}", out.stderr);
     assert_holds(&fx, 17, &new, &before);
 }
+
+// Issue 18 in the 18 images' layout: /var/lib/postgresql/data from an image before 18 and
+// /var/lib/postgresql/16/docker are both candidates; neither is picked for the user.
+#[test]
+fn eighteen_layout_with_two_older_clusters_is_refused() {
+    let fx = Fixture::new(15).layout("data").build();
+    let volume = fx.root.path();
+    initdb(16, &volume.join("16/docker"));
+    let v = volume.display();
+    let snap = snapshot(volume);
+    Entrypoint::new(&volume.join("18/docker"), 18)
+        .old(15)
+        .env("PGLEAP_VOLUME", &v.to_string())
+        .run()
+        .failed(
+            3,
+            &refusal(&format!(
+                "PGDATA {v}/18/docker holds no cluster, and several older clusters could be upgraded into it: {v}/16/docker (PostgreSQL 16), {v}/data (PostgreSQL 15). Set PGLEAP_OLD_DATADIR to the one to upgrade (or move the others off the volume), or PGLEAP_INIT_EMPTY=true to start an empty PostgreSQL 18 cluster beside them"
+            )),
+        );
+    assert_unchanged(&snap, &snapshot(volume), "two candidates in the 18 layout");
+}
