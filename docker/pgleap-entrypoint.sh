@@ -12,7 +12,23 @@
 #   A command other than postgres (psql, bash, ...) is handed over at once.
 #
 # Where the data is (README.md, "Container image", has the whole story):
-#   - PGDATA holds an older cluster at its root (the images before 18 mount their volume at
+#   - Versioned PGDATA (recommended): the volume at /data, PGDATA=/data/15 under the old image
+#     and PGDATA=/data/17 under this one. The older cluster in /data/15 is upgraded into
+#     /data/17 on the same volume, and PGDATA is handed over unchanged. Generally: PGDATA with
+#     its last path component equal to the image's major replaced by an older major, or a
+#     sibling of PGDATA named by an older major. /data/pg15-style names are not guessed (as
+#     pgleap does not guess them on hosts); PGLEAP_OLD_DATADIR names such a cluster.
+#   - PGDATA is a plain directory in the volume (the official images' advice,
+#     PGDATA=/var/lib/postgresql/data/pgdata) holding an older cluster: one rename moves it to
+#     its sibling named by its major (/var/lib/postgresql/data/15), and it is upgraded back
+#     into PGDATA, which stays what it was. The marker .pgleap-<name>-aside beside PGDATA says
+#     the rename was this entrypoint's; when pgleap refuses, the cluster is renamed back.
+#   - PGDATA empty or missing: when the rules above find one older cluster, it is upgraded;
+#     several, one the image cannot upgrade, an older cluster beside PGDATA under another
+#     name, or a cluster in PGDATA's parent are refused (exit 3), so that the official
+#     entrypoint never initializes an empty cluster beside the data. PGLEAP_INIT_EMPTY=true
+#     starts empty anyway.
+#   - PGDATA is a mount point holding an older cluster (the images before 18 mount their volume at
 #     PGDATA=/var/lib/postgresql/data). A mount point cannot be renamed, so the cluster's
 #     entries are moved into PGDATA/<old>/docker on the same filesystem, by renames, PG_VERSION
 #     first; the marker file .pgleap-relocated says where a rerun stands. The cluster is then
@@ -35,6 +51,10 @@
 #                         PGLEAP_NEW_VERSION wins over it
 #   PGLEAP_NEW_BINDIR     default /usr/lib/postgresql/<new>/bin
 #   PGLEAP_OLD_BINDIR     default /usr/lib/postgresql/<old>/bin, <old> read from PG_VERSION
+#   PGLEAP_OLD_DATADIR    the older cluster to upgrade into an empty PGDATA, instead of the
+#                         one the rules find (when they find several, or none)
+#   PGLEAP_INIT_EMPTY     true: an empty PGDATA is handed over (the official entrypoint
+#                         initializes it) even when an older cluster was found. Default false
 #   PGLEAP_VOLUME         the 18+ images' volume, default /var/lib/postgresql
 #   PGLEAP_POSTGRES_USER  the user PostgreSQL runs as when the container runs as root,
 #                         default postgres
@@ -99,8 +119,9 @@ major() {
 	esac
 }
 
-# work_dir NEW_DIR OLD_MAJOR: where pgleap keeps the journal of that upgrade (src/layout.rs).
-work_dir() { printf '%s\n' "${1%/*}/.pgleap-${1##*/}-$2-to-$NEW"; }
+# work_dir NEW_DIR OLD_MAJOR [NEW_MAJOR]: where pgleap keeps the journal of that upgrade
+# (src/layout.rs).
+work_dir() { printf '%s\n' "${1%/*}/.pgleap-${1##*/}-$2-to-${3:-$NEW}"; }
 
 same_fs() { [ "$(stat -c %d -- "$1")" = "$(stat -c %d -- "$2")" ]; }
 
@@ -333,11 +354,11 @@ nss_wrap() {
 	say "warning: uid $uid has no passwd entry and libnss_wrapper.so was not found; initdb will refuse to run"
 }
 
-# run_pgleap ROOT OLD_DIR OLD_MAJOR NEW_DIR: pgleap upgrade (a fresh one, a resume from its
+# run_pgleap OLD_DIR OLD_MAJOR NEW_DIR: pgleap upgrade (a fresh one, a resume from its
 # journal, or nothing when its journal says done), forwarding SIGINT and SIGTERM (a
 # container's stop) so that pgleap stops at a safe point. On failure, exits with pgleap's code.
 run_pgleap() {
-	local root=$1 old=$2 om=$3 new=$4 rc=0 work
+	local old=$1 om=$2 new=$3 root=${3%/"$NEW"/docker} rc=0 work
 	work=$(work_dir "$new" "$om")
 	if [ -f "$work/journal.json" ]; then
 		say "resuming the upgrade of $old into $new that pgleap's journal records (nothing to do if it is done)"
@@ -363,11 +384,21 @@ run_pgleap() {
 	trap - INT TERM
 	[ "$rc" -ne 0 ] || return 0
 	say "pgleap upgrade failed (exit $rc): PostgreSQL is not started."
-	local state=''
-	if [ -f "$root/$MARKER" ]; then state=$(marker "$root" state); fi
+	local state='' aside=''
+	if [ "$root" != "$new" ] && [ -f "$root/$MARKER" ]; then state=$(marker "$root" state); fi
+	if [ -f "$(aside_marker "$new")" ] && [ "$old" = "${new%/*}/$om" ] &&
+		[ "$(sed -n 's/^old=//p' -- "$(aside_marker "$new")")" = "$om" ]; then
+		aside=1
+	fi
 	# Refused (3): pgleap changed nothing, or undid it. Unless another pgleap holds the
 	# upgrade's lock, put the cluster back where the old image expects it.
-	if [ "$rc" = 3 ] && [ "$state" = moved ] && [ "$old" = "$root/$om/docker" ] &&
+	if [ "$rc" = 3 ] && [ -n "$aside" ] && [ ! -e "$new/PG_VERSION" ] && unlocked "$work" &&
+		{ [ ! -e "$new" ] || [ -z "$(ls -A -- "$new")" ]; }; then
+		unaside "$new" "$old"
+		say "the PostgreSQL $om cluster is back in $new, as the old image expects it; pgleap's logs are in $work. Fix the cause and start this image again."
+	elif [ -n "$aside" ]; then
+		say "The PostgreSQL $om cluster is in $old (renamed there from $new by this entrypoint; to start it with the old image, set PGDATA=$old). 'pgleap status --old-datadir $old --new-datadir $new' says where the upgrade stands; fix the cause and start this image again to resume, or run 'pgleap rollback' with the same options."
+	elif [ "$rc" = 3 ] && [ "$state" = moved ] && [ "$old" = "$root/$om/docker" ] &&
 		[ "$(marker "$root" old)" = "$om" ] && [ ! -e "$new/PG_VERSION" ] && unlocked "$work"; then
 		unrelocate "$root" "$om"
 		say "the PostgreSQL $om cluster is back at the root of $root, as the old image expects it; pgleap's logs are in $work. Fix the cause and start this image again."
@@ -379,40 +410,205 @@ run_pgleap() {
 	exit "$rc"
 }
 
-# upgrade_in ROOT [EXTRA]: ROOT holds versioned clusters, ROOT/<major>/docker (and EXTRA, the
-# 18+ volume's data directory): upgrade the newest one older than the image's major into
-# ROOT/<new>/docker, then finish there.
-upgrade_in() {
-	local root=$1 new=$1/$NEW/docker old='' best=0 d m work
-	for d in "$root"/*/docker "${@:2}"; do
+# --- Where older clusters are looked for, and the decision ---
+#
+# The rules, for a data directory NEW_DIR where the image's cluster belongs (PGDATA, or
+# <volume>/<new>/docker after a move):
+#   1. versioned: NEW_DIR with its last path component equal to the image's major replaced by
+#      each older major found there: /data/15 beside PGDATA=/data/17, and
+#      /var/lib/postgresql/16/docker beside the 18 images' /var/lib/postgresql/18/docker
+#      (pgleap's own rule on hosts, in reverse);
+#   2. the siblings of NEW_DIR named by an older major: /var/lib/postgresql/data/15 beside
+#      PGDATA=/var/lib/postgresql/data/pgdata, where a cluster found in PGDATA is moved aside;
+#   3. EXTRA, for the 18 layout: /var/lib/postgresql/data, where images before 18 kept it;
+#   4. PGLEAP_OLD_DATADIR instead of all of these, when set.
+# Other siblings of NEW_DIR holding an older cluster (/data/pg15 beside /data/pg17), and a
+# cluster in NEW_DIR's parent, are not upgraded but stop an empty start (guard).
+
+# version_of DIR: sets $found to the raw first line of DIR/PG_VERSION ('' when none),
+# without judging it.
+version_of() {
+	found=''
+	[ -f "$1/PG_VERSION" ] || return 0
+	read -r found <"$1/PG_VERSION" || :
+}
+
+# older VERSION: VERSION (a PG_VERSION line) is older than the image's major. 9.6 is.
+older() {
+	case "$1" in
+	'') return 1 ;;
+	*[!0-9]*) return 0 ;;
+	*) [ "$1" -lt "$NEW" ] ;;
+	esac
+}
+
+# live_journal NEW_DIR OLD_MAJOR NEW_MAJOR: pgleap has a journal of that upgrade, not rolled
+# back.
+live_journal() {
+	local j
+	j=$(work_dir "$1" "$2" "$3")/journal.json
+	[ -f "$j" ] && ! grep -Eq '"state": *"rolled-back"' -- "$j"
+}
+
+# aside_marker NEW_DIR: the file recording that this entrypoint renamed NEW_DIR's older
+# cluster to the sibling named by its major.
+aside_marker() { printf '%s\n' "${1%/*}/.pgleap-${1##*/}-aside"; }
+
+# add_candidate DIR: DIR joins $cands (with its major in $majors) when it holds an older
+# cluster and is not there yet. A PG_VERSION before 10 (9.6) is no candidate: beside an
+# empty PGDATA, guard refuses it; beside an upgraded one, it must not stop the start.
+add_candidate() {
+	local c
+	for c in "${cands[@]}"; do [ "$c" != "$1" ] || return 0; done
+	version_of "$1"
+	case "$found" in '' | *[!0-9]*) return 0 ;; esac
+	if [ "$found" -lt "$NEW" ]; then
+		cands+=("$1")
+		majors+=("$found")
+	fi
+}
+
+# candidates NEW_DIR [EXTRA...]: sets $cands and $majors: the older clusters the rules find
+# for NEW_DIR, less those already upgraded by pgleap into another of them (/data/15 once
+# /data/17 holds its upgrade, when /data/18 is next).
+candidates() {
+	local new=$1 q prefix suffix parent d name i j keep=() keepm=() m
+	cands=()
+	majors=()
+	if [ -n "${PGLEAP_OLD_DATADIR:-}" ]; then
+		d=${PGLEAP_OLD_DATADIR%/}
 		major "$d"
-		m=$found
-		if [ -z "$m" ] || [ "$m" -ge "$NEW" ]; then continue; fi
-		if ! same_fs "$d" "$root"; then
-			say "ignoring the PostgreSQL $m cluster in $d: it is on another filesystem than $root"
-			continue
+		# Once the upgrade is finalized, the old directory is gone: the variable has done its job.
+		if [ -z "$found" ] && [ -f "$new/PG_VERSION" ]; then return 0; fi
+		[ -n "$found" ] || refuse "PGLEAP_OLD_DATADIR=$d holds no PostgreSQL cluster (no PG_VERSION): set it to the old data directory, or unset it"
+		[ "$found" -lt "$NEW" ] || refuse "PGLEAP_OLD_DATADIR=$d holds PostgreSQL $found, not older than this image's PostgreSQL $NEW"
+		cands=("$d")
+		majors=("$found")
+		return 0
+	fi
+	# The cluster this entrypoint moved aside out of NEW_DIR is the one, whatever else is there.
+	if [ -f "$(aside_marker "$new")" ]; then
+		m=$(sed -n 's/^old=//p' -- "$(aside_marker "$new")")
+		case "$m" in '' | *[!0-9]*) die 1 "$(aside_marker "$new") is damaged: it should say old=<major>" ;; esac
+		major "${new%/*}/$m"
+		if [ "$found" = "$m" ]; then
+			cands=("${new%/*}/$m")
+			majors=("$m")
+			return 0
 		fi
-		if [ "$m" -gt "$best" ]; then
-			old=$d
-			best=$m
+	fi
+	q=$new/
+	prefix=${q%/"$NEW"/*}
+	if [ "$prefix" != "$q" ]; then
+		suffix=${q#"$prefix/$NEW"}
+		suffix=${suffix%/}
+		for d in "$prefix"/*; do
+			name=${d##*/}
+			case "$name" in '' | *[!0-9]* | "$NEW") continue ;; esac
+			add_candidate "$d$suffix"
+		done
+	fi
+	parent=${new%/*}
+	for d in "$parent"/*; do
+		name=${d##*/}
+		case "$name" in '' | *[!0-9]* | "$NEW") continue ;; esac
+		add_candidate "$d"
+	done
+	for d in "${@:2}"; do add_candidate "$d"; done
+	for i in "${!cands[@]}"; do
+		for j in "${!cands[@]}"; do
+			if [ "${majors[j]}" -gt "${majors[i]}" ] && live_journal "${cands[j]}" "${majors[i]}" "${majors[j]}"; then
+				say "leaving the PostgreSQL ${majors[i]} cluster in ${cands[i]} alone: pgleap upgraded it into ${cands[j]}"
+				continue 2
+			fi
+		done
+		keep+=("${cands[i]}")
+		keepm+=("${majors[i]}")
+	done
+	cands=("${keep[@]}")
+	majors=("${keepm[@]}")
+}
+
+# guard NEW_DIR: NEW_DIR is empty and the rules found nothing to upgrade. Refuses when an
+# older cluster sits beside it under another name, or when its parent is a data directory:
+# the normal entrypoint would initialize an empty cluster beside the data the application
+# expects. PGLEAP_INIT_EMPTY=true starts empty anyway.
+guard() {
+	local new=$1 parent=${1%/*} d seen=() list=''
+	for d in "$parent"/*; do
+		if [ "$d" = "$new" ] || [ ! -d "$d" ]; then continue; fi
+		version_of "$d"
+		if older "$found"; then
+			seen+=("$d")
+			list="$list, $d (PostgreSQL $found)"
 		fi
 	done
+	version_of "$parent"
+	if [ -n "$found" ]; then
+		[ -n "$init_empty" ] || refuse "PGDATA $new holds no cluster, but its parent $parent holds a PostgreSQL $found cluster: set PGDATA=$parent (this image upgrades a cluster found there), or PGLEAP_INIT_EMPTY=true to start an empty PostgreSQL $NEW cluster inside it anyway"
+		say "PGLEAP_INIT_EMPTY=true: starting an empty PostgreSQL $NEW cluster in $new, inside the PostgreSQL $found cluster in $parent"
+		return 0
+	fi
+	[ ${#seen[@]} -gt 0 ] || return 0
+	[ -n "$init_empty" ] || refuse "PGDATA $new holds no cluster, and beside it ${list#, } would not be upgraded: this image upgrades a sibling named by its major (/data/15 beside PGDATA=/data/$NEW). Set PGLEAP_OLD_DATADIR to the data directory to upgrade into $new, or PGLEAP_INIT_EMPTY=true to start an empty PostgreSQL $NEW cluster beside it"
+	say "PGLEAP_INIT_EMPTY=true: starting an empty PostgreSQL $NEW cluster in $new, leaving ${list#, } alone"
+}
+
+# upgrade_into NEW_DIR [EXTRA...]: NEW_DIR holds the image's major or nothing: resume or start
+# the upgrade of the older cluster the rules find into NEW_DIR, refuse when that is not one
+# clear cluster, or hand over (to start an empty cluster only when nothing older is there).
+upgrade_into() {
+	local new=$1 i old om list=''
+	candidates "$@"
 	major "$new"
-	if [ -z "$old" ]; then
-		if [ -z "$found" ] && [ -n "$one_shot" ]; then
-			refuse "no PostgreSQL cluster found in $PGDATA, nor an older one in $root: is the volume mounted where the old image had it?"
-		fi
+	if [ -n "$found" ]; then
+		for i in "${!cands[@]}"; do
+			if [ -f "$(work_dir "$new" "${majors[i]}")/journal.json" ]; then
+				upgrade_from "${cands[i]}" "${majors[i]}" "$new"
+			fi
+		done
+		for i in "${!cands[@]}"; do
+			say "$new already holds PostgreSQL $NEW, not upgraded by pgleap from ${cands[i]}: leaving the PostgreSQL ${majors[i]} cluster in ${cands[i]} alone (remove it when you no longer need it)"
+		done
 		finish "$new"
 	fi
-	work=$(work_dir "$new" "$best")
-	if [ -n "$found" ] && [ ! -f "$work/journal.json" ]; then
-		say "$new already holds PostgreSQL $NEW, not upgraded by pgleap from $old: leaving the PostgreSQL $best cluster in $old alone (remove it when you no longer need it)"
+	for i in "${!cands[@]}"; do list="$list, ${cands[i]} (PostgreSQL ${majors[i]})"; done
+	list=${list#, }
+	# A journal of an upgrade into NEW_DIR names the cluster: a crash before initdb.
+	for i in "${!cands[@]}"; do
+		if live_journal "$new" "${majors[i]}" "$NEW"; then
+			upgrade_from "${cands[i]}" "${majors[i]}" "$new"
+		fi
+	done
+	if [ ${#cands[@]} -eq 0 ]; then
+		if [ -n "$one_shot" ]; then
+			refuse "no PostgreSQL cluster found in $PGDATA, nor an older one beside it: is the volume mounted where the old image had it?"
+		fi
+		guard "$new"
+		# Nothing older here: the normal entrypoint initializes a new cluster.
 		finish "$new"
+	fi
+	if [ -n "$init_empty" ] && [ -z "$one_shot" ]; then
+		say "PGLEAP_INIT_EMPTY=true: starting an empty PostgreSQL $NEW cluster in $new, leaving $list alone"
+		finish "$new"
+	fi
+	if [ ${#cands[@]} -gt 1 ]; then
+		refuse "PGDATA $new holds no cluster, and several older clusters could be upgraded into it: $list. Set PGLEAP_OLD_DATADIR to the one to upgrade (or move the others off the volume), or PGLEAP_INIT_EMPTY=true to start an empty PostgreSQL $NEW cluster beside them"
+	fi
+	old=${cands[0]}
+	om=${majors[0]}
+	if [ ! -x "$(old_bindir "$om")/pg_ctl" ]; then
+		refuse "PGDATA $new holds no cluster, and $old holds a PostgreSQL $om cluster, but $(old_bindir "$om") has no PostgreSQL $om: use an image built with --build-arg PG_OLD=$om (or set PGLEAP_OLD_BINDIR), or set PGLEAP_INIT_EMPTY=true to start an empty PostgreSQL $NEW cluster beside it"
 	fi
 	check_owner "$old"
-	run_pgleap "$root" "$old" "$best" "$new"
-	say "the PostgreSQL $best cluster stays in $old: 'pgleap finalize --old-datadir $old' removes it once you are satisfied ('pgleap status --old-datadir $old' says whether rollback is still possible)"
-	finish "$new"
+	upgrade_from "$old" "$om" "$new"
+}
+
+# upgrade_from OLD_DIR OLD_MAJOR NEW_DIR: runs pgleap, then finishes in NEW_DIR.
+upgrade_from() {
+	run_pgleap "$1" "$2" "$3"
+	say "the PostgreSQL $2 cluster stays in $1: 'pgleap finalize --old-datadir $1 --new-datadir $3' removes it once you are satisfied ('pgleap status --old-datadir $1 --new-datadir $3' says whether rollback is still possible)"
+	finish "$3"
 }
 
 # upgrade_root DIR M: DIR holds a PostgreSQL M cluster at its root: relocate it and upgrade.
@@ -422,34 +618,88 @@ upgrade_root() {
 	check_bindirs "$m" "$dir"
 	relocate "$dir" "$m"
 	fault relocated
-	upgrade_in "$dir" "${@:3}"
+	upgrade_into "$dir/$NEW/docker" "${@:3}"
+}
+
+# aside_preflight DIR M ASIDE: before the rename, what would make it unsafe.
+aside_preflight() {
+	local dir=$1 m=$2 aside=$3 e target
+	if [ -e "$dir/postmaster.pid" ]; then
+		refuse "$dir/postmaster.pid exists: a server is running on this data directory (perhaps in another container), or the last one did not shut down cleanly. Stop every container using the volume; after a crash, start the old image once and stop it cleanly (with a long enough stop timeout). Then start this one again"
+	fi
+	if [ -e "$aside" ] || [ -L "$aside" ]; then
+		refuse "$aside exists, where the PostgreSQL $m cluster in $dir would be moved aside to be upgraded into $dir: move it away"
+	fi
+	for e in "$dir"/*; do
+		if is_mount "$e"; then
+			refuse "$e is a mount point inside the old cluster, which would be renamed to $aside: mount it elsewhere (PostgreSQL follows symlinks such as pg_wal -> /elsewhere), or upgrade with pgleap directly"
+		fi
+	done
+	for e in "$dir"/pg_tblspc/*; do
+		target=$(readlink -- "$e") || continue
+		case "$target" in "$dir"/*)
+			refuse "the tablespace $e points to $target, inside the data directory; renaming the cluster would break it. Move the tablespace out of the data directory first"
+			;;
+		esac
+	done
+}
+
+# upgrade_aside DIR M: DIR (PGDATA, a plain directory) holds a PostgreSQL M cluster. One
+# rename moves it to its sibling named by its major, DIR's parent/M, on the same filesystem;
+# it is then upgraded into DIR, so PGDATA stays what it was. The marker beside DIR (written
+# first) says the rename was this entrypoint's, so that a refusal can undo it.
+upgrade_aside() {
+	local dir=$1 m=$2 parent=${1%/*} aside=${1%/*}/$2 mark tmp
+	mark=$(aside_marker "$dir")
+	check_owner "$dir"
+	check_bindirs "$m" "$dir"
+	aside_preflight "$dir" "$m" "$aside"
+	owner=$(stat -c %u:%g -- "$dir")
+	tmp=$mark.tmp
+	printf '%s\n' "# Written by pgleap-entrypoint.sh: the PostgreSQL $m cluster that was in $dir" \
+		"# was renamed to $aside, to be upgraded into $dir." "old=$m" >"$tmp"
+	own "$tmp"
+	sync -- "$tmp"
+	mv -f -- "$tmp" "$mark"
+	sync -- "$parent"
+	fault aside:marked
+	say "$dir holds a PostgreSQL $m cluster: renaming it to $aside (one rename on the same filesystem) and upgrading it into $dir; PGDATA stays $dir"
+	mv -T -- "$dir" "$aside"
+	sync -- "$parent"
+	fault aside:renamed
+	upgrade_into "$dir"
+}
+
+# unaside NEW_DIR OLD_DIR: the way back after pgleap refused (and so changed nothing).
+unaside() {
+	local new=$1 old=$2
+	if [ -d "$new" ]; then rmdir -- "$new"; fi
+	mv -T -- "$old" "$new"
+	sync -- "${new%/*}"
+	fault unaside:renamed
+	rm -f -- "$(aside_marker "$new")"
+	sync -- "${new%/*}"
 }
 
 # upgrade_pgdata DIR: DIR is PGDATA, or the 18+ volume's separately mounted data directory.
 upgrade_pgdata() {
-	local dir=$1 m where
+	local dir=$1 m
 	if [ -f "$dir/$MARKER" ]; then converge "$dir"; fi
 	major "$dir"
 	m=$found
-	if [ -z "$m" ]; then
-		if [ -f "$dir/$MARKER" ]; then
-			upgrade_in "$dir"
-		fi
-		# Nothing here: the normal entrypoint initializes a new cluster.
-		[ -z "$one_shot" ] || refuse "no PostgreSQL cluster found in $dir: is the volume mounted where the old image had it?"
-		finish "$dir"
+	if [ -z "$m" ] && [ -f "$dir/$MARKER" ]; then
+		upgrade_into "$dir/$NEW/docker"
 	fi
-	if [ "$m" = "$NEW" ]; then
-		finish "$dir"
+	if [ -z "$m" ] || [ "$m" = "$NEW" ]; then
+		upgrade_into "$dir"
 	fi
 	if [ "$m" -gt "$NEW" ]; then
 		refuse "$dir holds PostgreSQL $m, newer than this image's PostgreSQL $NEW: use an image of PostgreSQL $m or newer"
 	fi
-	where="$dir holds a PostgreSQL $m cluster"
-	if is_mount "$dir"; then
-		where="$where and is a mount point: it cannot be renamed"
+	if ! is_mount "$dir"; then
+		upgrade_aside "$dir" "$m"
 	fi
-	say "$where; it moves into $dir/$m/docker and is upgraded into $dir/$NEW/docker on the same filesystem, and PGDATA becomes $dir/$NEW/docker"
+	say "$dir holds a PostgreSQL $m cluster and is a mount point: it cannot be renamed; it moves into $dir/$m/docker and is upgraded into $dir/$NEW/docker on the same filesystem, and PGDATA becomes $dir/$NEW/docker"
 	upgrade_root "$dir" "$m"
 }
 
@@ -485,6 +735,8 @@ readonly NEW
 PGLEAP_POSTGRES_USER=${PGLEAP_POSTGRES_USER:-postgres}
 chown_data=''
 if bool PGLEAP_CHOWN; then chown_data=1; fi
+init_empty=''
+if bool PGLEAP_INIT_EMPTY; then init_empty=1; fi
 if is_root; then
 	server_uid=$(id -u -- "$PGLEAP_POSTGRES_USER") || die 2 "PGLEAP_POSTGRES_USER=$PGLEAP_POSTGRES_USER: no such user"
 	server_gid=$(id -g -- "$PGLEAP_POSTGRES_USER")
@@ -520,4 +772,4 @@ if [ -n "$m" ] && [ "$m" -lt "$NEW" ]; then
 elif [ -n "$m" ]; then
 	refuse "the volume $volume holds a PostgreSQL $m cluster at its root, but PGDATA is $pgdata: set PGDATA=$volume"
 fi
-upgrade_in "$volume" "$volume/data"
+upgrade_into "$pgdata" "$volume/data"

@@ -954,3 +954,233 @@ fn debian_host_under_systemd_upgrades_restarts_on_17_and_rolls_back() {
     );
     assert_eq!(psql(CHECKSUMS), before);
 }
+
+/// Makes a cluster with data by the postgres image `image` of `major`, with the volume
+/// mounted as `mount` (`volume:/path`) and `PGDATA=pgdata`; stops it cleanly. Its checksums.
+fn seed_at(
+    s: &mut Scope,
+    name: &str,
+    image: &str,
+    major: u32,
+    mount: &str,
+    pgdata: &str,
+) -> String {
+    let e = s.e;
+    let env = format!("PGDATA={pgdata}");
+    let ctr = s.start(name, &["-v", mount, "-e", &env, image]);
+    assert_eq!(e.ready(&ctr, "postgres"), major, "{}", e.logs(&ctr));
+    e.sql_as(&ctr, "postgres", SEED);
+    let sums = e.sql_as(&ctr, "postgres", CHECKSUMS);
+    e.ok(&["stop", &ctr]);
+    assert_eq!(
+        e.state(&ctr).1,
+        0,
+        "the old server did not stop cleanly:\n{}",
+        e.logs(&ctr)
+    );
+    sums
+}
+
+#[track_caller]
+fn assert_count(logs: &str, needle: &str, n: usize) {
+    assert_eq!(
+        logs.matches(needle).count(),
+        n,
+        "{needle:?} times in:\n{logs}"
+    );
+}
+
+/// Starts the pgleap image `image` on `mount` with `PGDATA=pgdata`: it must serve `before` on
+/// `major` with PGDATA unchanged, and again after `docker restart`.
+fn upgraded_in_place(
+    s: &mut Scope,
+    image: &str,
+    major: u32,
+    mount: &str,
+    pgdata: &str,
+    before: &str,
+) {
+    let e = s.e;
+    let env = format!("PGDATA={pgdata}");
+    let ctr = s.start(
+        "new",
+        &["-v", mount, "-e", &env, "-e", "PGLEAP_MODE=link", image],
+    );
+    assert_eq!(e.ready(&ctr, "postgres"), major, "{}", e.logs(&ctr));
+    assert_eq!(e.sql_as(&ctr, "postgres", CHECKSUMS), before);
+    let handover = format!("handing over to docker-entrypoint.sh (PGDATA={pgdata})");
+    assert_count(&e.logs(&ctr), &handover, 1);
+    e.ok(&["restart", &ctr]);
+    assert_eq!(e.ready(&ctr, "postgres"), major, "{}", e.logs(&ctr));
+    assert_eq!(e.sql_as(&ctr, "postgres", CHECKSUMS), before);
+    let logs = e.logs(&ctr);
+    assert_count(&logs, &handover, 2);
+    assert!(logs.contains("nothing to do"), "{logs}");
+    e.ok(&["stop", &ctr]);
+}
+
+// Issue 18: the volume at /data, PGDATA=/data/15 under postgres:15; the pgleap image with
+// PGDATA=/data/17 once served an empty, newly initialized database.
+#[test]
+fn versioned_pgdata_on_a_volume_is_upgraded_and_served_again() {
+    let e = engine_or_skip!();
+    let mut s = Scope::new(e, "versioned");
+    let vol_name = s.volume("data");
+    let mount = vol(&vol_name, "/data");
+    let before = seed_at(
+        &mut s,
+        "old",
+        e.image("POSTGRES_15"),
+        15,
+        &mount,
+        "/data/15",
+    );
+    upgraded_in_place(
+        &mut s,
+        e.image("PGLEAP_15_TO_17"),
+        17,
+        &mount,
+        "/data/17",
+        &before,
+    );
+    // The plain new image runs the volume as it is, with the same PGDATA.
+    let plain = s.start(
+        "plain",
+        &[
+            "-v",
+            &mount,
+            "-e",
+            "PGDATA=/data/17",
+            e.image("POSTGRES_17"),
+        ],
+    );
+    assert_eq!(e.ready(&plain, "postgres"), 17, "{}", e.logs(&plain));
+    assert_eq!(e.sql_as(&plain, "postgres", CHECKSUMS), before);
+    // The old cluster stays for a rollback until pgleap finalize.
+    assert_eq!(e.ok(&["exec", &plain, "cat", "/data/15/PG_VERSION"]), "15");
+}
+
+// Issue 18: the official images' PGDATA=/var/lib/postgresql/data/pgdata, kept across majors.
+#[test]
+fn pgdata_directory_in_the_volume_is_upgraded_and_served_again() {
+    let e = engine_or_skip!();
+    let mut s = Scope::new(e, "pgdatadir");
+    let vol_name = s.volume("data");
+    let mount = vol(&vol_name, "/var/lib/postgresql/data");
+    let pgdata = "/var/lib/postgresql/data/pgdata";
+    let before = seed_at(&mut s, "old", e.image("POSTGRES_15"), 15, &mount, pgdata);
+    upgraded_in_place(
+        &mut s,
+        e.image("PGLEAP_15_TO_17"),
+        17,
+        &mount,
+        pgdata,
+        &before,
+    );
+    let listing = e.listing(&vol_name);
+    assert!(
+        listing.lines().any(|l| l == "15/PG_VERSION f 999 600"),
+        "the old cluster is not beside PGDATA:\n{listing}"
+    );
+}
+
+// Issue 18: two older clusters in the volume; either could be the one the application uses.
+#[test]
+fn two_older_clusters_on_the_volume_are_refused_naming_both() {
+    let e = engine_or_skip!();
+    let mut s = Scope::new(e, "twocands");
+    let vol_name = s.volume("data");
+    let mount = vol(&vol_name, "/data");
+    seed_at(
+        &mut s,
+        "old15",
+        e.image("POSTGRES_15"),
+        15,
+        &mount,
+        "/data/15",
+    );
+    seed_at(
+        &mut s,
+        "old17",
+        e.image("POSTGRES_17"),
+        17,
+        &mount,
+        "/data/17",
+    );
+    let listing = e.listing(&vol_name);
+    let (code, logs) = s.once(
+        "refused",
+        &[
+            "-v",
+            &mount,
+            "-e",
+            "PGDATA=/data/18",
+            e.image("PGLEAP_15_TO_18"),
+        ],
+    );
+    assert_eq!(code, 3, "{logs}");
+    assert!(
+        logs.contains(
+            "pgleap-entrypoint.sh: refused: PGDATA /data/18 holds no cluster, and several older clusters could be upgraded into it: \
+             /data/15 (PostgreSQL 15), /data/17 (PostgreSQL 17). Set PGLEAP_OLD_DATADIR to the one to upgrade \
+             (or move the others off the volume), or PGLEAP_INIT_EMPTY=true to start an empty PostgreSQL 18 cluster beside them\n\
+             Nothing was changed.\n"
+        ),
+        "{logs}"
+    );
+    assert_eq!(
+        e.listing(&vol_name),
+        listing,
+        "the refusal changed the volume"
+    );
+}
+
+// Issue 18: PGDATA empty beside a cluster of a major the image has no binaries for: refused,
+// at every start, never initialized.
+#[test]
+fn old_major_the_image_lacks_is_refused_not_initialized() {
+    let e = engine_or_skip!();
+    let mut s = Scope::new(e, "lacks");
+    let vol_name = s.volume("data");
+    let mount = vol(&vol_name, "/data");
+    seed_at(
+        &mut s,
+        "old17",
+        e.image("POSTGRES_17"),
+        17,
+        &mount,
+        "/data/17",
+    );
+    let listing = e.listing(&vol_name);
+    let (code, logs) = s.once(
+        "refused",
+        &[
+            "-v",
+            &mount,
+            "-e",
+            "PGDATA=/data/18",
+            e.image("PGLEAP_15_TO_18"),
+        ],
+    );
+    assert_eq!(code, 3, "{logs}");
+    let message = "pgleap-entrypoint.sh: refused: PGDATA /data/18 holds no cluster, and /data/17 holds a PostgreSQL 17 cluster, \
+         but /usr/lib/postgresql/17/bin has no PostgreSQL 17: use an image built with --build-arg PG_OLD=17 \
+         (or set PGLEAP_OLD_BINDIR), or set PGLEAP_INIT_EMPTY=true to start an empty PostgreSQL 18 cluster beside it\n\
+         Nothing was changed.\n";
+    assert_count(&logs, message, 1);
+    assert_eq!(
+        e.listing(&vol_name),
+        listing,
+        "the refusal changed the volume"
+    );
+    // Started again (a restart policy, a pod's next try): refused again, still nothing changed.
+    let ctr = format!("{}-refused", s.prefix);
+    e.ok(&["start", &ctr]);
+    assert_eq!(e.wait_exit(&ctr), 3);
+    assert_count(&e.logs(&ctr), message, 2);
+    assert_eq!(
+        e.listing(&vol_name),
+        listing,
+        "the second start changed the volume"
+    );
+}

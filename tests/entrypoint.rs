@@ -244,10 +244,10 @@ fn assert_holds(fx: &Fixture, major: u32, datadir: &Path, before: &Contents) {
 
 /// pgleap's journal of the upgrade of `old` into `new_datadir`.
 fn journal(new_datadir: &Path, old: u32, new: u32) -> serde_json::Value {
-    let path = new_datadir
-        .parent()
-        .unwrap()
-        .join(format!(".pgleap-docker-{old}-to-{new}/journal.json"));
+    let path = new_datadir.parent().unwrap().join(format!(
+        ".pgleap-{}-{old}-to-{new}/journal.json",
+        new_datadir.file_name().unwrap().to_string_lossy()
+    ));
     serde_json::from_str(
         &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
     )
@@ -432,7 +432,11 @@ fn mount_point_pgdata_is_upgraded_inside_its_volume() {
 
 #[test]
 fn crash_while_moving_the_cluster_converges() {
+    if skip_unless_root("crash_while_moving_the_cluster_converges", "mount") {
+        return;
+    }
     let (fx, before) = fixture(16, 17, "pgdata");
+    let vol = Tmpfs::over_datadir(&fx);
     let ep = || Entrypoint::new(&fx.datadir, 17).old(16);
 
     ep().env("PGLEAP_FAULT", "entrypoint:relocate:3")
@@ -454,6 +458,7 @@ fn crash_while_moving_the_cluster_converges() {
     let new = fx.datadir.join("17/docker");
     assert_eq!(out.handed_over().pgdata, new);
     assert_holds(&fx, 17, &new, &before);
+    drop(vol);
 }
 
 // FIELD-FAILURES #3: the 18 image's PGDATA is /var/lib/postgresql/18/docker with the volume
@@ -591,8 +596,12 @@ fn chown_gives_a_foreign_cluster_to_the_server_user() {
         .old(16)
         .env("PGLEAP_CHOWN", "true")
         .run();
-    let new = fx.datadir.join("17/docker");
+    let new = fx.datadir.clone();
     assert_eq!(out.handed_over().pgdata, new);
+    assert_eq!(
+        std::fs::metadata(fx.root.path().join("16")).unwrap().uid(),
+        owner().uid
+    );
     assert_eq!(std::fs::metadata(&new).unwrap().uid(), owner().uid);
     assert_holds(&fx, 17, &new, &before);
 }
@@ -620,7 +629,7 @@ fn arbitrary_uid_upgrades_with_nss_wrapper() {
         .old(15)
         .user(ARBITRARY_UID, ARBITRARY_UID)
         .run();
-    let new = fx.datadir.join("17/docker");
+    let new = fx.datadir.clone();
     let h = out.handed_over();
     assert_eq!(h.pgdata, new);
     assert_eq!(h.uid, ARBITRARY_UID);
@@ -632,11 +641,9 @@ fn arbitrary_uid_upgrades_with_nss_wrapper() {
     assert_holds(&fx, 17, &new, &before);
 }
 
-// A failed upgrade must not hand over (to an empty or half-built cluster), and must leave the
-// old cluster where the old image finds it.
-#[test]
-fn failed_upgrade_hands_nothing_over_and_puts_the_old_cluster_back() {
-    let fx = Fixture::new(15).layout("pgdata").running().build();
+/// A stopped 15 fixture at `layout` that pg_upgrade --check refuses, and its row checksums.
+fn unupgradable(layout: &str) -> (Fixture, BTreeMap<String, String>) {
+    let fx = Fixture::new(15).layout(layout).running().build();
     // pg_upgrade --check refuses reg* types other than regclass, regrole and regtype in
     // user tables.
     fx.sql(
@@ -645,6 +652,58 @@ fn failed_upgrade_hands_nothing_over_and_puts_the_old_cluster_back() {
     );
     let rows = fx.checksums(15, fx.port);
     fx.stop();
+    (fx, rows)
+}
+
+// A failed upgrade must not hand over (to an empty or half-built cluster), and must leave the
+// old cluster where the old image finds it: PGDATA.
+#[test]
+fn failed_upgrade_hands_nothing_over_and_puts_the_old_cluster_back() {
+    let (fx, rows) = unupgradable("data/pgdata");
+    let aside = fx.root.path().join("data/15");
+    let marker = fx.root.path().join("data/.pgleap-pgdata-aside");
+    let ep = || Entrypoint::new(&fx.datadir, 18).old(15);
+
+    // Killed once the cluster is back in PGDATA, before the marker is gone: the rerun renames
+    // it aside again, is refused again, and puts it back again.
+    ep().env("PGLEAP_FAULT", "entrypoint:unaside:renamed")
+        .run()
+        .killed();
+    assert_eq!(pg_version(&fx.datadir).as_deref(), Some("15"));
+    assert!(marker.exists());
+    assert!(!aside.exists());
+
+    let out = ep().run();
+    out.failed(3, "pg_upgrade");
+    assert!(
+        out.stderr.contains(&format!(
+            "the PostgreSQL 15 cluster is back in {}, as the old image expects it",
+            fx.datadir.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(pg_version(&fx.datadir).as_deref(), Some("15"));
+    assert!(!marker.exists());
+    assert!(!aside.exists());
+
+    // The old image starts it where it always was, with every row.
+    fx.start();
+    assert_eq!(rows, fx.checksums(15, fx.port));
+    fx.stop();
+}
+
+// The same, for a volume mounted at PGDATA, where the cluster was moved into a subdirectory.
+#[test]
+fn failed_upgrade_moves_the_cluster_back_to_the_volume_root() {
+    if skip_unless_root(
+        "failed_upgrade_moves_the_cluster_back_to_the_volume_root",
+        "mount",
+    ) {
+        return;
+    }
+    let (fx, rows) = unupgradable("pgdata");
+    let vol = Tmpfs::over_datadir(&fx);
     let ep = || Entrypoint::new(&fx.datadir, 18).old(15);
 
     // Killed on the way back: a rerun finishes it first (then tries, and fails, again).
@@ -669,10 +728,10 @@ fn failed_upgrade_hands_nothing_over_and_puts_the_old_cluster_back() {
     assert!(!fx.datadir.join("15").exists());
     assert!(!fx.datadir.join("18/docker").exists());
 
-    // The old image starts it where it always was, with every row.
     fx.start();
     assert_eq!(rows, fx.checksums(15, fx.port));
     fx.stop();
+    drop(vol);
 }
 
 // docker stop sends SIGINT (the postgres image's STOPSIGNAL) to the entrypoint; pgleap must
@@ -680,7 +739,7 @@ fn failed_upgrade_hands_nothing_over_and_puts_the_old_cluster_back() {
 #[test]
 fn stop_signal_reaches_pgleap_and_hands_nothing_over() {
     let (fx, before) = fixture(16, 17, "pgdata");
-    let new = fx.datadir.join("17/docker");
+    let new = fx.datadir.clone();
     let resume = fx.root.path().join("resume");
     let (child, ep) = Entrypoint::new(&fx.datadir, 17)
         .old(16)
@@ -693,7 +752,7 @@ fn stop_signal_reaches_pgleap_and_hands_nothing_over() {
     let journal_path = new
         .parent()
         .unwrap()
-        .join(".pgleap-docker-16-to-17/journal.json");
+        .join(".pgleap-pgdata-16-to-17/journal.json");
     while !std::fs::read_to_string(&journal_path).is_ok_and(|t| t.contains("\"checked\"")) {
         assert!(
             started.elapsed() < Duration::from_secs(120),
@@ -755,18 +814,11 @@ fn refusals_change_nothing() {
             message: "postmaster.pid exists",
         },
         Refusal {
-            what: "an entry named like the old major",
-            setup: |d| std::fs::create_dir(d.join("15")).unwrap(),
+            what: "a sibling named like the old major",
+            setup: |d| std::fs::create_dir(d.with_file_name("15")).unwrap(),
             run: ep(),
             code: 3,
-            message: "15 exists inside the old cluster",
-        },
-        Refusal {
-            what: "a non-empty target",
-            setup: |d| std::fs::create_dir_all(d.join("18/docker/base")).unwrap(),
-            run: ep(),
-            code: 3,
-            message: "is not empty",
+            message: "/15 exists, where the PostgreSQL 15 cluster in ",
         },
         Refusal {
             what: "a bad boolean",
@@ -782,7 +834,7 @@ fn refusals_change_nothing() {
             },
             run: ep(),
             code: 3,
-            message: "inside the data directory; moving the cluster would break it",
+            message: "inside the data directory; renaming the cluster would break it. Move the tablespace out of the data directory first",
         },
         Refusal {
             what: "a cluster older than 10",
@@ -828,7 +880,7 @@ fn refusals_change_nothing() {
         );
         out.failed(case.code, case.message);
         assert_unchanged(&before, &snapshot(fx.root.path()), case.what);
-        for leftover in ["postmaster.pid", "15", "18", "pg_tblspc/99999"] {
+        for leftover in ["postmaster.pid", "pg_tblspc/99999", "../15"] {
             let p = d.join(leftover);
             if p.is_symlink() || p.is_file() {
                 std::fs::remove_file(p).unwrap();
@@ -847,7 +899,7 @@ fn root_only_refusals_change_nothing() {
     let fx = Fixture::new(15).layout("pgdata").build();
     let ep = || Entrypoint::new(&fx.datadir, 18).old(15);
 
-    // A mount point inside the data directory cannot be moved.
+    // A mount point inside the data directory cannot be renamed with it.
     let inside = fx.datadir.join("pg_wal_mount");
     std::fs::create_dir(&inside).unwrap();
     let i = inside.display().to_string();
@@ -856,8 +908,41 @@ fn root_only_refusals_change_nothing() {
     let out = ep().run();
     let after = snapshot(fx.root.path());
     run("umount", &[&i]);
-    out.failed(3, "is a mount point inside the old cluster");
+    out.failed(
+        3,
+        &format!(
+            "{i} is a mount point inside the old cluster, which would be renamed to {}: mount it elsewhere",
+            fx.datadir.with_file_name("15").display()
+        ),
+    );
     assert_unchanged(&before, &after, "a mount point inside");
+    std::fs::remove_dir(&inside).unwrap();
+
+    // A volume mounted at PGDATA: its cluster moves into subdirectories, which must not exist.
+    let vol = Tmpfs::over_datadir(&fx);
+    let d = fx.datadir.display().to_string();
+    for (what, dir, message) in [
+        (
+            "an entry named like the old major",
+            "15",
+            format!("{d}/15 exists inside the old cluster, where its data would move; rename it"),
+        ),
+        (
+            "a non-empty target",
+            "18/docker/base",
+            format!(
+                "{d}/18/docker, where the upgraded cluster goes, exists inside the old cluster and is not empty: move it away"
+            ),
+        ),
+    ] {
+        std::fs::create_dir_all(fx.datadir.join(dir)).unwrap();
+        let before = snapshot(fx.root.path());
+        ep().run().failed(3, &message);
+        assert_unchanged(&before, &snapshot(fx.root.path()), what);
+        let top = fx.datadir.join(dir.split('/').next().unwrap());
+        std::fs::remove_dir_all(top).unwrap();
+    }
+    drop(vol);
 
     // PGLEAP_CHOWN needs root.
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
@@ -866,4 +951,314 @@ fn root_only_refusals_change_nothing() {
         .user(nobody.uid.as_raw(), nobody.gid.as_raw())
         .run();
     out.failed(2, "PGLEAP_CHOWN=true needs the container to run as root");
+}
+
+/// A bare cluster of `major` made by initdb in `dir`, owned by the cluster owner.
+fn initdb(major: u32, dir: &Path) {
+    common::ok(
+        &common::as_owner(
+            &bindir(major).join("initdb"),
+            &[
+                "-D",
+                &dir.display().to_string(),
+                "--no-sync",
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ],
+        ),
+        "initdb",
+    );
+}
+
+/// Asserts some relation file in `datadir` has more than one link: link mode was used.
+#[track_caller]
+fn assert_linked(datadir: &Path) {
+    let linked = walkdir::WalkDir::new(datadir.join("base"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .any(|e| e.metadata().is_ok_and(|m| m.is_file() && m.nlink() > 1));
+    assert!(
+        linked,
+        "no hard-linked relation file in {}",
+        datadir.display()
+    );
+}
+
+#[track_caller]
+fn assert_says(out: &Outcome, part: &str) {
+    assert!(out.stderr.contains(part), "{part:?}:\n{}", out.stderr);
+}
+
+/// The refusal's whole text, as the entrypoint prints it.
+fn refusal(message: &str) -> String {
+    format!("pgleap-entrypoint.sh: refused: {message}\nNothing was changed.\n")
+}
+
+// Issue 18: the volume at /data, PGDATA=/data/15 under the old image and PGDATA=/data/17 under
+// the new one. The entrypoint once missed /data/15 and handed over, and the official
+// entrypoint initialized an empty cluster in /data/17.
+#[test]
+fn versioned_pgdata_upgrades_the_sibling_named_by_the_old_major() {
+    let (fx, before) = fixture(15, 17, "data/{major}");
+    let data = fx.root.path().join("data");
+    let new = data.join("17");
+    let ep = || Entrypoint::new(&new, 17).old(15).env("PGLEAP_MODE", "link");
+
+    // Killed after initdb: PGDATA holds an empty PostgreSQL 17 cluster, which must never be
+    // handed over; killed again right after pg_upgrade.
+    ep().env("PGLEAP_FAULT", "after:initdb").run().killed();
+    assert_eq!(pg_version(&new).as_deref(), Some("17"));
+    ep().env("PGLEAP_FAULT", "after:pg_upgrade").run().killed();
+    assert_eq!(journal(&new, 15, 17)["state"], "upgraded");
+
+    let out = ep().run();
+    assert_eq!(out.handed_over().pgdata, new, "{}", out.stderr);
+    assert_says(
+        &out,
+        &format!(
+            "the PostgreSQL 15 cluster stays in {0}/15: 'pgleap finalize --old-datadir {0}/15 --new-datadir {0}/17' removes it",
+            data.display()
+        ),
+    );
+    assert_eq!(journal(&new, 15, 17)["state"], "done");
+    assert_eq!(pg_version(&data.join("15")).as_deref(), Some("15"));
+    assert_linked(&new);
+    assert_holds(&fx, 17, &new, &before);
+
+    // A restart serves the same cluster: nothing to do, no refusal for the old directory.
+    let out = ep().run();
+    assert_eq!(out.handed_over().pgdata, new, "{}", out.stderr);
+    assert_says(&out, "nothing to do");
+    assert_holds(&fx, 17, &new, &before);
+
+    // The next major: /data/15 was upgraded into /data/17 and is not a second candidate.
+    let log = fx.root.path().join("server-17-again.log");
+    start_server(17, &new, &log);
+    let before18 = fx.contents(17, 18, fx.port);
+    stop_server(17, &new);
+    let new18 = data.join("18");
+    let out = Entrypoint::new(&new18, 18)
+        .old(17)
+        .env("PGLEAP_MODE", "link")
+        .run();
+    assert_eq!(out.handed_over().pgdata, new18, "{}", out.stderr);
+    assert_says(
+        &out,
+        &format!(
+            "leaving the PostgreSQL 15 cluster in {0}/15 alone: pgleap upgraded it into {0}/17",
+            data.display()
+        ),
+    );
+    assert_holds(&fx, 18, &new18, &before18);
+}
+
+// Issue 18: the official images' advice when the volume's root cannot be the data directory,
+// PGDATA=/var/lib/postgresql/data/pgdata, kept across majors: a plain directory in the volume,
+// renamed aside and upgraded back into the same path.
+#[test]
+fn pgdata_subdirectory_is_upgraded_in_place() {
+    let (fx, before) = fixture(16, 18, "data/pgdata");
+    let aside = fx.root.path().join("data/16");
+    let ep = || {
+        Entrypoint::new(&fx.datadir, 18)
+            .old(16)
+            .env("PGLEAP_MODE", "link")
+    };
+
+    // Killed after the marker, before the rename; then right after the rename; then pgleap
+    // right after pg_upgrade. Each rerun goes on from there.
+    ep().env("PGLEAP_FAULT", "entrypoint:aside:marked")
+        .run()
+        .killed();
+    assert_eq!(pg_version(&fx.datadir).as_deref(), Some("16"));
+    assert!(!aside.exists());
+    ep().env("PGLEAP_FAULT", "entrypoint:aside:renamed")
+        .run()
+        .killed();
+    assert!(!fx.datadir.exists());
+    assert_eq!(pg_version(&aside).as_deref(), Some("16"));
+    ep().env("PGLEAP_FAULT", "after:pg_upgrade").run().killed();
+    assert_eq!(journal(&fx.datadir, 16, 18)["state"], "upgraded");
+
+    let out = ep().args(&["-c", "max_connections=20"]).run();
+    let h = out.handed_over();
+    assert_eq!(h.pgdata, fx.datadir, "{}", out.stderr);
+    assert_eq!(h.args, ["postgres", "-c", "max_connections=20"]);
+    assert_eq!(journal(&fx.datadir, 16, 18)["state"], "done");
+    assert_eq!(pg_version(&aside).as_deref(), Some("16"));
+    assert_linked(&fx.datadir);
+    assert_holds(&fx, 18, &fx.datadir, &before);
+
+    // A restart: the same cluster, PGDATA unchanged.
+    let out = ep().run();
+    assert_eq!(out.handed_over().pgdata, fx.datadir, "{}", out.stderr);
+    assert_says(&out, "nothing to do");
+    assert_holds(&fx, 18, &fx.datadir, &before);
+}
+
+// Issue 18: two older clusters where the rules look; upgrading either one could be wrong.
+#[test]
+fn two_older_clusters_are_refused_naming_both() {
+    let (fx, before) = fixture(15, 17, "data/{major}");
+    let data = fx.root.path().join("data");
+    initdb(14, &data.join("14"));
+    let new = data.join("17");
+    let d = data.display();
+    let message = refusal(&format!(
+        "PGDATA {d}/17 holds no cluster, and several older clusters could be upgraded into it: {d}/14 (PostgreSQL 14), {d}/15 (PostgreSQL 15). Set PGLEAP_OLD_DATADIR to the one to upgrade (or move the others off the volume), or PGLEAP_INIT_EMPTY=true to start an empty PostgreSQL 17 cluster beside them"
+    ));
+    let ep = || Entrypoint::new(&new, 17).old(15);
+
+    let snap = snapshot(fx.root.path());
+    ep().run().failed(3, &message);
+    assert_unchanged(&snap, &snapshot(fx.root.path()), "two candidates");
+    // PGDATA made empty by the orchestrator, and a one-shot Job: the same.
+    std::fs::create_dir(&new).unwrap();
+    common::chown(&new);
+    let snap = snapshot(fx.root.path());
+    ep().run().failed(3, &message);
+    ep().args(&["--leave-stopped"]).run().failed(3, &message);
+    assert_unchanged(
+        &snap,
+        &snapshot(fx.root.path()),
+        "two candidates, empty PGDATA",
+    );
+
+    // Naming one upgrades it; the other is left alone.
+    let out = ep()
+        .env("PGLEAP_OLD_DATADIR", &data.join("15").display().to_string())
+        .run();
+    assert_eq!(out.handed_over().pgdata, new, "{}", out.stderr);
+    assert_eq!(pg_version(&data.join("14")).as_deref(), Some("14"));
+    assert_holds(&fx, 17, &new, &before);
+}
+
+// Issue 18: an old cluster the image cannot upgrade beside an empty PGDATA is refused, never
+// answered with an empty database; PGLEAP_INIT_EMPTY=true is the only way to start empty.
+#[test]
+fn empty_pgdata_beside_a_major_the_image_lacks_is_refused() {
+    let fx = Fixture::new(14).build();
+    let data = fx.root.path().join("data");
+    let new = data.join("17");
+    let ep = || Entrypoint::new(&new, 17).env("PGLEAP_OLD_BINDIR", "/nonexistent/14/bin");
+    let snap = snapshot(fx.root.path());
+    ep().run().failed(
+        3,
+        &refusal(&format!(
+            "PGDATA {0}/17 holds no cluster, and {0}/14 holds a PostgreSQL 14 cluster, but /nonexistent/14/bin has no PostgreSQL 14: use an image built with --build-arg PG_OLD=14 (or set PGLEAP_OLD_BINDIR), or set PGLEAP_INIT_EMPTY=true to start an empty PostgreSQL 17 cluster beside it",
+            data.display()
+        )),
+    );
+    assert_unchanged(
+        &snap,
+        &snapshot(fx.root.path()),
+        "an old major the image lacks",
+    );
+
+    // The opt-in hands over, for the official entrypoint to initialize PGDATA.
+    let out = ep().env("PGLEAP_INIT_EMPTY", "true").run();
+    assert_eq!(out.handed_over().pgdata, new, "{}", out.stderr);
+    assert_says(
+        &out,
+        &format!(
+            "PGLEAP_INIT_EMPTY=true: starting an empty PostgreSQL 17 cluster in {0}/17, leaving {0}/14 (PostgreSQL 14) alone",
+            data.display()
+        ),
+    );
+    assert_unchanged(&snap, &snapshot(fx.root.path()), "the opt-in");
+
+    // Once PGDATA holds the image's major, every start hands over, leaving 14 alone.
+    initdb(17, &new);
+    let out = ep().run();
+    assert_eq!(out.handed_over().pgdata, new, "{}", out.stderr);
+    assert_says(
+        &out,
+        &format!(
+            "{0}/17 already holds PostgreSQL 17, not upgraded by pgleap from {0}/14: leaving the PostgreSQL 14 cluster in {0}/14 alone",
+            data.display()
+        ),
+    );
+    assert_eq!(pg_version(&data.join("14")).as_deref(), Some("14"));
+}
+
+// Issue 18: older clusters the rules see but do not upgrade stop an empty start too.
+#[test]
+fn unrecognized_old_clusters_beside_an_empty_pgdata_are_refused() {
+    let (fx, before) = fixture(15, 17, "data/pg15");
+    let data = fx.root.path().join("data");
+    let d = data.display();
+    let new = data.join("pg17");
+    let snap = snapshot(fx.root.path());
+    let cases = [
+        (
+            "a sibling not named by its major",
+            Entrypoint::new(&new, 17).old(15),
+            format!(
+                "PGDATA {d}/pg17 holds no cluster, and beside it {d}/pg15 (PostgreSQL 15) would not be upgraded: this image upgrades a sibling named by its major (/data/15 beside PGDATA=/data/17). Set PGLEAP_OLD_DATADIR to the data directory to upgrade into {d}/pg17, or PGLEAP_INIT_EMPTY=true to start an empty PostgreSQL 17 cluster beside it"
+            ),
+        ),
+        (
+            "PGDATA inside the old cluster",
+            Entrypoint::new(&data.join("pg15/pgdata"), 17).old(15),
+            format!(
+                "PGDATA {d}/pg15/pgdata holds no cluster, but its parent {d}/pg15 holds a PostgreSQL 15 cluster: set PGDATA={d}/pg15 (this image upgrades a cluster found there), or PGLEAP_INIT_EMPTY=true to start an empty PostgreSQL 17 cluster inside it anyway"
+            ),
+        ),
+        (
+            "PGLEAP_OLD_DATADIR without a cluster",
+            Entrypoint::new(&new, 17)
+                .old(15)
+                .env("PGLEAP_OLD_DATADIR", &format!("{d}/15")),
+            format!(
+                "PGLEAP_OLD_DATADIR={d}/15 holds no PostgreSQL cluster (no PG_VERSION): set it to the old data directory, or unset it"
+            ),
+        ),
+        (
+            "PGLEAP_OLD_DATADIR not older",
+            Entrypoint::new(&new, 15)
+                .old(15)
+                .env("PGLEAP_OLD_DATADIR", &format!("{d}/pg15")),
+            format!(
+                "PGLEAP_OLD_DATADIR={d}/pg15 holds PostgreSQL 15, not older than this image's PostgreSQL 15"
+            ),
+        ),
+    ];
+    for (what, ep, message) in cases {
+        let out = ep.run();
+        assert_eq!(out.status.code(), Some(3), "{what}: {}", out.stderr);
+        out.failed(3, &refusal(&message));
+        assert_unchanged(&snap, &snapshot(fx.root.path()), what);
+    }
+
+    // Named, it is upgraded.
+    let out = Entrypoint::new(&new, 17)
+        .old(15)
+        .env("PGLEAP_OLD_DATADIR", &fx.datadir.display().to_string())
+        .run();
+    assert_eq!(out.handed_over().pgdata, new, "{}", out.stderr);
+    assert_holds(&fx, 17, &new, &before);
+}
+
+// Issue 18 in the 18 images' layout: /var/lib/postgresql/data from an image before 18 and
+// /var/lib/postgresql/16/docker are both candidates; neither is picked for the user.
+#[test]
+fn eighteen_layout_with_two_older_clusters_is_refused() {
+    let fx = Fixture::new(15).layout("data").build();
+    let volume = fx.root.path();
+    initdb(16, &volume.join("16/docker"));
+    let v = volume.display();
+    let snap = snapshot(volume);
+    Entrypoint::new(&volume.join("18/docker"), 18)
+        .old(15)
+        .env("PGLEAP_VOLUME", &v.to_string())
+        .run()
+        .failed(
+            3,
+            &refusal(&format!(
+                "PGDATA {v}/18/docker holds no cluster, and several older clusters could be upgraded into it: {v}/16/docker (PostgreSQL 16), {v}/data (PostgreSQL 15). Set PGLEAP_OLD_DATADIR to the one to upgrade (or move the others off the volume), or PGLEAP_INIT_EMPTY=true to start an empty PostgreSQL 18 cluster beside them"
+            )),
+        );
+    assert_unchanged(&snap, &snapshot(volume), "two candidates in the 18 layout");
 }
