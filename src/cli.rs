@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::layout::ClusterId;
+use crate::host::layout::ClusterId;
 use crate::plan::Mode;
 
 const EXIT_CODES: &str = "Exit codes:
@@ -49,7 +49,7 @@ pub(crate) enum Command {
     #[command(name = "__db", hide = true)]
     Db {
         #[command(subcommand)]
-        request: crate::db::Request,
+        request: crate::inspect::db::Request,
     },
 }
 

@@ -98,9 +98,9 @@ impl Error {
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Error::Refused { .. } | Error::RefusedAfterCleanup { .. } => EXIT_REFUSED,
-            Error::Interrupted { .. } => crate::interrupt::EXIT_INTERRUPTED,
+            Error::Interrupted { .. } => crate::exec::interrupt::EXIT_INTERRUPTED,
             Error::Step { source, .. } if matches!(**source, Error::Interrupted { .. }) => {
-                crate::interrupt::EXIT_INTERRUPTED
+                crate::exec::interrupt::EXIT_INTERRUPTED
             }
             Error::Step { source, .. } if matches!(**source, Error::Refused { .. }) => EXIT_REFUSED,
             _ => EXIT_FAILED,

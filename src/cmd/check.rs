@@ -11,15 +11,15 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::cli::CheckArgs;
-use crate::cluster::{self, Liveness};
 use crate::error::{Error, Result};
-use crate::interrupt;
-use crate::prepare::{Purpose, prepare};
-use crate::process::Owner;
-use crate::report::Ui;
-use crate::server;
-use crate::space;
+use crate::exec::interrupt;
+use crate::exec::process::Owner;
+use crate::exec::server;
+use crate::inspect::cluster::{self, Liveness};
+use crate::inspect::space;
+use crate::plan::prepare::{Purpose, prepare};
 use crate::steps;
+use crate::ui::report::Ui;
 
 /// Stops, when dropped, a server that an interrupted or failed check may leave running on
 /// `dir`: the scratch cluster (declared after the scratch directory, so it runs before that
@@ -38,8 +38,8 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
     interrupt::install(interrupt::OnSignal::Abort);
     let ui = Ui { json: args.json };
     // Resolved the way prepare will (--cluster, --root); prepare reports any problem.
-    let old = crate::prepare::host_root(args.root.as_deref())
-        .and_then(|root| crate::prepare::old_target(&root, args))
+    let old = crate::plan::prepare::host_root(args.root.as_deref())
+        .and_then(|root| crate::plan::prepare::old_target(&root, args))
         .ok()
         .map(|(d, _)| d);
     let owner_of = |d: &Path| {

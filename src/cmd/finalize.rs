@@ -11,15 +11,15 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::cli::ConfirmArgs;
-use crate::cluster::{self, Liveness};
-use crate::db;
 use crate::error::{Error, Result};
-use crate::journal::State;
+use crate::exec::server::{self, Fence};
+use crate::inspect::cluster::{self, Liveness};
+use crate::inspect::db;
+use crate::inspect::space::human;
+use crate::plan::prepare::Prepared;
 use crate::preflight::Finding;
-use crate::prepare::Prepared;
-use crate::report::Ui;
-use crate::server::{self, Fence};
-use crate::space::human;
+use crate::state::journal::State;
+use crate::ui::report::Ui;
 
 fn refuse(code: &'static str, message: String, fix: &str) -> Error {
     Error::Refused {

@@ -8,15 +8,17 @@ pub(crate) mod upgrade;
 
 use crate::cli::TargetArgs;
 use crate::error::{Error, Result};
-use crate::journal::Journal;
 use crate::preflight::Finding;
+use crate::state::journal::Journal;
 
 /// The journal of the upgrade named by `target` under its exclusive lock, re-read after
 /// taking the lock (the previous holder may have moved it on).
-pub(crate) fn locked_journal(target: &TargetArgs) -> Result<(crate::journal::Lock, Journal)> {
+pub(crate) fn locked_journal(
+    target: &TargetArgs,
+) -> Result<(crate::state::journal::Lock, Journal)> {
     let found = find_journal(target)?;
     let work_dir = found.record.plan.work_dir.clone();
-    let lock = crate::journal::Lock::acquire(&work_dir)?;
+    let lock = crate::state::journal::Lock::acquire(&work_dir)?;
     let j = Journal::load(&work_dir)?.unwrap_or(found);
     Ok((lock, j))
 }
@@ -27,8 +29,8 @@ fn refuse(f: Finding) -> Error {
 
 /// The journal of the upgrade named by `target`, or a refusal saying none was found.
 pub(crate) fn find_journal(target: &TargetArgs) -> Result<Journal> {
-    let root = crate::prepare::host_root(target.root.as_deref()).map_err(refuse)?;
-    let (old, _) = crate::prepare::resolve_target(
+    let root = crate::plan::prepare::host_root(target.root.as_deref()).map_err(refuse)?;
+    let (old, _) = crate::plan::prepare::resolve_target(
         &root,
         target.cluster.as_ref(),
         target.old_datadir.as_deref(),
@@ -38,7 +40,7 @@ pub(crate) fn find_journal(target: &TargetArgs) -> Result<Journal> {
         .new_datadir
         .as_ref()
         .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()));
-    crate::journal::locate(&old, new.as_deref())?.ok_or_else(|| Error::Refused {
+    crate::state::journal::locate(&old, new.as_deref())?.ok_or_else(|| Error::Refused {
         findings: vec![Finding::error(
             "no-journal",
             format!("no upgrade of {} is recorded", old.display()),

@@ -14,21 +14,21 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::cli::{CheckArgs, UpgradeArgs};
-use crate::cluster::{self, Liveness};
 use crate::config::CarryReport;
-use crate::db;
 use crate::error::{Error, Result};
-use crate::interrupt;
-use crate::journal::{Journal, Lock, State, now_millis};
+use crate::exec::interrupt;
+use crate::exec::process::Opts;
+use crate::exec::server::{self, Fence};
+use crate::host::service::{self, Which};
+use crate::inspect::cluster::{self, Liveness};
+use crate::inspect::db;
+use crate::plan::prepare::{Prepared, Purpose, prepare};
 use crate::plan::{Mode, STEPS};
 use crate::preflight::Finding;
-use crate::prepare::{Prepared, Purpose, prepare};
-use crate::process::Opts;
-use crate::report::{Ui, secs};
-use crate::rollback::{self, Discard};
-use crate::server::{self, Fence};
-use crate::service::{self, Which};
+use crate::state::journal::{Journal, Lock, State, now_millis};
 use crate::steps;
+use crate::steps::undo::{self, Discard};
+use crate::ui::report::{Ui, secs};
 
 struct Run<'a> {
     p: &'a Prepared,
@@ -79,9 +79,11 @@ pub(crate) fn execute(args: &UpgradeArgs) -> Result<()> {
         json: args.common.json,
     };
     let refuse = |f| Error::Refused { findings: vec![f] };
-    let root = crate::prepare::host_root(args.common.root.as_deref()).map_err(refuse)?;
-    let (old_datadir, _) = crate::prepare::old_target(&root, &args.common).map_err(refuse)?;
-    if let Some(j) = crate::journal::locate(&old_datadir, args.common.new_datadir.as_deref())? {
+    let root = crate::plan::prepare::host_root(args.common.root.as_deref()).map_err(refuse)?;
+    let (old_datadir, _) = crate::plan::prepare::old_target(&root, &args.common).map_err(refuse)?;
+    if let Some(j) =
+        crate::state::journal::locate(&old_datadir, args.common.new_datadir.as_deref())?
+    {
         match j.record.state {
             State::Done => {
                 ui.line(&format!(
@@ -164,7 +166,7 @@ fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
         && r.running.as_deref() == Some("pg_upgrade")
     {
         return Err(Error::Refused {
-            findings: vec![rollback::impossible(&j).unwrap_or_else(|| {
+            findings: vec![undo::impossible(&j).unwrap_or_else(|| {
                 Finding::error(
                     "swap-started",
                     "pg_upgrade --swap was interrupted",
@@ -178,7 +180,7 @@ fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
         // Nothing of the new cluster is worth keeping: undo it, then redo from initdb with
         // the same binaries, paths and mode.
         let old_was_running = j.record.old_was_running;
-        for n in rollback::undo_new(&p, &j, Discard::Remove)? {
+        for n in undo::undo_new(&p, &j, Discard::Remove)? {
             ui.line(&format!("      {n}"));
         }
         j.archive()?;
@@ -528,7 +530,7 @@ fn analyze(run: &mut Run<'_>, socket: &Path) -> Result<()> {
     if missing_only {
         req.push("--missing-only");
     }
-    let progress = crate::progress::Progress::new("analyze");
+    let progress = crate::ui::progress::Progress::new("analyze");
     let on_output = |line: &str| {
         if let Some(rest) = line.strip_prefix("analyze ") {
             progress.detail(rest);
@@ -647,7 +649,7 @@ fn auto_rollback(run: &mut Run<'_>, e: Error) -> Error {
         .unwrap_or_else(|| "upgrade".into());
     let refused_before_stop =
         matches!(e, Error::Refused { .. }) && run.journal.record.state < State::OldStopped;
-    match rollback::roll_back(run.p, &mut run.journal, Discard::Remove, &run.log_dir) {
+    match undo::roll_back(run.p, &mut run.journal, Discard::Remove, &run.log_dir) {
         Ok(notes) => {
             if let (true, Error::Refused { findings }) = (refused_before_stop, &e) {
                 // pg_upgrade --check refused: the old cluster was never touched.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::layout;
+use crate::host::layout;
 use crate::plan::Plan;
 use crate::preflight::Finding;
 
@@ -289,7 +289,7 @@ pub(crate) fn locate(old_datadir: &Path, new_datadir: Option<&Path>) -> Result<O
     let mut candidates = Vec::new();
     let old_major = std::fs::read_to_string(old_datadir.join("PG_VERSION"))
         .ok()
-        .and_then(|t| crate::cluster::parse_pg_version(&t));
+        .and_then(|t| crate::inspect::cluster::parse_pg_version(&t));
     match (new_datadir, old_major) {
         (Some(new), Some(old)) => {
             for m in old + 1..=old + 20 {

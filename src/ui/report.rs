@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+use crate::inspect::space::human;
 use crate::plan::Plan;
 use crate::preflight::{Finding, Severity};
-use crate::space::human;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ui {

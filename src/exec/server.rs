@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::install::Install;
-use crate::process::{Opts, Owner, Runner};
+use crate::exec::process::{Opts, Owner, Runner};
+use crate::inspect::install::Install;
 
 /// A private socket directory plus the pg_hba.conf used with it; removed on drop.
 #[derive(Debug)]
@@ -137,7 +137,7 @@ fn with_server_log(e: Error, logfile: &Path) -> Error {
             log,
         } => {
             let tail = std::fs::read_to_string(logfile)
-                .map(|t| crate::process::last_lines(&t, 10))
+                .map(|t| crate::exec::process::last_lines(&t, 10))
                 .unwrap_or_default();
             Error::Command {
                 program,
@@ -170,7 +170,8 @@ pub(crate) fn logfile(log_dir: &Path, name: &str) -> PathBuf {
 /// postmaster's own binary (found through /proc): for cleanup paths that may not know
 /// which installation started it. Best effort.
 pub(crate) fn stop_any(datadir: &Path, owner: &Owner, fenced_only: bool) {
-    let crate::cluster::Liveness::Running(pm) = crate::cluster::liveness(datadir) else {
+    let crate::inspect::cluster::Liveness::Running(pm) = crate::inspect::cluster::liveness(datadir)
+    else {
         return;
     };
     // A server on a pgleap fence's socket directory was started by pgleap or its pg_upgrade;

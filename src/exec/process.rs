@@ -247,12 +247,12 @@ impl Runner {
             )
         };
         let child = cmd.spawn().map_err(could_not_run)?;
-        crate::interrupt::set_child(child.id());
+        crate::exec::interrupt::set_child(child.id());
         let output = match opts.on_output {
             None => child.wait_with_output(),
             Some(f) => wait_streaming(child, f),
         };
-        crate::interrupt::clear_child();
+        crate::exec::interrupt::clear_child();
         let output = output.map_err(could_not_run)?;
         let log = self.write_log(program, opts.log_name, &rendered, &output);
         Ok(Logged {

@@ -3,15 +3,17 @@
 //! initdb and config carry-over happen while the old server still serves; the downtime
 //! window holds only stop-old, pg_upgrade and start-new.
 
+pub(crate) mod undo;
+
 use std::path::{Path, PathBuf};
 
 use crate::config::{self, CarryReport};
 use crate::error::{Error, Result};
+use crate::exec::process::{Logged, Opts, Owner};
+use crate::exec::server::{self, Fence};
+use crate::host::service::{self, Which};
+use crate::plan::prepare::Prepared;
 use crate::preflight::Finding;
-use crate::prepare::Prepared;
-use crate::process::{Logged, Opts, Owner};
-use crate::server::{self, Fence};
-use crate::service::{self, Which};
 
 /// Creates `dir` (and missing parents) owned by `owner`, mode 0700.
 pub(crate) fn create_owned_dir(dir: &Path, owner: &Owner) -> Result<()> {
@@ -124,7 +126,7 @@ pub(crate) fn pg_upgrade(
         // 17: syncfs syncs each filesystem once instead of every file.
         args.push("--sync-method=syncfs".into());
     }
-    let progress = crate::progress::Progress::new(if check {
+    let progress = crate::ui::progress::Progress::new(if check {
         "pg_upgrade --check"
     } else {
         "pg_upgrade"
@@ -172,7 +174,7 @@ pub(crate) fn pg_upgrade(
             };
             let expected = p.plan.user_relation_bytes;
             let (progress, stop) = (&progress, &stop);
-            s.spawn(move || crate::progress::watch_copy(progress, dirs, expected, stop));
+            s.spawn(move || crate::ui::progress::watch_copy(progress, dirs, expected, stop));
         }
         let out = p.runner.run_unchecked(&p.new.pg_upgrade(), &args, &opts);
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -205,7 +207,11 @@ pub(crate) fn pg_upgrade(
                 )],
             })
         } else {
-            Err(crate::process::failure(&p.new.pg_upgrade(), &args, &out))
+            Err(crate::exec::process::failure(
+                &p.new.pg_upgrade(),
+                &args,
+                &out,
+            ))
         }
     }
 }
@@ -280,7 +286,7 @@ pub(crate) fn pg_upgrade_findings(stdout: &str) -> String {
         .filter(|l| !l.trim().is_empty() && !l.starts_with("Failure, exiting"))
         .collect();
     let text = if picked.is_empty() {
-        crate::process::last_lines(stdout, 15)
+        crate::exec::process::last_lines(stdout, 15)
     } else {
         picked.join("\n")
     };
@@ -293,10 +299,10 @@ pub(crate) fn pg_upgrade_findings(stdout: &str) -> String {
 /// Stops the old server (through what manages it) and verifies pg_control says it shut down
 /// cleanly. Returns what stopped it.
 pub(crate) fn stop_old(p: &Prepared) -> Result<Option<String>> {
-    let how = match crate::cluster::liveness(&p.plan.old.datadir) {
-        crate::cluster::Liveness::Stopped => None,
-        crate::cluster::Liveness::Running(_) => service::stop(p, Which::Old)?,
-        crate::cluster::Liveness::Stale { .. } => {
+    let how = match crate::inspect::cluster::liveness(&p.plan.old.datadir) {
+        crate::inspect::cluster::Liveness::Stopped => None,
+        crate::inspect::cluster::Liveness::Running(_) => service::stop(p, Which::Old)?,
+        crate::inspect::cluster::Liveness::Stale { .. } => {
             server::stop(&p.runner, &p.old, &p.plan.old.datadir)?;
             None
         }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::cluster::Cluster;
+use crate::inspect::cluster::Cluster;
 use crate::plan::Mode;
 
 /// Fixed part of the new catalog estimate: an initdb'd cluster plus its first WAL segments.

@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{self, Liveness};
 use crate::error::{Error, Result};
-use crate::install::{Install, is_executable};
-use crate::layout::{Layout, under};
+use crate::exec::process::{Opts, Runner};
+use crate::exec::server;
+use crate::host::layout::{Layout, under};
+use crate::inspect::cluster::{self, Liveness};
+use crate::inspect::install::{Install, is_executable};
 use crate::plan::Side;
-use crate::prepare::Prepared;
-use crate::process::{Opts, Runner};
-use crate::server;
+use crate::plan::prepare::Prepared;
 
 /// Debian's cluster control tool (postgresql-common).
 const PG_CTLCLUSTER: &str = "/usr/bin/pg_ctlcluster";
@@ -561,19 +561,22 @@ fn run_detached<S: AsRef<std::ffi::OsStr>>(
     };
     let mut cmd = runner.command(program, args, opts);
     cmd.stdout(file(&out)?).stderr(file(&out)?);
-    let rendered = crate::process::render(program, args);
+    let rendered = crate::exec::process::render(program, args);
     tracing::debug!(command = %rendered, "running");
     let could_not_run = |e| {
         Error::io(
-            format!("could not run {}", crate::process::program_name(program)),
+            format!(
+                "could not run {}",
+                crate::exec::process::program_name(program)
+            ),
             program,
             e,
         )
     };
     let mut child = cmd.spawn().map_err(could_not_run)?;
-    crate::interrupt::set_child(child.id());
+    crate::exec::interrupt::set_child(child.id());
     let status = child.wait();
-    crate::interrupt::clear_child();
+    crate::exec::interrupt::clear_child();
     let status = status.map_err(could_not_run)?;
     let text = std::fs::read_to_string(out.path()).unwrap_or_default();
     let log = runner.log_text(opts.log_name.unwrap_or("service"), &rendered, status, &text);
@@ -581,10 +584,10 @@ fn run_detached<S: AsRef<std::ffi::OsStr>>(
         Ok(())
     } else {
         Err(Error::Command {
-            program: crate::process::program_name(program),
+            program: crate::exec::process::program_name(program),
             command: rendered,
             status: status.to_string(),
-            stderr_tail: crate::process::last_lines(&text, 15),
+            stderr_tail: crate::exec::process::last_lines(&text, 15),
             log,
         })
     }

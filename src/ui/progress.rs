@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::report::secs;
-use crate::space::human;
+use crate::inspect::space::human;
+use crate::ui::report::secs;
 
 /// How often plain (non-terminal) output may print a new line.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);

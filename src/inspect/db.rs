@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, NoTls};
 
 use crate::error::{Error, Result};
-use crate::process::{Opts, Runner};
+use crate::exec::process::{Opts, Runner};
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone, clap::Args, Serialize)]
@@ -179,7 +179,7 @@ pub(crate) fn serve(request: Request) -> Result<()> {
         match request {
             Request::Catalog { target } => {
                 let (client, user) = connect_any(&target, "postgres").await?;
-                let catalog = crate::catalog::read(&client, |db| {
+                let catalog = crate::inspect::catalog::read(&client, |db| {
                     let t = target.clone();
                     let u = user.clone();
                     async move { connect(&t, &u, &db).await }

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::layout::under;
+use crate::exec::process::{Opts, Runner};
+use crate::host::layout::under;
 use crate::preflight::Finding;
-use crate::process::{Opts, Runner};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Install {

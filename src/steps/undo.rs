@@ -8,14 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cluster::{self, Liveness};
 use crate::error::{Error, Result};
-use crate::journal::{Journal, State};
+use crate::exec::server;
+use crate::host::service::{self, Which};
+use crate::inspect::cluster::{self, Liveness};
 use crate::plan::Mode;
+use crate::plan::prepare::Prepared;
 use crate::preflight::Finding;
-use crate::prepare::Prepared;
-use crate::server;
-use crate::service::{self, Which};
+use crate::state::journal::{Journal, State};
 
 /// What happens to the new cluster's files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +123,7 @@ pub(crate) fn undo_new(p: &Prepared, j: &Journal, discard: Discard) -> Result<Ve
     if let Some(n) = restore_control(old)? {
         notes.push(n);
     }
-    let stamp = crate::journal::now();
+    let stamp = crate::state::journal::now();
     let new_prefix = format!("PG_{}_", p.plan.new.major);
     for t in &p.plan.tablespaces {
         let Ok(rd) = std::fs::read_dir(t) else {

@@ -285,7 +285,7 @@ fn debian_id_of_confdir(root: &Path, dir: &Path) -> Option<ClusterId> {
 fn debian_layout_of_datadir(root: &Path, datadir: &Path) -> Option<Layout> {
     let version = std::fs::read_to_string(datadir.join("PG_VERSION"))
         .ok()
-        .and_then(|t| crate::cluster::parse_pg_version(&t))?;
+        .and_then(|t| crate::inspect::cluster::parse_pg_version(&t))?;
     let mut candidates: Vec<ClusterId> = Vec::new();
     if let Some(name) = datadir.file_name().and_then(|n| n.to_str()) {
         candidates.push(ClusterId {

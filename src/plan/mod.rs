@@ -2,15 +2,17 @@
 //!
 //! A plain serializable value: `check --json` prints it, `upgrade` executes it.
 
+pub(crate) mod prepare;
+
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::catalog::Catalog;
-use crate::cluster::ControlData;
-use crate::layout::Layout;
-use crate::service::Host;
-use crate::space::FsNeed;
+use crate::host::layout::Layout;
+use crate::host::service::Host;
+use crate::inspect::catalog::Catalog;
+use crate::inspect::cluster::ControlData;
+use crate::inspect::space::FsNeed;
 
 /// How pg_upgrade moves relation files into the new cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -182,7 +184,7 @@ pub(crate) struct Plan {
     pub(crate) mode: Mode,
     pub(crate) mode_reason: String,
     pub(crate) jobs: usize,
-    pub(crate) owner: crate::process::Owner,
+    pub(crate) owner: crate::exec::process::Owner,
     /// Where logs and scratch files of this upgrade live (beside the new data directory).
     pub(crate) work_dir: PathBuf,
     pub(crate) old_running: bool,

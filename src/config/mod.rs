@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::install::Install;
-use crate::layout::Layout;
-use crate::process::{Opts, Owner, Runner};
+use crate::exec::process::{Opts, Owner, Runner};
+use crate::host::layout::Layout;
+use crate::inspect::install::Install;
 
 /// Files copied when present, relative to the configuration directory (the data directory
 /// unless the layout keeps configuration elsewhere, as Debian does); `true`: holds settings.
@@ -490,7 +490,7 @@ fn validate(
         }
         let stderr = out.stderr();
         let Some(name) = rejected_setting(&stderr) else {
-            return Err(crate::process::failure(&new.postgres(), &args, &out));
+            return Err(crate::exec::process::failure(&new.postgres(), &args, &out));
         };
         let mut fixed = false;
         // The definition in effect is the last one read: postgresql.auto.conf, then the rest.
@@ -511,7 +511,7 @@ fn validate(
             }
         }
         if !fixed {
-            return Err(crate::process::failure(&new.postgres(), &args, &out));
+            return Err(crate::exec::process::failure(&new.postgres(), &args, &out));
         }
     }
     Err(Error::Other(
@@ -553,7 +553,7 @@ fn write_owned(
     text.push('\n');
     std::fs::write(path, text).map_err(|e| Error::io("cannot write", path, e))?;
     set_mode(path, mode.unwrap_or(0o600))?;
-    crate::server::chown(path, owner)
+    crate::exec::server::chown(path, owner)
 }
 
 fn copy_owned(from: &Path, to: &Path, owner: &Owner, dirs: &Dirs<'_>) -> Result<()> {
@@ -561,7 +561,7 @@ fn copy_owned(from: &Path, to: &Path, owner: &Owner, dirs: &Dirs<'_>) -> Result<
         create_dirs_owned(parent, owner, dirs)?;
     }
     std::fs::copy(from, to).map_err(|e| Error::io("cannot copy", from, e))?;
-    crate::server::chown(to, owner)
+    crate::exec::server::chown(to, owner)
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
@@ -579,7 +579,7 @@ fn create_dirs_owned(dir: &Path, owner: &Owner, dirs: &Dirs<'_>) -> Result<()> {
     }
     std::fs::create_dir(dir).map_err(|e| Error::io("cannot create directory", dir, e))?;
     set_mode(dir, dirs.dir_mode(dir))?;
-    crate::server::chown(dir, owner)
+    crate::exec::server::chown(dir, owner)
 }
 
 #[cfg(test)]

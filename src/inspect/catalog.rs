@@ -1,16 +1,16 @@
 //! What the old cluster's catalogs say: bootstrap superuser, template0's encoding and locale,
 //! and per database the extensions and C libraries in use.
 //!
-//! Read over a Unix socket with tokio-postgres, by [`crate::db`], as the cluster owner.
+//! Read over a Unix socket with tokio-postgres, by [`crate::inspect::db`], as the cluster owner.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use crate::install::Install;
+use crate::exec::process::{Opts, Runner};
+use crate::inspect::install::Install;
 use crate::preflight::Finding;
-use crate::process::{Opts, Runner};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct LocaleInfo {
@@ -195,15 +195,15 @@ pub(crate) fn bootstrap_superuser(
             .write_all(b"SELECT rolname FROM pg_catalog.pg_authid WHERE oid = 10\n")
             .map_err(failed)?;
     }
-    crate::interrupt::set_child(child.id());
+    crate::exec::interrupt::set_child(child.id());
     let out = child.wait_with_output();
-    crate::interrupt::clear_child();
+    crate::exec::interrupt::clear_child();
     let out = out.map_err(failed)?;
     single_user_value(&String::from_utf8_lossy(&out.stdout), "rolname").ok_or_else(|| {
         crate::error::Error::Other(format!(
             "postgres --single did not name the bootstrap superuser ({}): {}",
             out.status,
-            crate::process::last_lines(&String::from_utf8_lossy(&out.stderr), 5)
+            crate::exec::process::last_lines(&String::from_utf8_lossy(&out.stderr), 5)
         ))
     })
 }

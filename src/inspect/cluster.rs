@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::install::Install;
+use crate::exec::process::{Opts, Owner, Runner};
+use crate::inspect::install::Install;
 use crate::preflight::Finding;
-use crate::process::{Opts, Owner, Runner};
 
 /// What `postmaster.pid` says about a live server.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -7,19 +7,19 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{self, Catalog};
 use crate::cli::CheckArgs;
-use crate::cluster::Cluster;
-use crate::db;
 use crate::error::{Error, Result};
-use crate::install::{self, Install, Role};
-use crate::layout;
+use crate::exec::process::{Owner, Runner};
+use crate::exec::server::{self, Fence};
+use crate::host::layout;
+use crate::host::service;
+use crate::inspect::catalog::{self, Catalog};
+use crate::inspect::cluster::Cluster;
+use crate::inspect::db;
+use crate::inspect::install::{self, Install, Role};
+use crate::inspect::space::{self, Usage};
 use crate::plan::{self, InitdbOptions, Mode, Plan, Side};
 use crate::preflight::{Finding, Findings};
-use crate::process::{Owner, Runner};
-use crate::server::{self, Fence};
-use crate::service;
-use crate::space::{self, Usage};
 
 /// Everything an upgrade needs, decided.
 #[derive(Debug)]
@@ -429,9 +429,9 @@ fn user_bytes(cluster: &Cluster) -> u64 {
         .flatten()
         .filter_map(std::result::Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| crate::progress::user_relation_bytes(&e.path()))
+        .map(|e| crate::ui::progress::user_relation_bytes(&e.path()))
         .sum();
-    crate::progress::user_relation_bytes(&cluster.datadir.join("base")) + in_tablespaces
+    crate::ui::progress::user_relation_bytes(&cluster.datadir.join("base")) + in_tablespaces
 }
 
 /// pg_upgrade --link disables the old cluster by renaming global/pg_control: such a
@@ -752,10 +752,10 @@ fn read_catalog(
         ));
         return Ok(None);
     }
-    if let crate::cluster::Liveness::Stale { pid } = cluster.liveness {
+    if let crate::inspect::cluster::Liveness::Stale { pid } = cluster.liveness {
         // A killed postmaster lingers as a zombie until its parent reaps it, and PostgreSQL
         // will not start while that pid exists.
-        if !crate::cluster::wait_reaped(pid, std::time::Duration::from_secs(60)) {
+        if !crate::inspect::cluster::wait_reaped(pid, std::time::Duration::from_secs(60)) {
             return Err(refuse(Finding::error(
                 "postmaster-not-reaped",
                 format!(

@@ -1,0 +1,4 @@
+//! How the host organizes clusters (plain, Debian, RHEL) and runs their servers.
+
+pub(crate) mod layout;
+pub(crate) mod service;
