@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             eprintln!("pgleap: {e}");
             // However the failure surfaced, a run stopped by a signal exits 130.
             let code = if exec::interrupt::interrupted() {
-                exec::interrupt::EXIT_INTERRUPTED
+                error::EXIT_INTERRUPTED
             } else {
                 e.exit_code()
             };

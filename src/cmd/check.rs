@@ -10,13 +10,13 @@ use serde_json::json;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::cli::CheckArgs;
 use crate::error::{Error, Result};
 use crate::exec::interrupt;
+use crate::exec::postmaster::{self, Liveness};
 use crate::exec::process::Owner;
 use crate::exec::server;
-use crate::inspect::cluster::{self, Liveness};
 use crate::inspect::space;
+use crate::plan::args::CheckArgs;
 use crate::plan::prepare::{Purpose, prepare};
 use crate::steps;
 use crate::ui::report::Ui;
@@ -38,7 +38,7 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
     interrupt::install(interrupt::OnSignal::Abort);
     let ui = Ui { json: args.json };
     // Resolved the way prepare will (--cluster, --root); prepare reports any problem.
-    let old = crate::plan::prepare::host_root(args.root.as_deref())
+    let old = crate::host::root::host_root(args.target.root.as_deref())
         .and_then(|root| crate::plan::prepare::old_target(&root, args))
         .ok()
         .map(|(d, _)| d);
@@ -48,7 +48,7 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
             .map(|m| Owner::from_uid(m.uid(), m.gid()))
     };
     let _old_guard = old
-        .filter(|d| !matches!(cluster::liveness(d), Liveness::Running(_)))
+        .filter(|d| !matches!(postmaster::liveness(d), Liveness::Running(_)))
         .and_then(|d| owner_of(&d).map(|o| StopOnDrop(d, o, true)));
     let mut p = prepare(args, Purpose::Check)?;
     let mut carried = None;
@@ -89,7 +89,7 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
         steps::initdb(&p, &new)?;
         let report = steps::carry_config(&p, &new, &confdir)?;
         for c in &report.commented {
-            p.findings.push(crate::preflight::Finding::warning(
+            p.findings.push(crate::error::Finding::warning(
                 "config-setting-dropped",
                 format!("the carried configuration sets {c}, which PostgreSQL {} rejects; upgrade comments it out", p.new.major),
                 "Review the setting for the new major",

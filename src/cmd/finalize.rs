@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::cli::ConfirmArgs;
+use crate::error::Finding;
 use crate::error::{Error, Result};
+use crate::exec::postmaster::{self, Liveness};
 use crate::exec::server::{self, Fence};
-use crate::inspect::cluster::{self, Liveness};
 use crate::inspect::db;
 use crate::inspect::space::human;
 use crate::plan::prepare::Prepared;
-use crate::preflight::Finding;
 use crate::state::journal::State;
 use crate::ui::report::Ui;
 
@@ -85,7 +85,7 @@ fn healthy(p: &Prepared) -> Result<()> {
             .map_or_else(|| p.runner.owner().name.clone(), |o| o.superuser.clone()),
         p.runner.owner().name.clone(),
     ];
-    let version: u32 = if let Liveness::Running(pm) = cluster::liveness(new) {
+    let version: u32 = if let Liveness::Running(pm) = postmaster::liveness(new) {
         let socket = pm.socket_dir.unwrap_or_else(|| PathBuf::from("/tmp"));
         db::call(
             &p.runner,
@@ -97,7 +97,7 @@ fn healthy(p: &Prepared) -> Result<()> {
         let log = server::logfile(&p.plan.work_dir.join("logs"), "new-health");
         server::start(
             &p.runner,
-            &p.new,
+            &p.new.bindir,
             &p.plan.new.conf_dir(),
             Some((&fence, p.plan.new.port)),
             &log,
@@ -107,7 +107,7 @@ fn healthy(p: &Prepared) -> Result<()> {
             &["ping"],
             &db::Target::new(fence.socket_dir(), p.plan.new.port, users),
         );
-        server::stop(&p.runner, &p.new, new)?;
+        server::stop(&p.runner, &p.new.bindir, new)?;
         v?
     };
     if version / 10000 != p.plan.new.major {

@@ -6,16 +6,14 @@ pub(crate) mod rollback;
 pub(crate) mod status;
 pub(crate) mod upgrade;
 
-use crate::cli::TargetArgs;
+use crate::error::Finding;
 use crate::error::{Error, Result};
-use crate::preflight::Finding;
+use crate::plan::args::Target;
 use crate::state::journal::Journal;
 
 /// The journal of the upgrade named by `target` under its exclusive lock, re-read after
 /// taking the lock (the previous holder may have moved it on).
-pub(crate) fn locked_journal(
-    target: &TargetArgs,
-) -> Result<(crate::state::journal::Lock, Journal)> {
+pub(crate) fn locked_journal(target: &Target) -> Result<(crate::state::journal::Lock, Journal)> {
     let found = find_journal(target)?;
     let work_dir = found.record.plan.work_dir.clone();
     let lock = crate::state::journal::Lock::acquire(&work_dir)?;
@@ -28,8 +26,8 @@ fn refuse(f: Finding) -> Error {
 }
 
 /// The journal of the upgrade named by `target`, or a refusal saying none was found.
-pub(crate) fn find_journal(target: &TargetArgs) -> Result<Journal> {
-    let root = crate::plan::prepare::host_root(target.root.as_deref()).map_err(refuse)?;
+pub(crate) fn find_journal(target: &Target) -> Result<Journal> {
+    let root = crate::host::root::host_root(target.root.as_deref()).map_err(refuse)?;
     let (old, _) = crate::plan::prepare::resolve_target(
         &root,
         target.cluster.as_ref(),

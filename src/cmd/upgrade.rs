@@ -13,20 +13,21 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::cli::{CheckArgs, UpgradeArgs};
+use crate::cli::UpgradeArgs;
 use crate::config::CarryReport;
+use crate::error::Finding;
 use crate::error::{Error, Result};
 use crate::exec::interrupt;
+use crate::exec::postmaster::{self, Liveness};
 use crate::exec::process::Opts;
 use crate::exec::server::{self, Fence};
-use crate::host::service::{self, Which};
-use crate::inspect::cluster::{self, Liveness};
 use crate::inspect::db;
+use crate::plan::args::{CheckArgs, Target};
 use crate::plan::prepare::{Prepared, Purpose, prepare};
 use crate::plan::{Mode, STEPS};
-use crate::preflight::Finding;
 use crate::state::journal::{Journal, Lock, State, now_millis};
 use crate::steps;
+use crate::steps::servers::{self, Which};
 use crate::steps::undo::{self, Discard};
 use crate::ui::report::{Ui, secs};
 
@@ -79,10 +80,10 @@ pub(crate) fn execute(args: &UpgradeArgs) -> Result<()> {
         json: args.common.json,
     };
     let refuse = |f| Error::Refused { findings: vec![f] };
-    let root = crate::plan::prepare::host_root(args.common.root.as_deref()).map_err(refuse)?;
+    let root = crate::host::root::host_root(args.common.target.root.as_deref()).map_err(refuse)?;
     let (old_datadir, _) = crate::plan::prepare::old_target(&root, &args.common).map_err(refuse)?;
     if let Some(j) =
-        crate::state::journal::locate(&old_datadir, args.common.new_datadir.as_deref())?
+        crate::state::journal::locate(&old_datadir, args.common.target.new_datadir.as_deref())?
     {
         match j.record.state {
             State::Done => {
@@ -207,12 +208,14 @@ fn args_from_plan(args: &UpgradeArgs, p: &Prepared) -> UpgradeArgs {
     let plan = &p.plan;
     UpgradeArgs {
         common: CheckArgs {
-            old_datadir: Some(plan.old.datadir.clone()),
-            cluster: None,
-            root: Some(plan.host.root.clone()),
+            target: Target {
+                old_datadir: Some(plan.old.datadir.clone()),
+                cluster: None,
+                root: Some(plan.host.root.clone()),
+                new_datadir: Some(plan.new.datadir.clone()),
+            },
             stop_command: plan.host.stop_command.clone(),
             start_command: plan.host.start_command.clone(),
-            new_datadir: Some(plan.new.datadir.clone()),
             old_bindir: Some(plan.old.bindir.clone()),
             new_bindir: Some(plan.new.bindir.clone()),
             new_version: None,
@@ -264,7 +267,7 @@ fn build_new(run: &mut Run<'_>) -> Result<()> {
 /// the downtime window has little left to write. Best effort: a failure only costs time.
 fn checkpoint_old(run: &mut Run<'_>) {
     let p = run.p;
-    let Liveness::Running(pm) = cluster::liveness(&p.plan.old.datadir) else {
+    let Liveness::Running(pm) = postmaster::liveness(&p.plan.old.datadir) else {
         return;
     };
     let Some(socket) = pm.socket_dir else { return };
@@ -332,9 +335,9 @@ fn after_upgrade(run: &mut Run<'_>) -> Result<()> {
     // The old cluster stops starting at boot only now that the upgrade has succeeded.
     let boot = run.step("finish", State::Done, &what, |r| {
         if !leave_running {
-            server::stop(&r.p.runner, &r.p.new, &r.p.plan.new.datadir)?;
+            server::stop(&r.p.runner, &r.p.new.bindir, &r.p.plan.new.datadir)?;
         }
-        service::disable_old_at_boot(r.p)
+        servers::disable_old_at_boot(r.p)
     })?;
     if let Some(b) = &boot {
         run.ui.line(&format!("      {b}"));
@@ -373,11 +376,11 @@ fn start_new(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
     };
     let started = run.step("start-new", State::NewStarted, &what, |r| {
         if leave_running {
-            service::start(r.p, Which::New, &log).map(|_| ())
+            servers::start(r.p, Which::New, &log).map(|_| ())
         } else {
             server::start(
                 &r.p.runner,
-                &r.p.new,
+                &r.p.new.bindir,
                 &new,
                 Some((fence, p.plan.new.port)),
                 &log,
@@ -427,16 +430,16 @@ fn start_new(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
 /// On resume past the first start: the new server must be up for the remaining steps.
 fn ensure_new_running(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
     let new = &run.p.plan.new.datadir;
-    if matches!(cluster::liveness(new), Liveness::Running(_)) {
+    if matches!(postmaster::liveness(new), Liveness::Running(_)) {
         return Ok(());
     }
     let log = server::logfile(&run.log_dir, "new");
     if run.leave_running() {
-        return service::start(run.p, Which::New, &log).map(|_| ());
+        return servers::start(run.p, Which::New, &log).map(|_| ());
     }
     server::start(
         &run.p.runner,
-        &run.p.new,
+        &run.p.new.bindir,
         &run.p.plan.new.conf_dir(),
         Some((fence, run.p.plan.new.port)),
         &log,
@@ -444,7 +447,7 @@ fn ensure_new_running(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
 }
 
 fn new_socket(run: &Run<'_>, fence: &Fence) -> PathBuf {
-    match cluster::liveness(&run.p.plan.new.datadir) {
+    match postmaster::liveness(&run.p.plan.new.datadir) {
         Liveness::Running(pm) => pm
             .socket_dir
             .unwrap_or_else(|| fence.socket_dir().to_path_buf()),

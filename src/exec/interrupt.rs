@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
-/// Exit code after an interrupt (128 + SIGINT, as shells report it).
-pub(crate) const EXIT_INTERRUPTED: u8 = 130;
+use crate::error::EXIT_INTERRUPTED;
 
 /// What the first signal does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,5 +2,6 @@
 //! by pgleap (the fence). Imports nothing above `error`.
 
 pub(crate) mod interrupt;
+pub(crate) mod postmaster;
 pub(crate) mod process;
 pub(crate) mod server;

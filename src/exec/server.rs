@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::exec::process::{Opts, Owner, Runner};
-use crate::inspect::install::Install;
 
 /// A private socket directory plus the pg_hba.conf used with it; removed on drop.
 #[derive(Debug)]
@@ -69,7 +68,7 @@ pub(crate) fn chown(path: &Path, owner: &Owner) -> Result<()> {
 /// its own configuration (the new cluster going live).
 pub(crate) fn start(
     runner: &Runner,
-    install: &Install,
+    bindir: &Path,
     datadir: &Path,
     fence: Option<(&Fence, u16)>,
     logfile: &Path,
@@ -90,7 +89,7 @@ pub(crate) fn start(
     }
     runner
         .run(
-            &install.pg_ctl(),
+            &bindir.join("pg_ctl"),
             &args,
             &Opts {
                 log_name: Some("pg_ctl-start"),
@@ -102,8 +101,8 @@ pub(crate) fn start(
 }
 
 /// Fast shutdown, waiting until the postmaster is gone.
-pub(crate) fn stop(runner: &Runner, install: &Install, datadir: &Path) -> Result<()> {
-    stop_with(runner, &install.pg_ctl(), datadir)
+pub(crate) fn stop(runner: &Runner, bindir: &Path, datadir: &Path) -> Result<()> {
+    stop_with(runner, &bindir.join("pg_ctl"), datadir)
 }
 
 fn stop_with(runner: &Runner, pg_ctl: &Path, datadir: &Path) -> Result<()> {
@@ -170,7 +169,7 @@ pub(crate) fn logfile(log_dir: &Path, name: &str) -> PathBuf {
 /// postmaster's own binary (found through /proc): for cleanup paths that may not know
 /// which installation started it. Best effort.
 pub(crate) fn stop_any(datadir: &Path, owner: &Owner, fenced_only: bool) {
-    let crate::inspect::cluster::Liveness::Running(pm) = crate::inspect::cluster::liveness(datadir)
+    let crate::exec::postmaster::Liveness::Running(pm) = crate::exec::postmaster::liveness(datadir)
     else {
         return;
     };

@@ -17,8 +17,9 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::parse_line;
-use crate::preflight::Finding;
+use crate::config::parse::parse_line;
+use crate::error::Finding;
+use crate::host::root::under;
 
 /// How the host organizes one cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,11 +123,6 @@ impl Layout {
             }
         }
     }
-}
-
-/// `path` (absolute, as on a live host) under `root`.
-pub(crate) fn under(root: &Path, path: &str) -> PathBuf {
-    root.join(path.trim_start_matches('/'))
 }
 
 pub(crate) fn debian_confdir(root: &Path, major: u32, name: &str) -> PathBuf {

@@ -1,4 +1,5 @@
 //! How the host organizes clusters (plain, Debian, RHEL) and runs their servers.
 
 pub(crate) mod layout;
+pub(crate) mod root;
 pub(crate) mod service;

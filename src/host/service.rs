@@ -13,21 +13,17 @@
 //! the cluster owner.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::exec::process::{Opts, Runner};
-use crate::exec::server;
-use crate::host::layout::{Layout, under};
-use crate::inspect::cluster::{self, Liveness};
-use crate::inspect::install::{Install, is_executable};
-use crate::plan::Side;
-use crate::plan::prepare::Prepared;
+use crate::host::layout::Layout;
+use crate::host::root::under;
+use crate::inspect::install::is_executable;
 
 /// Debian's cluster control tool (postgresql-common).
-const PG_CTLCLUSTER: &str = "/usr/bin/pg_ctlcluster";
+pub(crate) const PG_CTLCLUSTER: &str = "/usr/bin/pg_ctlcluster";
 /// Directories holding systemd unit files, in systemd's order of precedence.
 const UNIT_DIRS: [&str; 4] = [
     "etc/systemd/system",
@@ -182,7 +178,7 @@ pub(crate) fn unit_file_exists(root: &Path, unit: &str) -> bool {
         .any(|d| files.iter().any(|f| under(root, d).join(f).exists()))
 }
 
-fn systemd_running(root: &Path) -> bool {
+pub(crate) fn systemd_running(root: &Path) -> bool {
     root == Path::new("/") && Path::new("/run/systemd/system").is_dir()
 }
 
@@ -325,14 +321,14 @@ fn plan_boot(runner: &Runner, root: &Path, old: &Layout, new: &Layout) -> Option
     }
 }
 
-fn systemctl() -> Option<PathBuf> {
+pub(crate) fn systemctl() -> Option<PathBuf> {
     ["/usr/bin/systemctl", "/bin/systemctl"]
         .iter()
         .map(PathBuf::from)
         .find(|p| is_executable(p))
 }
 
-fn systemctl_args(offline_root: Option<&Path>, verb: &str, unit: &str) -> Vec<String> {
+pub(crate) fn systemctl_args(offline_root: Option<&Path>, verb: &str, unit: &str) -> Vec<String> {
     let mut a = Vec::new();
     if let Some(r) = offline_root {
         a.push(format!("--root={}", r.display()));
@@ -342,7 +338,7 @@ fn systemctl_args(offline_root: Option<&Path>, verb: &str, unit: &str) -> Vec<St
     a
 }
 
-fn unit_enabled(runner: &Runner, offline_root: Option<&Path>, unit: &str) -> bool {
+pub(crate) fn unit_enabled(runner: &Runner, offline_root: Option<&Path>, unit: &str) -> bool {
     let Some(sc) = systemctl() else {
         return false;
     };
@@ -359,7 +355,7 @@ fn unit_enabled(runner: &Runner, offline_root: Option<&Path>, unit: &str) -> boo
         .is_ok_and(|o| o.stdout().trim() == "enabled")
 }
 
-fn run_systemctl(
+pub(crate) fn run_systemctl(
     runner: &Runner,
     offline_root: Option<&Path>,
     verb: &str,
@@ -407,362 +403,6 @@ impl Boot {
             ),
         }
     }
-}
-
-/// Which cluster of the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Which {
-    Old,
-    New,
-}
-
-impl Which {
-    fn name(self) -> &'static str {
-        match self {
-            Which::Old => "old",
-            Which::New => "new",
-        }
-    }
-}
-
-fn side(p: &Prepared, which: Which) -> (&Side, &Install, &Control) {
-    match which {
-        Which::Old => (&p.plan.old, &p.old, &p.plan.host.old),
-        Which::New => (&p.plan.new, &p.new, &p.plan.host.new),
-    }
-}
-
-fn running(datadir: &Path) -> bool {
-    matches!(cluster::liveness(datadir), Liveness::Running(_))
-}
-
-/// Stops a running server through what manages it; returns what was done (`None`: it was not
-/// running). A server a service manager did not start (started by hand) is then stopped with
-/// `pg_ctl`.
-pub(crate) fn stop(p: &Prepared, which: Which) -> Result<Option<String>> {
-    let (s, install, control) = side(p, which);
-    if !running(&s.datadir) {
-        return Ok(None);
-    }
-    let how = control.stop.describe("stop");
-    match &control.stop {
-        Manager::PgCtl => {
-            server::stop(&p.runner, install, &s.datadir)?;
-            return Ok(Some(how));
-        }
-        m => run_manager(p, which, m, "stop")?,
-    }
-    // systemctl and pg_ctlcluster return once the server is down; a hook may only ask
-    // (runit's `sv down`), so it gets a minute to begin the shutdown.
-    let hook = matches!(control.stop, Manager::Hook { .. });
-    let grace = Duration::from_secs(if hook { 60 } else { 2 });
-    if wait_stopped(&s.datadir, grace) {
-        return Ok(Some(how));
-    }
-    if hook {
-        return Err(Error::Other(format!(
-            "the stop command returned, but the {} server at {} is still running a minute later",
-            which.name(),
-            s.datadir.display()
-        )));
-    }
-    // Started by hand, not by the service manager: it did not stop it.
-    server::stop(&p.runner, install, &s.datadir)?;
-    Ok(Some(format!(
-        "{how} left it running (it was not started by it); stopped with pg_ctl"
-    )))
-}
-
-/// Starts a server with its own configuration through what manages it, and waits until it
-/// accepts connections. `logfile` is used by `pg_ctl`; the others log where they log.
-pub(crate) fn start(p: &Prepared, which: Which, logfile: &Path) -> Result<String> {
-    let (s, install, control) = side(p, which);
-    let how = control.start.describe("start");
-    match &control.start {
-        Manager::PgCtl => {
-            server::start(&p.runner, install, &s.conf_dir(), None, logfile)?;
-            return Ok(how);
-        }
-        m => run_manager(p, which, m, "start")?,
-    }
-    wait_ready(&s.datadir, &how)?;
-    Ok(how)
-}
-
-fn run_manager(p: &Prepared, which: Which, m: &Manager, action: &str) -> Result<()> {
-    let (s, install, _) = side(p, which);
-    match m {
-        Manager::PgCtl => unreachable!("pg_ctl is run by the callers"),
-        Manager::Systemd { unit } => {
-            run_systemctl(&p.runner, None, action, unit)?;
-        }
-        Manager::PgCtlCluster { version, name } => {
-            let mut args = vec!["--bindir".to_string(), install.bindir.display().to_string()];
-            if action == "stop" {
-                args.extend(["-m".to_string(), "fast".to_string()]);
-            }
-            args.extend([version.to_string(), name.clone(), action.to_string()]);
-            run_detached(
-                &p.runner,
-                Path::new(PG_CTLCLUSTER),
-                &args,
-                &Opts {
-                    log_name: Some("pg_ctlcluster"),
-                    ..Opts::default()
-                },
-            )?;
-        }
-        Manager::Hook { command } => {
-            let env = vec![
-                ("PGLEAP_HOOK_ACTION", action.to_string()),
-                ("PGLEAP_HOOK_SIDE", which.name().to_string()),
-                ("PGLEAP_HOOK_MAJOR", s.major.to_string()),
-                ("PGLEAP_HOOK_DATADIR", s.datadir.display().to_string()),
-                ("PGLEAP_HOOK_CONFDIR", s.conf_dir().display().to_string()),
-                ("PGLEAP_HOOK_BINDIR", install.bindir.display().to_string()),
-                ("PGLEAP_HOOK_PORT", s.port.to_string()),
-                ("PGLEAP_HOOK_OWNER", p.runner.owner().name.clone()),
-                ("PGDATA", s.conf_dir().display().to_string()),
-                ("PGPORT", s.port.to_string()),
-            ];
-            run_detached(
-                &p.runner,
-                Path::new("/bin/sh"),
-                &["-c", command.as_str()],
-                &Opts {
-                    as_invoker: true,
-                    env,
-                    log_name: Some(if action == "stop" {
-                        "hook-stop"
-                    } else {
-                        "hook-start"
-                    }),
-                    ..Opts::default()
-                },
-            )?;
-        }
-    }
-    Ok(())
-}
-
-/// Runs a program whose children may outlive it (a server it starts) with its output in a
-/// file rather than a pipe, which a lingering server would hold open.
-fn run_detached<S: AsRef<std::ffi::OsStr>>(
-    runner: &Runner,
-    program: &Path,
-    args: &[S],
-    opts: &Opts<'_>,
-) -> Result<()> {
-    let out = tempfile::NamedTempFile::new()
-        .map_err(|e| Error::io("cannot create a temporary file", std::env::temp_dir(), e))?;
-    let file = |f: &tempfile::NamedTempFile| {
-        f.reopen()
-            .map_err(|e| Error::io("cannot open", f.path(), e))
-    };
-    let mut cmd = runner.command(program, args, opts);
-    cmd.stdout(file(&out)?).stderr(file(&out)?);
-    let rendered = crate::exec::process::render(program, args);
-    tracing::debug!(command = %rendered, "running");
-    let could_not_run = |e| {
-        Error::io(
-            format!(
-                "could not run {}",
-                crate::exec::process::program_name(program)
-            ),
-            program,
-            e,
-        )
-    };
-    let mut child = cmd.spawn().map_err(could_not_run)?;
-    crate::exec::interrupt::set_child(child.id());
-    let status = child.wait();
-    crate::exec::interrupt::clear_child();
-    let status = status.map_err(could_not_run)?;
-    let text = std::fs::read_to_string(out.path()).unwrap_or_default();
-    let log = runner.log_text(opts.log_name.unwrap_or("service"), &rendered, status, &text);
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::Command {
-            program: crate::exec::process::program_name(program),
-            command: rendered,
-            status: status.to_string(),
-            stderr_tail: crate::exec::process::last_lines(&text, 15),
-            log,
-        })
-    }
-}
-
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    loop {
-        if done() {
-            return true;
-        }
-        if started.elapsed() >= timeout {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Waits until the server is gone: `grace` for its shutdown to begin, then as long as its
-/// `postmaster.pid` says `stopping` (a checkpoint can take a while), up to an hour.
-fn wait_stopped(datadir: &Path, grace: Duration) -> bool {
-    let started = Instant::now();
-    loop {
-        if !running(datadir) {
-            return true;
-        }
-        let stopping = pid_status(datadir).as_deref() == Some("stopping");
-        let limit = if stopping {
-            Duration::from_secs(3600)
-        } else {
-            grace
-        };
-        if started.elapsed() >= limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The status word of a live server's `postmaster.pid` (line 8): `starting`, `ready`,
-/// `standby` or `stopping`.
-fn pid_status(datadir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(datadir.join("postmaster.pid")).ok()?;
-    text.lines().nth(7).map(|l| l.trim().to_string())
-}
-
-/// Waits until a server started by a service manager or hook accepts connections: its
-/// postmaster appears within a minute and reports `ready` (or `standby`) within an hour
-/// (crash recovery can take long), the same patience as `pg_ctl start -t 3600`.
-fn wait_ready(datadir: &Path, how: &str) -> Result<()> {
-    if !wait_until(Duration::from_secs(60), || running(datadir)) {
-        return Err(Error::Other(format!(
-            "{how} returned, but no server runs on {} a minute later; see the server log of that service",
-            datadir.display()
-        )));
-    }
-    let ready = wait_until(Duration::from_secs(3600), || {
-        !running(datadir) || matches!(pid_status(datadir).as_deref(), Some("ready" | "standby"))
-    });
-    if ready && running(datadir) {
-        Ok(())
-    } else {
-        Err(Error::Other(format!(
-            "the server started by {how} on {} stopped before accepting connections; see its log",
-            datadir.display()
-        )))
-    }
-}
-
-/// After success: keeps the old cluster from starting at boot beside the new one. Returns
-/// what was done.
-pub(crate) fn disable_old_at_boot(p: &Prepared) -> Result<Option<String>> {
-    let Some(boot) = &p.plan.host.boot else {
-        return Ok(None);
-    };
-    match boot {
-        Boot::StartConf { path, .. } => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
-            if start_mode(&text) == Some("manual") {
-                return Ok(None);
-            }
-            let why = format!(
-                "upgraded to PostgreSQL {} at {}; pgleap rollback restores the line below",
-                p.plan.new.major,
-                p.plan.new.datadir.display()
-            );
-            std::fs::write(path, manual_start_conf(&text, &why))
-                .map_err(|e| Error::io("cannot write", path, e))?;
-            daemon_reload(p)?;
-            Ok(Some(format!(
-                "set {} to manual: the old cluster no longer starts at boot",
-                path.display()
-            )))
-        }
-        Boot::Units {
-            old,
-            new,
-            offline_root,
-            ..
-        } => {
-            let root = offline_root.as_deref();
-            if unit_enabled(&p.runner, root, old) {
-                run_systemctl(&p.runner, root, "disable", old)?;
-            }
-            if let Some(n) = new {
-                if !unit_enabled(&p.runner, root, n) {
-                    run_systemctl(&p.runner, root, "enable", n)?;
-                }
-            }
-            Ok(Some(format!(
-                "disabled {old}{} at boot",
-                new.as_ref()
-                    .map(|n| format!(" and enabled {n}"))
-                    .unwrap_or_default()
-            )))
-        }
-    }
-}
-
-/// Rollback: undoes [`disable_old_at_boot`] (nothing when it did not run).
-pub(crate) fn restore_boot(p: &Prepared) -> Result<Option<String>> {
-    let Some(boot) = &p.plan.host.boot else {
-        return Ok(None);
-    };
-    match boot {
-        Boot::StartConf { path, was } => {
-            let Ok(text) = std::fs::read_to_string(path) else {
-                return Ok(None);
-            };
-            let Some(restored) = restore_start_conf(&text, was) else {
-                return Ok(None);
-            };
-            std::fs::write(path, restored).map_err(|e| Error::io("cannot write", path, e))?;
-            daemon_reload(p)?;
-            Ok(Some(format!("restored {} to {was}", path.display())))
-        }
-        Boot::Units {
-            old,
-            new,
-            new_was_enabled,
-            offline_root,
-        } => {
-            let root = offline_root.as_deref();
-            let mut done = Vec::new();
-            if !unit_enabled(&p.runner, root, old) {
-                run_systemctl(&p.runner, root, "enable", old)?;
-                done.push(format!("enabled {old}"));
-            }
-            if let Some(n) = new.as_ref().filter(|_| !new_was_enabled) {
-                if unit_enabled(&p.runner, root, n) {
-                    run_systemctl(&p.runner, root, "disable", n)?;
-                    done.push(format!("disabled {n}"));
-                }
-            }
-            Ok((!done.is_empty()).then(|| format!("{} at boot again", done.join(" and "))))
-        }
-    }
-}
-
-/// systemd's postgresql-common generator reads start.conf: tell it after a change.
-fn daemon_reload(p: &Prepared) -> Result<()> {
-    if systemd_running(&p.plan.host.root) && nix::unistd::geteuid().is_root() {
-        let sc = systemctl().ok_or_else(|| Error::Other("systemctl is not installed".into()))?;
-        p.runner.run(
-            &sc,
-            &["daemon-reload"],
-            &Opts {
-                as_invoker: true,
-                log_name: Some("systemctl-daemon-reload"),
-                ..Opts::default()
-            },
-        )?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
+use crate::error::Finding;
 use crate::exec::process::{Opts, Runner};
 use crate::inspect::install::Install;
-use crate::preflight::Finding;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct LocaleInfo {

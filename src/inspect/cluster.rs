@@ -9,29 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::error::Finding;
+use crate::exec::postmaster::{self, Liveness, Postmaster};
 use crate::exec::process::{Opts, Owner, Runner};
 use crate::inspect::install::Install;
-use crate::preflight::Finding;
-
-/// What `postmaster.pid` says about a live server.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub(crate) struct Postmaster {
-    pub(crate) pid: i32,
-    pub(crate) port: Option<u16>,
-    pub(crate) socket_dir: Option<PathBuf>,
-}
-
-/// Liveness of the server that `postmaster.pid` names.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(tag = "state", rename_all = "kebab-case")]
-pub(crate) enum Liveness {
-    /// No `postmaster.pid`.
-    Stopped,
-    /// `postmaster.pid` names a live postgres process.
-    Running(Postmaster),
-    /// `postmaster.pid` exists but its process is gone (or a zombie): a crash or kill.
-    Stale { pid: i32 },
-}
 
 /// The facts of `pg_controldata` pgleap acts on.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -157,7 +138,7 @@ impl Cluster {
             confdir: datadir.to_path_buf(),
             major,
             owner: Owner::from_uid(meta.uid(), meta.gid()),
-            liveness: liveness(datadir),
+            liveness: postmaster::liveness(datadir),
             tablespaces: tablespaces(datadir),
         })
     }
@@ -289,76 +270,6 @@ fn tablespaces(datadir: &Path) -> Vec<Tablespace> {
     out
 }
 
-/// Reads `postmaster.pid` and decides whether its process is a live server.
-pub(crate) fn liveness(datadir: &Path) -> Liveness {
-    let Ok(text) = std::fs::read_to_string(datadir.join("postmaster.pid")) else {
-        return Liveness::Stopped;
-    };
-    let lines: Vec<&str> = text.lines().collect();
-    let Some(pid) = lines.first().and_then(|l| l.trim().parse::<i32>().ok()) else {
-        return Liveness::Stale { pid: 0 };
-    };
-    if !process_alive(pid) {
-        return Liveness::Stale { pid };
-    }
-    Liveness::Running(Postmaster {
-        pid,
-        port: lines.get(3).and_then(|l| l.trim().parse().ok()),
-        socket_dir: lines
-            .get(4)
-            .map(|l| l.trim())
-            .filter(|l| !l.is_empty())
-            .map(PathBuf::from),
-    })
-}
-
-/// True when `pid` is a live, non-zombie postgres process. A killed postmaster can linger as
-/// a zombie until reaped, and a stale pid may have been reused by an unrelated program.
-pub(crate) fn process_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the parenthesised command name, which may itself hold spaces.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    if matches!(state, Some("Z" | "X" | "x")) {
-        return false;
-    }
-    let comm = stat
-        .split_once('(')
-        .and_then(|(_, r)| r.rsplit_once(')'))
-        .map_or("", |(c, _)| c);
-    // The postmaster's comm is "postgres" (or "postmaster" on old builds).
-    comm.starts_with("postgres") || comm.starts_with("postmaster")
-}
-
-/// Waits up to `timeout` until `pid` is no longer a zombie. A killed postmaster stays a
-/// zombie until its parent reaps it, and PostgreSQL will not start while the pid named in
-/// `postmaster.pid` exists. True when it is gone (or was never a zombie).
-pub(crate) fn wait_reaped(pid: i32, timeout: std::time::Duration) -> bool {
-    let started = std::time::Instant::now();
-    while is_zombie(pid) {
-        if started.elapsed() >= timeout {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    true
-}
-
-fn is_zombie(pid: i32) -> bool {
-    pid > 0
-        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                == Some("Z")
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,13 +312,6 @@ Data page checksum version:           1
     }
 
     #[test]
-    fn own_process_is_not_a_postmaster() {
-        // This test process is alive but is not postgres: a reused pid must not count.
-        assert!(!process_alive(i32::try_from(std::process::id()).unwrap()));
-        assert!(!process_alive(0));
-    }
-
-    #[test]
     fn names_data_directories_below_a_parent() {
         let root = tempfile::tempdir().unwrap();
         assert_eq!(fix_naming_data_dirs_below(root.path()), None);
@@ -424,22 +328,5 @@ Data page checksum version:           1
         // From the data directory's parent; a database directory is no data directory.
         assert!(fix_naming_data_dirs_below(&root.path().join("15")).is_some());
         assert_eq!(fix_naming_data_dirs_below(&main.join("base")), None);
-    }
-
-    #[test]
-    fn a_live_process_is_no_zombie() {
-        assert!(!is_zombie(i32::try_from(std::process::id()).unwrap()));
-        assert!(wait_reaped(0, std::time::Duration::ZERO));
-    }
-
-    #[test]
-    fn stale_pid_file_is_not_running() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("postmaster.pid"),
-            "999999999\n/x\n1\n5432\n/tmp\n",
-        )
-        .unwrap();
-        assert_eq!(liveness(dir.path()), Liveness::Stale { pid: 999_999_999 });
     }
 }

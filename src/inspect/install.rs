@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error::Finding;
 use crate::exec::process::{Opts, Runner};
-use crate::host::layout::under;
-use crate::preflight::Finding;
+use crate::host::root::under;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Install {
@@ -60,9 +60,6 @@ impl Install {
     }
     pub(crate) fn initdb(&self) -> PathBuf {
         self.program("initdb")
-    }
-    pub(crate) fn pg_ctl(&self) -> PathBuf {
-        self.program("pg_ctl")
     }
     pub(crate) fn postgres(&self) -> PathBuf {
         self.program("postgres")

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::inspect::cluster::Cluster;
-use crate::plan::Mode;
 
 /// Fixed part of the new catalog estimate: an initdb'd cluster plus its first WAL segments.
 const CATALOG_BASE: u64 = 64 * 1024 * 1024;
@@ -79,7 +78,7 @@ impl FsNeed {
     }
 }
 
-/// What each filesystem must hold for `mode`: the new data directory's filesystem gets the
+/// What each filesystem must hold, `copies` when the mode copies relation files: the new data directory's filesystem gets the
 /// catalog (plus the data directory's relations when copying); each tablespace's filesystem
 /// gets that tablespace's relations when copying (pg_upgrade writes the new tablespace
 /// subdirectory beside the old one).
@@ -87,9 +86,8 @@ pub(crate) fn needs(
     usage: &Usage,
     new_datadir: &Path,
     tablespaces: &[PathBuf],
-    mode: Mode,
+    copies: bool,
 ) -> Vec<FsNeed> {
-    let copies = mode.copies_data();
     let mut by_dev: BTreeMap<u64, FsNeed> = BTreeMap::new();
     let mut add = |path: &Path, bytes: u64| {
         let probe = existing_ancestor(path);
@@ -208,6 +206,23 @@ pub(crate) fn human(bytes: u64) -> String {
     }
 }
 
+/// Bytes of user relation files below `dir`: files named by a relfilenode at or above
+/// FirstNormalObjectId (16384) — the ones pg_upgrade transfers; catalogs are rebuilt.
+pub(crate) fn user_relation_bytes(dir: &std::path::Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy();
+            let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().is_ok_and(|n| n >= 16384)
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,8 +246,8 @@ mod tests {
     fn copy_needs_relations_link_needs_catalog() {
         let u = usage();
         let dir = tempfile::tempdir().unwrap();
-        let copy = needs(&u, &dir.path().join("17"), &[], Mode::Copy);
-        let link = needs(&u, &dir.path().join("17"), &[], Mode::Link);
+        let copy = needs(&u, &dir.path().join("17"), &[], true);
+        let link = needs(&u, &dir.path().join("17"), &[], false);
         assert_eq!(copy.len(), 1);
         assert_eq!(
             copy[0].needed,
@@ -246,12 +261,7 @@ mod tests {
         let u = usage();
         let dir = tempfile::tempdir_in("/tmp").unwrap();
         // The tempdir lives in /tmp: one filesystem, so one row holding both amounts.
-        let rows = needs(
-            &u,
-            &dir.path().join("17"),
-            &[PathBuf::from("/tmp")],
-            Mode::Copy,
-        );
+        let rows = needs(&u, &dir.path().join("17"), &[PathBuf::from("/tmp")], true);
         assert_eq!(rows.len(), 1);
         assert_eq!(
             rows[0].needed,
@@ -272,5 +282,18 @@ mod tests {
         std::fs::write(dir.path().join("a/x"), [0u8; 100]).unwrap();
         std::fs::write(dir.path().join("y"), [0u8; 28]).unwrap();
         assert_eq!(dir_bytes(dir.path()), 128);
+    }
+
+    #[test]
+    fn counts_only_user_relation_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("base/5");
+        std::fs::create_dir_all(&db).unwrap();
+        std::fs::write(db.join("16390"), [0u8; 100]).unwrap();
+        std::fs::write(db.join("16390_fsm"), [0u8; 10]).unwrap();
+        std::fs::write(db.join("16390.1"), [0u8; 5]).unwrap();
+        std::fs::write(db.join("1259"), [0u8; 1000]).unwrap(); // pg_class: a catalog
+        std::fs::write(db.join("PG_VERSION"), b"17").unwrap();
+        assert_eq!(user_relation_bytes(dir.path()), 115);
     }
 }

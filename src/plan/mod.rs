@@ -2,6 +2,7 @@
 //!
 //! A plain serializable value: `check --json` prints it, `upgrade` executes it.
 
+pub(crate) mod args;
 pub(crate) mod prepare;
 
 use std::path::PathBuf;

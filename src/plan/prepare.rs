@@ -7,19 +7,20 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::CheckArgs;
 use crate::error::{Error, Result};
+use crate::error::{Finding, Findings};
 use crate::exec::process::{Owner, Runner};
 use crate::exec::server::{self, Fence};
 use crate::host::layout;
+use crate::host::root::{absolute, host_root, under};
 use crate::host::service;
 use crate::inspect::catalog::{self, Catalog};
 use crate::inspect::cluster::Cluster;
 use crate::inspect::db;
 use crate::inspect::install::{self, Install, Role};
 use crate::inspect::space::{self, Usage};
+use crate::plan::args::CheckArgs;
 use crate::plan::{self, InitdbOptions, Mode, Plan, Side};
-use crate::preflight::{Finding, Findings};
 
 /// Everything an upgrade needs, decided.
 #[derive(Debug)]
@@ -49,7 +50,7 @@ fn refuse(f: Finding) -> Error {
 
 /// The host root, the old cluster's layout and the cluster itself, inspected.
 fn inspect_old(args: &CheckArgs) -> Result<(PathBuf, layout::Layout, Cluster)> {
-    let root = host_root(args.root.as_deref()).map_err(refuse)?;
+    let root = host_root(args.target.root.as_deref()).map_err(refuse)?;
     let (old_datadir, old_layout) = old_target(&root, args).map_err(refuse)?;
     let mut cluster =
         Cluster::inspect(&old_datadir).map_err(|f| refuse(explain_unreadable(f, &old_datadir)))?;
@@ -103,7 +104,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         .iter()
         .map(|t| t.location.clone())
         .collect();
-    let space = space::needs(&usage, &new_datadir, &tablespaces, mode);
+    let space = space::needs(&usage, &new_datadir, &tablespaces, mode.copies_data());
     let cross_device = space::device_of(&old_datadir) != space::device_of(&new_datadir);
     space_findings(&space, mode, &new_datadir, cross_device, &mut findings);
 
@@ -211,29 +212,16 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     })
 }
 
-/// The directory host paths are resolved under: `--root`, else `/`.
-pub(crate) fn host_root(arg: Option<&Path>) -> Result<PathBuf, Finding> {
-    let Some(dir) = arg else {
-        return Ok(PathBuf::from("/"));
-    };
-    let dir = absolute(dir);
-    if dir.is_dir() {
-        Ok(dir)
-    } else {
-        Err(Finding::error(
-            "root-missing",
-            format!("--root {} is not a directory", dir.display()),
-            "Pass --root with the directory that holds the host's etc, var and usr",
-        ))
-    }
-}
-
 /// The old data directory and layout named by `--cluster` or `--old-datadir`.
 pub(crate) fn old_target(
     root: &Path,
     args: &CheckArgs,
 ) -> Result<(PathBuf, layout::Layout), Finding> {
-    resolve_target(root, args.cluster.as_ref(), args.old_datadir.as_deref())
+    resolve_target(
+        root,
+        args.target.cluster.as_ref(),
+        args.target.old_datadir.as_deref(),
+    )
 }
 
 /// `old_target` for the commands that only name an upgrade (status, rollback, finalize).
@@ -251,7 +239,7 @@ pub(crate) fn resolve_target(
 /// `/var/lib/pgsql/N/data` only, so a new data directory elsewhere is plain.
 fn new_layout(old: &layout::Layout, root: &Path, major: u32, new_datadir: &Path) -> layout::Layout {
     let l = old.for_major(root, major);
-    let default_rhel = layout::under(root, &format!("var/lib/pgsql/{major}/data"));
+    let default_rhel = under(root, &format!("var/lib/pgsql/{major}/data"));
     match l {
         layout::Layout::Rhel { .. } if new_datadir != default_rhel => layout::Layout::Plain,
         l => l,
@@ -319,7 +307,7 @@ fn host_findings(
     findings: &mut Findings,
 ) {
     if let layout::Layout::Debian { version, name, .. } = new_layout {
-        let debian_bindir = layout::under(&host.root, &format!("usr/lib/postgresql/{version}/bin"));
+        let debian_bindir = under(&host.root, &format!("usr/lib/postgresql/{version}/bin"));
         let same =
             std::fs::canonicalize(&debian_bindir).ok() == std::fs::canonicalize(&new.bindir).ok();
         if !same && host.root == Path::new("/") {
@@ -404,7 +392,7 @@ fn resolve_new_datadir(
     old_major: u32,
     new_major: u32,
 ) -> Result<PathBuf, Finding> {
-    if let Some(d) = &args.new_datadir {
+    if let Some(d) = &args.target.new_datadir {
         return Ok(absolute(d));
     }
     layout::versioned_sibling(old, old_major, new_major).ok_or_else(|| {
@@ -429,9 +417,9 @@ fn user_bytes(cluster: &Cluster) -> u64 {
         .flatten()
         .filter_map(std::result::Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| crate::ui::progress::user_relation_bytes(&e.path()))
+        .map(|e| space::user_relation_bytes(&e.path()))
         .sum();
-    crate::ui::progress::user_relation_bytes(&cluster.datadir.join("base")) + in_tablespaces
+    space::user_relation_bytes(&cluster.datadir.join("base")) + in_tablespaces
 }
 
 /// pg_upgrade --link disables the old cluster by renaming global/pg_control: such a
@@ -449,10 +437,6 @@ fn check_not_disabled(datadir: &Path) -> Result<(), Finding> {
         ));
     }
     Ok(())
-}
-
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// A data directory pgleap cannot read usually belongs to another user: when its owner can
@@ -752,10 +736,10 @@ fn read_catalog(
         ));
         return Ok(None);
     }
-    if let crate::inspect::cluster::Liveness::Stale { pid } = cluster.liveness {
+    if let crate::exec::postmaster::Liveness::Stale { pid } = cluster.liveness {
         // A killed postmaster lingers as a zombie until its parent reaps it, and PostgreSQL
         // will not start while that pid exists.
-        if !crate::inspect::cluster::wait_reaped(pid, std::time::Duration::from_secs(60)) {
+        if !crate::exec::postmaster::wait_reaped(pid, std::time::Duration::from_secs(60)) {
             return Err(refuse(Finding::error(
                 "postmaster-not-reaped",
                 format!(
@@ -777,14 +761,14 @@ fn read_catalog(
     let log = tempfile_log(fence.socket_dir());
     server::start(
         runner,
-        old,
+        &old.bindir,
         &cluster.confdir,
         Some((&fence, old_port)),
         &log,
     )?;
     let target = db::Target::new(fence.socket_dir(), old_port, users);
     let result = db::call::<Catalog>(runner, &["catalog"], &target);
-    let stopped = server::stop(runner, old, &cluster.datadir);
+    let stopped = server::stop(runner, &old.bindir, &cluster.datadir);
     if crashed.is_some() {
         findings.push(Finding::warning(
             "crash-recovered",

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Finding;
 use crate::error::{Error, Result};
 use crate::host::layout;
 use crate::plan::Plan;
-use crate::preflight::Finding;
 
 const FILE: &str = "journal.json";
 const LOCK: &str = "lock";

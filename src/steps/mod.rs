@@ -3,17 +3,18 @@
 //! initdb and config carry-over happen while the old server still serves; the downtime
 //! window holds only stop-old, pg_upgrade and start-new.
 
+pub(crate) mod servers;
 pub(crate) mod undo;
 
 use std::path::{Path, PathBuf};
 
+use self::servers::Which;
 use crate::config::{self, CarryReport};
+use crate::error::Finding;
 use crate::error::{Error, Result};
 use crate::exec::process::{Logged, Opts, Owner};
 use crate::exec::server::{self, Fence};
-use crate::host::service::{self, Which};
 use crate::plan::prepare::Prepared;
-use crate::preflight::Finding;
 
 /// Creates `dir` (and missing parents) owned by `owner`, mode 0700.
 pub(crate) fn create_owned_dir(dir: &Path, owner: &Owner) -> Result<()> {
@@ -299,11 +300,11 @@ pub(crate) fn pg_upgrade_findings(stdout: &str) -> String {
 /// Stops the old server (through what manages it) and verifies pg_control says it shut down
 /// cleanly. Returns what stopped it.
 pub(crate) fn stop_old(p: &Prepared) -> Result<Option<String>> {
-    let how = match crate::inspect::cluster::liveness(&p.plan.old.datadir) {
-        crate::inspect::cluster::Liveness::Stopped => None,
-        crate::inspect::cluster::Liveness::Running(_) => service::stop(p, Which::Old)?,
-        crate::inspect::cluster::Liveness::Stale { .. } => {
-            server::stop(&p.runner, &p.old, &p.plan.old.datadir)?;
+    let how = match crate::exec::postmaster::liveness(&p.plan.old.datadir) {
+        crate::exec::postmaster::Liveness::Stopped => None,
+        crate::exec::postmaster::Liveness::Running(_) => servers::stop(p, Which::Old)?,
+        crate::exec::postmaster::Liveness::Stale { .. } => {
+            server::stop(&p.runner, &p.old.bindir, &p.plan.old.datadir)?;
             None
         }
     };

@@ -8,14 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error::Finding;
 use crate::error::{Error, Result};
+use crate::exec::postmaster::{self, Liveness};
 use crate::exec::server;
-use crate::host::service::{self, Which};
-use crate::inspect::cluster::{self, Liveness};
 use crate::plan::Mode;
 use crate::plan::prepare::Prepared;
-use crate::preflight::Finding;
 use crate::state::journal::{Journal, State};
+use crate::steps::servers::{self, Which};
 
 /// What happens to the new cluster's files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,17 +70,19 @@ pub(crate) fn roll_back(
     }
     let mut notes = undo_new(p, j, discard)?;
     // Before the old server comes back: it may start at boot again.
-    notes.extend(service::restore_boot(p)?);
+    notes.extend(servers::restore_boot(p)?);
     let old = &p.plan.old.datadir;
-    let running = matches!(cluster::liveness(old), Liveness::Running(_));
+    let running = matches!(postmaster::liveness(old), Liveness::Running(_));
     if j.record.old_was_running && !running {
         let log = server::logfile(log_dir, "old");
-        let how = service::start(p, Which::Old, &log)?;
-        notes.push(if p.plan.host.old.start == service::Manager::PgCtl {
-            format!("started the old server again (log: {})", log.display())
-        } else {
-            format!("started the old server again ({how})")
-        });
+        let how = servers::start(p, Which::Old, &log)?;
+        notes.push(
+            if p.plan.host.old.start == crate::host::service::Manager::PgCtl {
+                format!("started the old server again (log: {})", log.display())
+            } else {
+                format!("started the old server again ({how})")
+            },
+        );
     } else if j.record.old_was_running {
         notes.push("the old server is still running".into());
     } else {
@@ -96,18 +98,18 @@ pub(crate) fn roll_back(
 pub(crate) fn undo_new(p: &Prepared, j: &Journal, discard: Discard) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     let new = &p.plan.new.datadir;
-    if matches!(cluster::liveness(new), Liveness::Running(_)) {
+    if matches!(postmaster::liveness(new), Liveness::Running(_)) {
         // Went live through its service manager, or was started fenced with pg_ctl.
         let live = j.record.old_was_running
             && !p.plan.leave_stopped
             && (j.record.state >= State::NewStarted
                 || j.record.running.as_deref() == Some("start-new"));
         if live {
-            if let Some(how) = service::stop(p, Which::New)? {
+            if let Some(how) = servers::stop(p, Which::New)? {
                 notes.push(format!("stopped the new server ({how})"));
             }
         } else {
-            server::stop(&p.runner, &p.new, new)?;
+            server::stop(&p.runner, &p.new.bindir, new)?;
             notes.push("stopped the new server".into());
         }
     }
@@ -116,8 +118,8 @@ pub(crate) fn undo_new(p: &Prepared, j: &Journal, discard: Discard) -> Result<Ve
     // old one coming back): stop it before touching pg_control.
     let window =
         j.record.state >= State::OldStopped || j.record.running.as_deref() == Some("stop-old");
-    if window && matches!(cluster::liveness(old), Liveness::Running(_)) {
-        server::stop(&p.runner, &p.old, old)?;
+    if window && matches!(postmaster::liveness(old), Liveness::Running(_)) {
+        server::stop(&p.runner, &p.old.bindir, old)?;
         notes.push("stopped a server left running on the old data directory".into());
     }
     if let Some(n) = restore_control(old)? {

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::inspect::space::human;
+use crate::inspect::space::{human, user_relation_bytes};
 use crate::ui::report::secs;
 
 /// How often plain (non-terminal) output may print a new line.
@@ -166,39 +166,9 @@ pub(crate) fn watch_copy(
     }
 }
 
-/// Bytes of user relation files below `dir`: files named by a relfilenode at or above
-/// FirstNormalObjectId (16384) — the ones pg_upgrade transfers; catalogs are rebuilt.
-pub(crate) fn user_relation_bytes(dir: &std::path::Path) -> u64 {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy();
-            let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse::<u64>().is_ok_and(|n| n >= 16384)
-        })
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_only_user_relation_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("base/5");
-        std::fs::create_dir_all(&db).unwrap();
-        std::fs::write(db.join("16390"), [0u8; 100]).unwrap();
-        std::fs::write(db.join("16390_fsm"), [0u8; 10]).unwrap();
-        std::fs::write(db.join("16390.1"), [0u8; 5]).unwrap();
-        std::fs::write(db.join("1259"), [0u8; 1000]).unwrap(); // pg_class: a catalog
-        std::fs::write(db.join("PG_VERSION"), b"17").unwrap();
-        assert_eq!(user_relation_bytes(dir.path()), 115);
-    }
 
     #[test]
     fn clock_is_hh_mm_ss() {

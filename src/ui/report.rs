@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+use crate::error::{Finding, Severity};
 use crate::inspect::space::human;
 use crate::plan::Plan;
-use crate::preflight::{Finding, Severity};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ui {
