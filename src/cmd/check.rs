@@ -86,8 +86,8 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
         ui.line(
             "checking: initdb of a scratch cluster, configuration carry-over, pg_upgrade --check",
         );
-        steps::initdb(&p, &new)?;
-        let report = steps::carry_config(&p, &new, &confdir)?;
+        steps::initdb::initdb(&p, &new)?;
+        let report = steps::carry_config::carry_config(&p, &new, &confdir)?;
         for c in &report.commented {
             p.findings.push(crate::error::Finding::warning(
                 "config-setting-dropped",
@@ -96,7 +96,7 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
             ));
         }
         carried = Some(report);
-        match steps::pg_upgrade(&p, &new, &confdir, scratch.path(), logs.path(), true) {
+        match steps::pg_upgrade::pg_upgrade(&p, &new, &confdir, scratch.path(), logs.path(), true) {
             Ok(_) => {}
             Err(Error::Refused { findings }) => {
                 let kept = logs.keep();
