@@ -13,10 +13,10 @@ use crate::state::journal::Journal;
 
 /// The journal of the upgrade named by `target` under its exclusive lock, re-read after
 /// taking the lock (the previous holder may have moved it on).
-pub(crate) fn locked_journal(target: &Target) -> Result<(crate::state::journal::Lock, Journal)> {
+pub(crate) fn locked_journal(target: &Target) -> Result<(crate::state::lock::Lock, Journal)> {
     let found = find_journal(target)?;
     let work_dir = found.record.plan.work_dir.clone();
-    let lock = crate::state::journal::Lock::acquire(&work_dir)?;
+    let lock = crate::state::lock::Lock::acquire(&work_dir)?;
     let j = Journal::load(&work_dir)?.unwrap_or(found);
     Ok((lock, j))
 }
@@ -38,7 +38,7 @@ pub(crate) fn find_journal(target: &Target) -> Result<Journal> {
         .new_datadir
         .as_ref()
         .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()));
-    crate::state::journal::locate(&old, new.as_deref())?.ok_or_else(|| Error::Refused {
+    crate::state::locate::locate(&old, new.as_deref())?.ok_or_else(|| Error::Refused {
         findings: vec![Finding::error(
             "no-journal",
             format!("no upgrade of {} is recorded", old.display()),

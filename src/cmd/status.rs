@@ -7,7 +7,8 @@ use serde_json::json;
 
 use crate::cli::StatusArgs;
 use crate::error::Result;
-use crate::state::journal::{self, Journal, State};
+use crate::state::journal::{Journal, State};
+use crate::state::lock;
 use crate::steps::undo;
 use crate::ui::report::{Ui, secs};
 
@@ -16,8 +17,8 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
     let j = super::find_journal(&args.target)?;
     let r = &j.record;
     let plan = &r.plan;
-    let holder = journal::is_locked(&plan.work_dir)
-        .then(|| journal::holder(&plan.work_dir))
+    let holder = lock::is_locked(&plan.work_dir)
+        .then(|| lock::holder(&plan.work_dir))
         .flatten();
     let blocker = undo::impossible(&j);
     let next = next_command(&j, holder);

@@ -20,7 +20,8 @@ use crate::exec::server::{self};
 use crate::plan::Mode;
 use crate::plan::args::{CheckArgs, Target};
 use crate::plan::prepare::{Prepared, Purpose, prepare};
-use crate::state::journal::{Journal, Lock, State};
+use crate::state::journal::{Journal, State};
+use crate::state::lock::Lock;
 use crate::steps;
 use crate::steps::run::{Run, after_upgrade, auto_rollback, build_new, switch};
 use crate::steps::undo::{self, Discard};
@@ -35,7 +36,7 @@ pub(crate) fn execute(args: &UpgradeArgs) -> Result<()> {
     let root = crate::host::root::host_root(args.common.target.root.as_deref()).map_err(refuse)?;
     let (old_datadir, _) = crate::plan::prepare::old_target(&root, &args.common).map_err(refuse)?;
     if let Some(j) =
-        crate::state::journal::locate(&old_datadir, args.common.target.new_datadir.as_deref())?
+        crate::state::locate::locate(&old_datadir, args.common.target.new_datadir.as_deref())?
     {
         match j.record.state {
             State::Done => {

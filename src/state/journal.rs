@@ -12,13 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Finding;
 use crate::error::{Error, Result};
-use crate::host::layout;
 use crate::plan::Plan;
 
-const FILE: &str = "journal.json";
-const LOCK: &str = "lock";
+pub(crate) const FILE: &str = "journal.json";
 
 /// Where an upgrade stands. Each state is reached when the step of the same name finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -214,142 +211,6 @@ impl Journal {
     }
 }
 
-/// The exclusive lock of one upgrade's work directory; released when dropped or when the
-/// process dies.
-#[derive(Debug)]
-pub(crate) struct Lock {
-    _flock: nix::fcntl::Flock<File>,
-}
-
-impl Lock {
-    /// Takes the lock, or refuses naming the process that holds it.
-    pub(crate) fn acquire(work_dir: &Path) -> Result<Lock> {
-        let path = work_dir.join(LOCK);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(mut flock) => {
-                use std::io::Seek as _;
-                let _ = flock.set_len(0);
-                let _ = flock.seek(std::io::SeekFrom::Start(0));
-                let _ = writeln!(flock, "{}", std::process::id());
-                let _ = flock.sync_all();
-                Ok(Lock { _flock: flock })
-            }
-            Err((_, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
-                let holder = holder(work_dir)
-                    .map_or_else(|| "another process".to_string(), |p| format!("pid {p}"));
-                Err(Error::Refused {
-                    findings: vec![Finding::error(
-                        "locked",
-                        format!(
-                            "another pgleap ({holder}) is working on this upgrade ({})",
-                            work_dir.display()
-                        ),
-                        "Wait for it to finish, or stop it (pgleap status shows where it stands)",
-                    )],
-                })
-            }
-            Err((_, errno)) => Err(Error::io("cannot lock", &path, errno.into())),
-        }
-    }
-}
-
-/// The pid written by the process holding the lock, if it is still alive.
-pub(crate) fn holder(work_dir: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(work_dir.join(LOCK))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    std::path::Path::new(&format!("/proc/{pid}"))
-        .exists()
-        .then_some(pid)
-}
-
-/// True when a live process holds the lock of `work_dir`.
-pub(crate) fn is_locked(work_dir: &Path) -> bool {
-    let Ok(file) = File::open(work_dir.join(LOCK)) else {
-        return false;
-    };
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
-        Ok(_) => false,
-        Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
-    }
-}
-
-/// Finds the journal of an upgrade of `old_datadir`: in the work directory beside
-/// `new_datadir` when given, else beside each versioned sibling of the old data directory.
-pub(crate) fn locate(old_datadir: &Path, new_datadir: Option<&Path>) -> Result<Option<Journal>> {
-    let mut candidates = Vec::new();
-    let old_major = std::fs::read_to_string(old_datadir.join("PG_VERSION"))
-        .ok()
-        .and_then(|t| crate::inspect::cluster::parse_pg_version(&t));
-    match (new_datadir, old_major) {
-        (Some(new), Some(old)) => {
-            for m in old + 1..=old + 20 {
-                candidates.push(layout::work_dir(new, old, m));
-            }
-        }
-        (Some(new), None) => {
-            // The old directory is gone (finalized): any work directory for this target.
-            let name = new
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            if let Ok(rd) = std::fs::read_dir(new.parent().unwrap_or(Path::new("/"))) {
-                for e in rd.filter_map(std::result::Result::ok) {
-                    if e.file_name()
-                        .to_string_lossy()
-                        .starts_with(&format!(".pgleap-{name}-"))
-                    {
-                        candidates.push(e.path());
-                    }
-                }
-            }
-        }
-        (None, Some(old)) => {
-            for m in old + 1..=old + 20 {
-                if let Some(sib) = layout::versioned_sibling(old_datadir, old, m) {
-                    candidates.push(layout::work_dir(&sib, old, m));
-                }
-            }
-        }
-        (None, None) => {
-            // The old directory is gone (finalized) and no new one named: try the versioned
-            // siblings for every pair of majors.
-            for old in 10..30 {
-                for new in old + 1..=30 {
-                    if let Some(sib) = layout::versioned_sibling(old_datadir, old, new) {
-                        candidates.push(layout::work_dir(&sib, old, new));
-                    }
-                }
-            }
-        }
-    }
-    for c in candidates {
-        // A candidate this user may not read is not theirs to resume: the preflight then
-        // refuses with the real reason (wrong user, unreadable directory).
-        if std::fs::metadata(c.join(FILE))
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
-        {
-            continue;
-        }
-        if let Some(j) = Journal::load(&c)? {
-            if j.record.plan.old.datadir == old_datadir
-                || (old_major.is_none() && new_datadir.is_some())
-            {
-                return Ok(Some(j));
-            }
-        }
-    }
-    Ok(None)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,20 +223,5 @@ mod tests {
         assert!(State::Analyzed < State::Done);
         assert!(State::RolledBack.terminal());
         assert!(!State::Done.terminal());
-    }
-
-    #[test]
-    fn second_lock_is_refused_with_the_holder() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = Lock::acquire(dir.path()).unwrap();
-        let err = Lock::acquire(dir.path()).unwrap_err().to_string();
-        assert!(
-            err.contains(&format!("pid {}", std::process::id())),
-            "{err}"
-        );
-        assert!(is_locked(dir.path()));
-        drop(first);
-        assert!(!is_locked(dir.path()));
-        assert!(Lock::acquire(dir.path()).is_ok());
     }
 }
