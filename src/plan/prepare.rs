@@ -20,7 +20,13 @@ use crate::inspect::db;
 use crate::inspect::install::{self, Install, Role};
 use crate::inspect::space::{self, Usage};
 use crate::plan::args::CheckArgs;
-use crate::plan::{self, InitdbOptions, Mode, Plan, Side};
+use crate::plan::{self, InitdbOptions, Plan, Side};
+use crate::preflight::layout::{check_layout_version, host_findings};
+use crate::preflight::mode::choose_mode;
+use crate::preflight::owner::{check_not_disabled, check_owner, explain_unreadable};
+use crate::preflight::space::space_findings;
+use crate::preflight::target::{check_new_confdir, check_target};
+use crate::preflight::versions::check_versions;
 
 /// Everything an upgrade needs, decided.
 #[derive(Debug)]
@@ -130,7 +136,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         &mut findings,
     )?;
     if let Some(c) = &catalog {
-        for f in catalog::missing_in(c, &new) {
+        for f in crate::preflight::extensions::missing_in(c, &new) {
             findings.push(f);
         }
     }
@@ -246,86 +252,6 @@ fn new_layout(old: &layout::Layout, root: &Path, major: u32, new_datadir: &Path)
     }
 }
 
-/// postgresql-common names the cluster by its major: it must be the one in PG_VERSION.
-fn check_layout_version(layout: &layout::Layout, cluster: &Cluster) -> Result<(), Finding> {
-    match layout {
-        layout::Layout::Debian {
-            version,
-            name,
-            confdir,
-        } if *version != cluster.major => Err(Finding::error(
-            "cluster-version-mismatch",
-            format!(
-                "cluster {version}/{name} ({}) names {} as its data directory, which holds PostgreSQL {}",
-                confdir.display(),
-                cluster.datadir.display(),
-                cluster.major
-            ),
-            "Fix data_directory in its postgresql.conf, or pass --old-datadir",
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Debian's new configuration directory must not hold another cluster, and (when pgleap is
-/// not root) must be creatable by the owner.
-fn check_new_confdir(confdir: &Path, owner: &Owner, findings: &mut Findings) {
-    if !nix::unistd::geteuid().is_root() {
-        let parent = space::existing_ancestor(confdir.parent().unwrap_or(confdir));
-        if nix::unistd::access(&parent, nix::unistd::AccessFlags::W_OK).is_err() {
-            findings.push(Finding::error(
-                "confdir-not-writable",
-                format!(
-                    "{} cannot be created: {} is not writable by {}",
-                    confdir.display(),
-                    parent.display(),
-                    owner.name
-                ),
-                "Run pgleap as root",
-            ));
-        }
-    }
-    let entries = std::fs::read_dir(confdir).map_or(0, Iterator::count);
-    if entries > 0 {
-        findings.push(Finding::error(
-            "new-confdir-not-empty",
-            format!(
-                "{} exists and is not empty ({entries} {}): another cluster of that name exists",
-                confdir.display(),
-                if entries == 1 { "entry" } else { "entries" }
-            ),
-            "Remove it (pg_dropcluster, if it is an empty cluster created by installing the new version) and run pgleap again",
-        ));
-    }
-}
-
-/// Warnings about how the host will run the new cluster.
-fn host_findings(
-    host: &service::Host,
-    new_layout: &layout::Layout,
-    new: &Install,
-    findings: &mut Findings,
-) {
-    if let layout::Layout::Debian { version, name, .. } = new_layout {
-        let debian_bindir = under(&host.root, &format!("usr/lib/postgresql/{version}/bin"));
-        let same =
-            std::fs::canonicalize(&debian_bindir).ok() == std::fs::canonicalize(&new.bindir).ok();
-        if !same && host.root == Path::new("/") {
-            findings.push(Finding::warning(
-                "new-bindir-not-debian",
-                format!(
-                    "postgresql-common starts cluster {version}/{name} with {}, but PostgreSQL {version} is at {}",
-                    debian_bindir.display(),
-                    new.bindir.display()
-                ),
-                format!(
-                    "Install postgresql-{version} so that pg_ctlcluster and postgresql@{version}-{name} can start the new cluster at boot"
-                ),
-            ));
-        }
-    }
-}
-
 fn find_old(
     runner: &Runner,
     root: &Path,
@@ -353,37 +279,6 @@ fn find_old(
         ));
     }
     Ok(old)
-}
-
-/// `cross_device`: the new data directory is on another filesystem than the old one, where
-/// link and clone cannot help.
-fn space_findings(
-    space: &[space::FsNeed],
-    mode: Mode,
-    new_datadir: &Path,
-    cross_device: bool,
-    findings: &mut Findings,
-) {
-    for s in space.iter().filter(|s| !s.enough()) {
-        let fix = if !mode.copies_data() {
-            "Free space there"
-        } else if cross_device && s.path == new_datadir {
-            "Free space there, or pass --new-datadir on a filesystem with room (on the old data directory's filesystem, --mode link or clone do not copy relation files)"
-        } else {
-            "Free space there, or use --mode link or clone (they do not copy relation files)"
-        };
-        findings.push(Finding::error(
-            "no-space",
-            format!(
-                "not enough free space for --mode {} on the filesystem of {}: needs {}, {} free",
-                mode.name(),
-                s.path.display(),
-                space::human(s.needed),
-                space::human(s.free)
-            ),
-            fix,
-        ));
-    }
 }
 
 fn resolve_new_datadir(
@@ -422,79 +317,6 @@ fn user_bytes(cluster: &Cluster) -> u64 {
     space::user_relation_bytes(&cluster.datadir.join("base")) + in_tablespaces
 }
 
-/// pg_upgrade --link disables the old cluster by renaming global/pg_control: such a
-/// directory was upgraded already and must not be used again.
-fn check_not_disabled(datadir: &Path) -> Result<(), Finding> {
-    let global = datadir.join("global");
-    if global.join("pg_control.old").exists() && !global.join("pg_control").exists() {
-        return Err(Finding::error(
-            "old-disabled",
-            format!(
-                "{} was disabled by pg_upgrade --link (global/pg_control was renamed to pg_control.old): it has been upgraded already and cannot be started or upgraded again",
-                datadir.display()
-            ),
-            "Use the new cluster (pgleap status --old-datadir shows an upgrade pgleap made); if the new cluster never started, pgleap rollback restores this one",
-        ));
-    }
-    Ok(())
-}
-
-/// A data directory pgleap cannot read usually belongs to another user: when its owner can
-/// be seen, say whom to run as instead of quoting the permission error.
-fn explain_unreadable(f: Finding, datadir: &Path) -> Finding {
-    use std::os::unix::fs::MetadataExt as _;
-    if f.code != "old-datadir-unreadable" {
-        return f;
-    }
-    let Ok(meta) = std::fs::metadata(datadir) else {
-        return f;
-    };
-    check_owner(&Owner::from_uid(meta.uid(), meta.gid()), datadir)
-        .err()
-        .unwrap_or(f)
-}
-
-/// The data directory must belong to an unprivileged user, and pgleap must run as root or
-/// as that user.
-fn check_owner(owner: &Owner, datadir: &Path) -> Result<(), Finding> {
-    if owner.uid == 0 {
-        return Err(Finding::error(
-            "owned-by-root",
-            format!(
-                "{} is owned by root; PostgreSQL refuses to run as root",
-                datadir.display()
-            ),
-            format!(
-                "chown -R the directory to the user that runs the server (for example chown -R postgres: {})",
-                datadir.display()
-            ),
-        ));
-    }
-    let me = nix::unistd::geteuid();
-    if !me.is_root() && me.as_raw() != owner.uid {
-        let me_name = nix::unistd::User::from_uid(me)
-            .ok()
-            .flatten()
-            .map_or_else(|| me.to_string(), |u| u.name);
-        return Err(Finding::error(
-            "wrong-user",
-            format!(
-                "{} belongs to uid {} ({}), but pgleap runs as uid {} ({})",
-                datadir.display(),
-                owner.uid,
-                owner.name,
-                me.as_raw(),
-                me_name
-            ),
-            format!(
-                "Run pgleap as root (it runs PostgreSQL as {}) or as {}",
-                owner.name, owner.name
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn find_new(
     runner: &Runner,
     root: &Path,
@@ -518,170 +340,6 @@ fn find_new(
         format!("no PostgreSQL installation newer than {old_major} found"),
         "Pass --new-bindir DIR or --new-version N",
     ))
-}
-
-fn check_versions(cluster: &Cluster, new: &Install) -> Result<(), Finding> {
-    if cluster.major < 10 {
-        return Err(Finding::error(
-            "old-too-old",
-            format!(
-                "{} holds PostgreSQL {}, older than pgleap supports",
-                cluster.datadir.display(),
-                cluster.major
-            ),
-            "Upgrade to PostgreSQL 10 or newer first (for example with pg_upgrade by hand)",
-        ));
-    }
-    if new.major <= cluster.major {
-        let what = if new.major == cluster.major {
-            "the same major"
-        } else {
-            "an older major"
-        };
-        return Err(Finding::error(
-            if new.major == cluster.major {
-                "same-major"
-            } else {
-                "downgrade"
-            },
-            format!(
-                "{} is PostgreSQL {} and {} is PostgreSQL {}, {what}: pg_upgrade only moves to a newer major",
-                cluster.datadir.display(),
-                cluster.major,
-                new.bindir.display(),
-                new.major
-            ),
-            format!(
-                "Pass --new-bindir or --new-version with a major newer than {}",
-                cluster.major
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn check_target(old: &Path, new: &Path, owner: &Owner, findings: &mut Findings) {
-    if new.starts_with(old) || old.starts_with(new) {
-        findings.push(Finding::error(
-            "target-overlaps",
-            format!(
-                "the new data directory {} overlaps the old one {}",
-                new.display(),
-                old.display()
-            ),
-            "Pass --new-datadir with a separate directory",
-        ));
-        return;
-    }
-    match std::fs::read_dir(new) {
-        Ok(rd) => {
-            let n = rd.count();
-            if n > 0 {
-                let entries = if n == 1 { "entry" } else { "entries" };
-                findings.push(Finding::error(
-                    "target-not-empty",
-                    format!("{} exists and is not empty ({n} {entries})", new.display()),
-                    "Remove it or pass --new-datadir",
-                ));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => findings.push(Finding::error(
-            "target-unusable",
-            format!("{} cannot be used: {e}", new.display()),
-            "Pass --new-datadir with a directory the cluster owner can create",
-        )),
-    }
-    if !nix::unistd::geteuid().is_root() {
-        let parent = space::existing_ancestor(new.parent().unwrap_or(new));
-        if nix::unistd::access(&parent, nix::unistd::AccessFlags::W_OK).is_err() {
-            findings.push(Finding::error(
-                "target-not-writable",
-                format!(
-                    "{} cannot be created: {} is not writable by {}",
-                    new.display(),
-                    parent.display(),
-                    owner.name
-                ),
-                "Run pgleap as root, or create the directory for the owner first",
-            ));
-        }
-    }
-}
-
-/// Resolves `auto` and checks an explicit mode against the target and filesystems.
-fn choose_mode(
-    requested: Mode,
-    old: &Path,
-    new: &Path,
-    new_major: u32,
-    findings: &mut Findings,
-) -> (Mode, String) {
-    let same_fs = space::device_of(old) == space::device_of(new);
-    let new_parent = space::existing_ancestor(new);
-    if requested == Mode::Auto {
-        if !same_fs {
-            return (
-                Mode::Copy,
-                "old and new data are on different filesystems, so files are copied".into(),
-            );
-        }
-        if space::supports_reflink(&new_parent) {
-            return (Mode::Clone, "the filesystem shares extents (reflinks): near-instant, and the old cluster stays usable".into());
-        }
-        return (
-            Mode::Copy,
-            "the filesystem has no reflinks; copying keeps the old cluster usable (--mode link is faster but the old cluster cannot start again once the new one has)".into(),
-        );
-    }
-    if new_major < requested.min_target_major() {
-        findings.push(Finding::error(
-            "mode-unsupported",
-            format!(
-                "--mode {} needs PostgreSQL {} or newer as the target, not {new_major}",
-                requested.name(),
-                requested.min_target_major()
-            ),
-            "Choose --mode link, copy or clone",
-        ));
-    }
-    if requested.needs_same_filesystem() && !same_fs {
-        findings.push(Finding::error(
-            "cross-device",
-            format!(
-                "--mode {} needs one filesystem, but {} and {} are on different filesystems",
-                requested.name(),
-                old.display(),
-                new.display()
-            ),
-            format!(
-                "Use --mode copy, or pass --new-datadir on the old data directory's filesystem (mounted at {}, while {} is on the one mounted at {})",
-                space::mount_point(old).display(),
-                new.display(),
-                space::mount_point(new).display()
-            ),
-        ));
-    } else if requested == Mode::Clone && !space::supports_reflink(&new_parent) {
-        findings.push(Finding::error(
-            "no-reflink",
-            format!(
-                "--mode clone needs reflinks, which the filesystem of {} does not support",
-                new_parent.display()
-            ),
-            "Use --mode link or copy (or put the data on XFS with reflink=1 or Btrfs)",
-        ));
-    }
-    let reason = match requested {
-        Mode::Link => {
-            "requested: hard links, fast; the old cluster cannot start again once the new one has"
-        }
-        Mode::Swap => {
-            "requested: moves directories, fastest; the old cluster cannot start again once the new one has"
-        }
-        Mode::Clone => "requested: reflinks, fast; the old cluster stays usable",
-        _ => "requested: full copy; the old cluster stays usable",
-    };
-    (requested, reason.into())
 }
 
 fn connect_users(args: &CheckArgs, owner: &Owner) -> Vec<String> {
