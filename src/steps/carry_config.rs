@@ -2,16 +2,17 @@
 
 use std::path::Path;
 
-use crate::config::{self, CarryReport};
+use crate::config::carry::{self, CarryReport};
+use crate::config::files::Dirs;
 use crate::error::Result;
 use crate::plan::prepare::Prepared;
 
 /// Carries the configuration into the new data directory and, for Debian, the new
 /// configuration directory `confdir` (the data directory itself otherwise).
 pub(crate) fn carry_config(p: &Prepared, datadir: &Path, confdir: &Path) -> Result<CarryReport> {
-    config::carry(
+    carry::carry(
         &p.runner,
-        &config::Dirs {
+        &Dirs {
             old_data: &p.plan.old.datadir,
             old_conf: &p.plan.old.conf_dir(),
             new_data: datadir,
