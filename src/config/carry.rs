@@ -3,8 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
+use crate::config::CarryReport;
 use crate::config::files::{
     ConfFile, Dirs, comment_out, copy_owned, create_dirs_owned, file_mode, set_mode, write_owned,
 };
@@ -46,14 +45,6 @@ const FILE_SETTINGS: [&str; 6] = [
     "ssl_crl_dir",
     "ssl_dh_params_file",
 ];
-
-#[derive(Debug, Clone, Serialize, Default)]
-pub(crate) struct CarryReport {
-    pub(crate) copied: Vec<PathBuf>,
-    pub(crate) rewritten: Vec<String>,
-    pub(crate) commented: Vec<String>,
-    pub(crate) shared_outside: Vec<PathBuf>,
-}
 
 /// Copies and adapts the configuration; returns what it did.
 pub(crate) fn carry(

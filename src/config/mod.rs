@@ -9,7 +9,20 @@
 //! learning the valid set from the new server itself (`postgres --describe-config`, then
 //! `postgres -C` until it accepts the files). The old files are only read.
 
+use std::path::PathBuf;
+
+use serde::Serialize;
+
 pub(crate) mod carry;
 pub(crate) mod files;
 pub(crate) mod parse;
 pub(crate) mod validate;
+
+/// What carrying the configuration did, for the report.
+#[derive(Debug, Clone, Serialize, Default)]
+pub(crate) struct CarryReport {
+    pub(crate) copied: Vec<PathBuf>,
+    pub(crate) rewritten: Vec<String>,
+    pub(crate) commented: Vec<String>,
+    pub(crate) shared_outside: Vec<PathBuf>,
+}

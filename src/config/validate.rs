@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::exec::process::{Opts, Runner};
 use crate::inspect::install::Install;
 
-use crate::config::carry::CarryReport;
+use crate::config::CarryReport;
 
 /// The setting names the new server knows, from the server itself.
 pub(crate) fn valid_settings(runner: &Runner, new: &Install) -> Result<BTreeSet<String>> {

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use crate::config::carry::{self, CarryReport};
+use crate::config::CarryReport;
+use crate::config::carry;
 use crate::config::files::Dirs;
 use crate::error::Result;
 use crate::plan::prepare::Prepared;

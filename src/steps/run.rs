@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::carry::CarryReport;
+use crate::config::CarryReport;
 use crate::error::{Error, Finding, Result};
 use crate::exec::interrupt;
 use crate::exec::postmaster::{self, Liveness};
