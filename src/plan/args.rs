@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::host::layout::ClusterId;
+use crate::host::debian::ClusterId;
 use crate::plan::Mode;
 
 /// Which upgrade: the old cluster (by data directory or postgresql-common name), the host

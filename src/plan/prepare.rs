@@ -233,7 +233,7 @@ pub(crate) fn old_target(
 /// `old_target` for the commands that only name an upgrade (status, rollback, finalize).
 pub(crate) fn resolve_target(
     root: &Path,
-    cluster: Option<&layout::ClusterId>,
+    cluster: Option<&crate::host::debian::ClusterId>,
     old_datadir: Option<&Path>,
 ) -> Result<(PathBuf, layout::Layout), Finding> {
     let given = old_datadir.map(absolute);

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::exec::postmaster;
 use crate::exec::process::{self, Opts};
 use crate::exec::server;
-use crate::host::service::{self, Boot, Control, Manager};
+use crate::host::boot::{self, Boot};
+use crate::host::service::{self, Control, Manager};
+use crate::host::systemd;
 use crate::inspect::install::Install;
 use crate::plan::Side;
 use crate::plan::prepare::Prepared;
@@ -95,7 +97,7 @@ fn run_manager(p: &Prepared, which: Which, m: &Manager, action: &str) -> Result<
     match m {
         Manager::PgCtl => unreachable!("pg_ctl is run by the callers"),
         Manager::Systemd { unit } => {
-            service::run_systemctl(&p.runner, None, action, unit)?;
+            systemd::run_systemctl(&p.runner, None, action, unit)?;
         }
         Manager::PgCtlCluster { version, name } => {
             let mut args = vec!["--bindir".to_string(), install.bindir.display().to_string()];
@@ -156,7 +158,7 @@ pub(crate) fn disable_old_at_boot(p: &Prepared) -> Result<Option<String>> {
         Boot::StartConf { path, .. } => {
             let text =
                 std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
-            if service::start_mode(&text) == Some("manual") {
+            if boot::start_mode(&text) == Some("manual") {
                 return Ok(None);
             }
             let why = format!(
@@ -164,7 +166,7 @@ pub(crate) fn disable_old_at_boot(p: &Prepared) -> Result<Option<String>> {
                 p.plan.new.major,
                 p.plan.new.datadir.display()
             );
-            std::fs::write(path, service::manual_start_conf(&text, &why))
+            std::fs::write(path, boot::manual_start_conf(&text, &why))
                 .map_err(|e| Error::io("cannot write", path, e))?;
             daemon_reload(p)?;
             Ok(Some(format!(
@@ -179,12 +181,12 @@ pub(crate) fn disable_old_at_boot(p: &Prepared) -> Result<Option<String>> {
             ..
         } => {
             let root = offline_root.as_deref();
-            if service::unit_enabled(&p.runner, root, old) {
-                service::run_systemctl(&p.runner, root, "disable", old)?;
+            if systemd::unit_enabled(&p.runner, root, old) {
+                systemd::run_systemctl(&p.runner, root, "disable", old)?;
             }
             if let Some(n) = new {
-                if !service::unit_enabled(&p.runner, root, n) {
-                    service::run_systemctl(&p.runner, root, "enable", n)?;
+                if !systemd::unit_enabled(&p.runner, root, n) {
+                    systemd::run_systemctl(&p.runner, root, "enable", n)?;
                 }
             }
             Ok(Some(format!(
@@ -207,7 +209,7 @@ pub(crate) fn restore_boot(p: &Prepared) -> Result<Option<String>> {
             let Ok(text) = std::fs::read_to_string(path) else {
                 return Ok(None);
             };
-            let Some(restored) = service::restore_start_conf(&text, was) else {
+            let Some(restored) = boot::restore_start_conf(&text, was) else {
                 return Ok(None);
             };
             std::fs::write(path, restored).map_err(|e| Error::io("cannot write", path, e))?;
@@ -222,13 +224,13 @@ pub(crate) fn restore_boot(p: &Prepared) -> Result<Option<String>> {
         } => {
             let root = offline_root.as_deref();
             let mut done = Vec::new();
-            if !service::unit_enabled(&p.runner, root, old) {
-                service::run_systemctl(&p.runner, root, "enable", old)?;
+            if !systemd::unit_enabled(&p.runner, root, old) {
+                systemd::run_systemctl(&p.runner, root, "enable", old)?;
                 done.push(format!("enabled {old}"));
             }
             if let Some(n) = new.as_ref().filter(|_| !new_was_enabled) {
-                if service::unit_enabled(&p.runner, root, n) {
-                    service::run_systemctl(&p.runner, root, "disable", n)?;
+                if systemd::unit_enabled(&p.runner, root, n) {
+                    systemd::run_systemctl(&p.runner, root, "disable", n)?;
                     done.push(format!("disabled {n}"));
                 }
             }
@@ -239,8 +241,8 @@ pub(crate) fn restore_boot(p: &Prepared) -> Result<Option<String>> {
 
 /// systemd's postgresql-common generator reads start.conf: tell it after a change.
 fn daemon_reload(p: &Prepared) -> Result<()> {
-    if service::systemd_running(&p.plan.host.root) && nix::unistd::geteuid().is_root() {
-        let sc = service::systemctl()
+    if systemd::systemd_running(&p.plan.host.root) && nix::unistd::geteuid().is_root() {
+        let sc = systemd::systemctl()
             .ok_or_else(|| Error::Other("systemctl is not installed".into()))?;
         p.runner.run(
             &sc,
