@@ -2,6 +2,7 @@
 //! by pgleap (the fence). Imports nothing above `error`.
 
 pub(crate) mod interrupt;
+pub(crate) mod owner;
 pub(crate) mod postmaster;
 pub(crate) mod process;
 pub(crate) mod server;
