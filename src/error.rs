@@ -63,8 +63,105 @@ pub(crate) enum Error {
         source: Box<Error>,
     },
 
-    #[error("{0}")]
-    Other(String),
+    /// A service manager or hook said it started a server, but none came up.
+    #[error(
+        "{how} returned, but no server runs on {} a minute later; see the server log of that service",
+        datadir.display()
+    )]
+    ServerDidNotStart { how: String, datadir: PathBuf },
+
+    /// A server started by a service manager or hook died before accepting connections.
+    #[error(
+        "the server started by {how} on {} stopped before accepting connections; see its log",
+        datadir.display()
+    )]
+    ServerStoppedStarting { how: String, datadir: PathBuf },
+
+    /// A `--stop-command` returned but the server kept running.
+    #[error(
+        "the stop command returned, but the {side} server at {} is still running a minute later",
+        datadir.display()
+    )]
+    StopCommandIneffective {
+        side: &'static str,
+        datadir: PathBuf,
+    },
+
+    /// The old server stopped without a clean shutdown checkpoint.
+    #[error("the old cluster did not shut down cleanly (pg_control state: {state})")]
+    UncleanShutdown { datadir: PathBuf, state: String },
+
+    /// `pg_controldata` printed something pgleap cannot read.
+    #[error("could not parse pg_controldata output for {}", datadir.display())]
+    ControlDataUnreadable { datadir: PathBuf },
+
+    /// A single-user backend did not say who the bootstrap superuser is.
+    #[error("postgres --single did not name the bootstrap superuser ({status}): {stderr_tail}")]
+    BootstrapSuperuserUnknown {
+        datadir: PathBuf,
+        status: String,
+        stderr_tail: String,
+    },
+
+    /// The plan lacks the old catalog's facts (a resumed plan made before they were read).
+    #[error("the old cluster's initdb options are unknown")]
+    InitdbOptionsUnknown,
+
+    #[error("the old cluster's superuser is unknown")]
+    SuperuserUnknown,
+
+    /// The new server still rejects the carried configuration after commenting out what it
+    /// named.
+    #[error("the carried configuration still fails validation after 50 fixes")]
+    ConfigNotAccepted { confdir: PathBuf },
+
+    /// The new server answered with another major than the plan's.
+    #[error("it answers as version {version}, not PostgreSQL {expected}")]
+    WrongServerVersion { version: u32, expected: u32 },
+
+    #[error("the journal {} is damaged: {source}", path.display())]
+    JournalDamaged {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+
+    #[error("cannot encode the journal: {0}")]
+    JournalEncode(serde_json::Error),
+
+    #[error("systemctl is not installed")]
+    SystemctlMissing,
+
+    #[error("no log directory for a copy of pgleap")]
+    NoLogDirectory,
+
+    #[error("cannot read {}: {source}", path.display())]
+    Walk {
+        path: PathBuf,
+        source: walkdir::Error,
+    },
+
+    /// The `__db` helper's answer could not be read.
+    #[error("could not parse the answer of pgleap __db {request}: {source}")]
+    DbAnswer {
+        request: String,
+        source: serde_json::Error,
+    },
+
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+
+    #[error("cannot encode the answer: {0}")]
+    DbEncode(serde_json::Error),
+
+    /// A database request failed; `detail` is the server's message.
+    #[error("{what}: {detail}")]
+    Database { what: String, detail: String },
+
+    #[error("no role to connect as")]
+    NoRole,
+
+    #[error("an ANALYZE worker failed: {0}")]
+    Worker(String),
 }
 
 fn refused_message(findings: &[Finding]) -> String {
@@ -95,6 +192,13 @@ fn tail_block(tail: &str) -> String {
     } else {
         let indented: Vec<String> = tail.lines().map(|l| format!("  | {l}")).collect();
         format!(":\n{}", indented.join("\n"))
+    }
+}
+
+/// A single finding that refuses on its own.
+impl From<Finding> for Error {
+    fn from(f: Finding) -> Error {
+        Error::Refused { findings: vec![f] }
     }
 }
 

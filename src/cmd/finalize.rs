@@ -21,12 +21,6 @@ use crate::plan::prepare::Prepared;
 use crate::state::journal::State;
 use crate::ui::report::Ui;
 
-fn refuse(code: &'static str, message: String, fix: &str) -> Error {
-    Error::Refused {
-        findings: vec![Finding::error(code, message, fix)],
-    }
-}
-
 pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
     let ui = Ui { json: args.json };
     let (_lock, mut j) = super::locked_journal(&args.target)?;
@@ -38,23 +32,23 @@ pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
         }
         State::Done => {}
         s => {
-            return Err(refuse(
+            return Err(Error::from(Finding::error(
                 "not-done",
                 format!("the upgrade is not finished (state: {})", s.name()),
                 "Finish it with pgleap upgrade (or undo it with pgleap rollback) first",
-            ));
+            )));
         }
     }
     let p = Prepared::from_plan(plan.clone())?;
     healthy(&p).map_err(|e| {
-        refuse(
+        Error::from(Finding::error(
             "new-unhealthy",
             format!(
                 "the new cluster at {} is not healthy: {e}",
                 plan.new.datadir.display()
             ),
             "Make it start and answer queries before removing the old cluster (see its log)",
-        )
+        ))
     })?;
     let targets = old_paths(&p);
     let freed = freed_bytes(&targets);
@@ -111,10 +105,10 @@ fn healthy(p: &Prepared) -> Result<()> {
         v?
     };
     if version / 10000 != p.plan.new.major {
-        return Err(Error::Other(format!(
-            "it answers as version {version}, not PostgreSQL {}",
-            p.plan.new.major
-        )));
+        return Err(Error::WrongServerVersion {
+            version,
+            expected: p.plan.new.major,
+        });
     }
     Ok(())
 }
@@ -156,7 +150,7 @@ fn freed_bytes(paths: &[PathBuf]) -> u64 {
 fn confirm(targets: &[PathBuf], freed: u64) -> Result<()> {
     let list: Vec<String> = targets.iter().map(|t| t.display().to_string()).collect();
     if !std::io::stdin().is_terminal() {
-        return Err(refuse(
+        return Err(Error::from(Finding::error(
             "confirm",
             format!(
                 "finalize would delete {} ({})",
@@ -164,7 +158,7 @@ fn confirm(targets: &[PathBuf], freed: u64) -> Result<()> {
                 human(freed)
             ),
             "Run it on a terminal to confirm, or pass --yes",
-        ));
+        )));
     }
     eprint!(
         "Delete {} and free {}? This cannot be undone. Type yes: ",
@@ -180,10 +174,10 @@ fn confirm(targets: &[PathBuf], freed: u64) -> Result<()> {
     if answer.trim() == "yes" {
         Ok(())
     } else {
-        Err(refuse(
+        Err(Error::from(Finding::error(
             "not-confirmed",
-            "finalize was not confirmed".into(),
+            "finalize was not confirmed",
             "Nothing was removed; run it again and type yes, or pass --yes",
-        ))
+        )))
     }
 }

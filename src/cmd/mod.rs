@@ -21,19 +21,15 @@ pub(crate) fn locked_journal(target: &Target) -> Result<(crate::state::lock::Loc
     Ok((lock, j))
 }
 
-fn refuse(f: Finding) -> Error {
-    Error::Refused { findings: vec![f] }
-}
-
 /// The journal of the upgrade named by `target`, or a refusal saying none was found.
 pub(crate) fn find_journal(target: &Target) -> Result<Journal> {
-    let root = crate::host::root::host_root(target.root.as_deref()).map_err(refuse)?;
+    let root = crate::host::root::host_root(target.root.as_deref()).map_err(Error::from)?;
     let (old, _) = crate::plan::prepare::resolve_target(
         &root,
         target.cluster.as_ref(),
         target.old_datadir.as_deref(),
     )
-    .map_err(refuse)?;
+    .map_err(Error::from)?;
     let new = target
         .new_datadir
         .as_ref()

@@ -18,7 +18,7 @@ pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
         return Ok(());
     }
     if let Some(f) = undo::impossible(&j) {
-        return Err(crate::error::Error::Refused { findings: vec![f] });
+        return Err(f.into());
     }
     let p = Prepared::from_plan(j.record.plan.clone())?;
     let discard = if args.yes {

@@ -32,9 +32,10 @@ pub(crate) fn execute(args: &UpgradeArgs) -> Result<()> {
     let ui = Ui {
         json: args.common.json,
     };
-    let refuse = |f| Error::Refused { findings: vec![f] };
-    let root = crate::host::root::host_root(args.common.target.root.as_deref()).map_err(refuse)?;
-    let (old_datadir, _) = crate::plan::prepare::old_target(&root, &args.common).map_err(refuse)?;
+    let root =
+        crate::host::root::host_root(args.common.target.root.as_deref()).map_err(Error::from)?;
+    let (old_datadir, _) =
+        crate::plan::prepare::old_target(&root, &args.common).map_err(Error::from)?;
     if let Some(j) =
         crate::state::locate::locate(&old_datadir, args.common.target.new_datadir.as_deref())?
     {

@@ -83,7 +83,7 @@ pub(crate) fn validate(
             return Err(crate::exec::process::failure(&new.postgres(), &args, &out));
         }
     }
-    Err(Error::Other(
-        "the carried configuration still fails validation after 50 fixes".into(),
-    ))
+    Err(Error::ConfigNotAccepted {
+        confdir: dirs.new_conf.to_path_buf(),
+    })
 }

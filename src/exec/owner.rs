@@ -15,9 +15,7 @@ pub(crate) fn owner_executable(runner: &Runner) -> Result<PathBuf> {
     if !runner.owner().needs_switch() || reachable_by_others(&exe) {
         return Ok(exe);
     }
-    let dir = runner
-        .log_dir()
-        .ok_or_else(|| Error::Other("no log directory for a copy of pgleap".into()))?;
+    let dir = runner.log_dir().ok_or(Error::NoLogDirectory)?;
     let copy = dir.join("pgleap-as-owner");
     if !copy.exists() {
         std::fs::copy(&exe, &copy)

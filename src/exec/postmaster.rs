@@ -151,10 +151,10 @@ pub(crate) fn pid_status(datadir: &Path) -> Option<String> {
 /// (crash recovery can take long), the same patience as `pg_ctl start -t 3600`.
 pub(crate) fn wait_ready(datadir: &Path, how: &str) -> Result<()> {
     if !wait_until(Duration::from_secs(60), || running(datadir)) {
-        return Err(Error::Other(format!(
-            "{how} returned, but no server runs on {} a minute later; see the server log of that service",
-            datadir.display()
-        )));
+        return Err(Error::ServerDidNotStart {
+            how: how.to_string(),
+            datadir: datadir.to_path_buf(),
+        });
     }
     let ready = wait_until(Duration::from_secs(3600), || {
         !running(datadir) || matches!(pid_status(datadir).as_deref(), Some("ready" | "standby"))
@@ -162,10 +162,10 @@ pub(crate) fn wait_ready(datadir: &Path, how: &str) -> Result<()> {
     if ready && running(datadir) {
         Ok(())
     } else {
-        Err(Error::Other(format!(
-            "the server started by {how} on {} stopped before accepting connections; see its log",
-            datadir.display()
-        )))
+        Err(Error::ServerStoppedStarting {
+            how: how.to_string(),
+            datadir: datadir.to_path_buf(),
+        })
     }
 }
 

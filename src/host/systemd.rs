@@ -92,7 +92,7 @@ pub(crate) fn run_systemctl(
     verb: &str,
     unit: &str,
 ) -> Result<()> {
-    let sc = systemctl().ok_or_else(|| Error::Other("systemctl is not installed".into()))?;
+    let sc = systemctl().ok_or(Error::SystemctlMissing)?;
     runner.run(
         &sc,
         &systemctl_args(offline_root, verb, unit),

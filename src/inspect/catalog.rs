@@ -199,11 +199,11 @@ pub(crate) fn bootstrap_superuser(
     crate::exec::interrupt::clear_child();
     let out = out.map_err(failed)?;
     single_user_value(&String::from_utf8_lossy(&out.stdout), "rolname").ok_or_else(|| {
-        crate::error::Error::Other(format!(
-            "postgres --single did not name the bootstrap superuser ({}): {}",
-            out.status,
-            crate::exec::process::last_lines(&String::from_utf8_lossy(&out.stderr), 5)
-        ))
+        crate::error::Error::BootstrapSuperuserUnknown {
+            datadir: datadir.to_path_buf(),
+            status: out.status.to_string(),
+            stderr_tail: crate::exec::process::last_lines(&String::from_utf8_lossy(&out.stderr), 5),
+        }
     })
 }
 

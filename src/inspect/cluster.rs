@@ -169,11 +169,8 @@ impl Cluster {
             },
         )?;
         let text = String::from_utf8_lossy(&out.stdout);
-        ControlData::parse(&text).ok_or_else(|| {
-            crate::error::Error::Other(format!(
-                "could not parse pg_controldata output for {}",
-                self.datadir.display()
-            ))
+        ControlData::parse(&text).ok_or_else(|| crate::error::Error::ControlDataUnreadable {
+            datadir: self.datadir.clone(),
         })
     }
 

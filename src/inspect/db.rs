@@ -123,11 +123,9 @@ pub(crate) fn call_with_progress<T: serde::de::DeserializeOwned>(
             ..Opts::default()
         },
     )?;
-    serde_json::from_slice(&out.stdout).map_err(|e| {
-        Error::Other(format!(
-            "could not parse the answer of pgleap __db {}: {e}",
-            request[0]
-        ))
+    serde_json::from_slice(&out.stdout).map_err(|e| Error::DbAnswer {
+        request: request[0].to_string(),
+        source: e,
     })
 }
 
@@ -142,7 +140,7 @@ pub(crate) fn serve(request: Request) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+        .map_err(Error::Runtime)?;
     let json = rt.block_on(async {
         match request {
             Request::Catalog { target } => {
@@ -195,7 +193,7 @@ pub(crate) fn serve(request: Request) -> Result<()> {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), h).await;
         }
     });
-    println!("{}", json.map_err(|e| Error::Other(e.to_string()))?);
+    println!("{}", json.map_err(Error::DbEncode)?);
     Ok(())
 }
 
@@ -203,7 +201,10 @@ fn pg_error(what: &str, e: &tokio_postgres::Error) -> Error {
     let detail = e
         .as_db_error()
         .map_or_else(|| e.to_string(), |d| d.message().to_string());
-    Error::Other(format!("{what}: {detail}"))
+    Error::Database {
+        what: what.to_string(),
+        detail,
+    }
 }
 
 async fn connect(
@@ -251,7 +252,7 @@ async fn connect_any(target: &Target, dbname: &str) -> Result<(Client, String)> 
             }
         }
     }
-    Err(last.unwrap_or_else(|| Error::Other("no role to connect as".into())))
+    Err(last.unwrap_or(Error::NoRole))
 }
 
 /// Relations that ANALYZE should visit. `missing_only` (18 targets, whose pg_upgrade carries
@@ -336,7 +337,7 @@ async fn analyze(
                 let _permit = sem
                     .acquire_owned()
                     .await
-                    .map_err(|e| Error::Other(e.to_string()))?;
+                    .map_err(|e| Error::Worker(e.to_string()))?;
                 let client = connect(&target, &user, &db)
                     .await
                     .map_err(|e| pg_error(&format!("connecting to {db}"), &e))?;
@@ -361,7 +362,7 @@ async fn analyze(
             }));
         }
         for t in tasks {
-            t.await.map_err(|e| Error::Other(e.to_string()))??;
+            t.await.map_err(|e| Error::Worker(e.to_string()))??;
         }
     }
     Ok(AnalyzeReport {

@@ -50,22 +50,18 @@ pub(crate) enum Purpose {
     },
 }
 
-fn refuse(f: Finding) -> Error {
-    Error::Refused { findings: vec![f] }
-}
-
 /// The host root, the old cluster's layout and the cluster itself, inspected.
 fn inspect_old(args: &CheckArgs) -> Result<(PathBuf, layout::Layout, Cluster)> {
-    let root = host_root(args.target.root.as_deref()).map_err(refuse)?;
-    let (old_datadir, old_layout) = old_target(&root, args).map_err(refuse)?;
-    let mut cluster =
-        Cluster::inspect(&old_datadir).map_err(|f| refuse(explain_unreadable(f, &old_datadir)))?;
-    check_not_disabled(&old_datadir).map_err(refuse)?;
+    let root = host_root(args.target.root.as_deref()).map_err(Error::from)?;
+    let (old_datadir, old_layout) = old_target(&root, args).map_err(Error::from)?;
+    let mut cluster = Cluster::inspect(&old_datadir)
+        .map_err(|f| Error::from(explain_unreadable(f, &old_datadir)))?;
+    check_not_disabled(&old_datadir).map_err(Error::from)?;
     if let Some(confdir) = old_layout.confdir() {
         cluster.confdir = confdir.to_path_buf();
     }
-    check_layout_version(&old_layout, &cluster).map_err(refuse)?;
-    check_owner(&cluster.owner, &old_datadir).map_err(refuse)?;
+    check_layout_version(&old_layout, &cluster).map_err(Error::from)?;
+    check_owner(&cluster.owner, &old_datadir).map_err(Error::from)?;
     Ok((root, old_layout, cluster))
 }
 
@@ -75,12 +71,12 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     let runner = Runner::new(cluster.owner.clone(), None);
     let mut findings = Findings::default();
 
-    let old = find_old(&runner, &root, args, &cluster).map_err(refuse)?;
-    let new = find_new(&runner, &root, args, cluster.major).map_err(refuse)?;
-    check_versions(&cluster, &new).map_err(refuse)?;
+    let old = find_old(&runner, &root, args, &cluster).map_err(Error::from)?;
+    let new = find_new(&runner, &root, args, cluster.major).map_err(Error::from)?;
+    check_versions(&cluster, &new).map_err(Error::from)?;
 
     let new_datadir =
-        resolve_new_datadir(args, &old_datadir, cluster.major, new.major).map_err(refuse)?;
+        resolve_new_datadir(args, &old_datadir, cluster.major, new.major).map_err(Error::from)?;
     check_target(&old_datadir, &new_datadir, &cluster.owner, &mut findings);
     let new_layout = new_layout(&old_layout, &root, new.major, &new_datadir);
     if let Some(confdir) = new_layout.confdir() {
@@ -398,7 +394,7 @@ fn read_catalog(
         // A killed postmaster lingers as a zombie until its parent reaps it, and PostgreSQL
         // will not start while that pid exists.
         if !crate::exec::postmaster::wait_reaped(pid, std::time::Duration::from_secs(60)) {
-            return Err(refuse(Finding::error(
+            return Err(Error::from(Finding::error(
                 "postmaster-not-reaped",
                 format!(
                     "postmaster.pid in {} names process {pid}, a server that was killed but not reaped by its parent (a zombie); PostgreSQL will not start while it exists",
@@ -448,9 +444,9 @@ impl Prepared {
     /// finalize): the same owner, binaries and paths as the run that wrote it.
     pub(crate) fn from_plan(plan: Plan) -> Result<Prepared> {
         let runner = Runner::new(plan.owner.clone(), Some(plan.work_dir.join("logs")));
-        let old = Install::probe(&runner, &plan.old.bindir, Role::Old).map_err(refuse)?;
-        let new = Install::probe(&runner, &plan.new.bindir, Role::New).map_err(refuse)?;
-        let mut cluster = Cluster::inspect(&plan.old.datadir).map_err(refuse)?;
+        let old = Install::probe(&runner, &plan.old.bindir, Role::Old).map_err(Error::from)?;
+        let new = Install::probe(&runner, &plan.new.bindir, Role::New).map_err(Error::from)?;
+        let mut cluster = Cluster::inspect(&plan.old.datadir).map_err(Error::from)?;
         cluster.confdir = plan.old.conf_dir();
         Ok(Prepared {
             plan,

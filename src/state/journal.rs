@@ -139,8 +139,11 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("cannot read the journal", &path, e)),
         };
-        let record: Record = serde_json::from_str(&text)
-            .map_err(|e| Error::Other(format!("the journal {} is damaged: {e}", path.display())))?;
+        let record: Record =
+            serde_json::from_str(&text).map_err(|source| Error::JournalDamaged {
+                path: path.clone(),
+                source,
+            })?;
         let uid_gid = (record.plan.owner.uid, record.plan.owner.gid);
         Ok(Some(Journal {
             dir: work_dir.to_path_buf(),
@@ -190,8 +193,7 @@ impl Journal {
     /// Atomic replace: temp file, fsync, rename, fsync the directory.
     pub(crate) fn write(&mut self) -> Result<()> {
         self.record.updated_at = now();
-        let text =
-            serde_json::to_string_pretty(&self.record).map_err(|e| Error::Other(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&self.record).map_err(Error::JournalEncode)?;
         let tmp = self.dir.join(format!(".{FILE}.tmp"));
         let mut f =
             File::create(&tmp).map_err(|e| Error::io("cannot write the journal", &tmp, e))?;

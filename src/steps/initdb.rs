@@ -11,11 +11,7 @@ use super::create_owned_dir;
 
 /// `initdb` with the old cluster's options.
 pub(crate) fn initdb(p: &Prepared, datadir: &Path) -> Result<()> {
-    let opts = p
-        .plan
-        .initdb
-        .as_ref()
-        .ok_or_else(|| Error::Other("the old cluster's initdb options are unknown".into()))?;
+    let opts = p.plan.initdb.as_ref().ok_or(Error::InitdbOptionsUnknown)?;
     create_owned_dir(datadir, p.runner.owner())?;
     let mut args = vec!["-D".to_string(), datadir.display().to_string()];
     args.extend(opts.args(p.new.major));

@@ -20,11 +20,7 @@ pub(crate) fn pg_upgrade(
     check: bool,
 ) -> Result<Logged> {
     let fence = Fence::new(p.runner.owner())?;
-    let opts = p
-        .plan
-        .initdb
-        .as_ref()
-        .ok_or_else(|| Error::Other("the old cluster's superuser is unknown".into()))?;
+    let opts = p.plan.initdb.as_ref().ok_or(Error::SuperuserUnknown)?;
     let live = check && p.cluster.is_running();
     let old_port = p.plan.old.port;
     let hba = format!(

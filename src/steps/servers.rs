@@ -63,11 +63,10 @@ pub(crate) fn stop(p: &Prepared, which: Which) -> Result<Option<String>> {
         return Ok(Some(how));
     }
     if hook {
-        return Err(Error::Other(format!(
-            "the stop command returned, but the {} server at {} is still running a minute later",
-            which.name(),
-            s.datadir.display()
-        )));
+        return Err(Error::StopCommandIneffective {
+            side: which.name(),
+            datadir: s.datadir.clone(),
+        });
     }
     // Started by hand, not by the service manager: it did not stop it.
     server::stop(&p.runner, &install.bindir, &s.datadir)?;
@@ -242,8 +241,7 @@ pub(crate) fn restore_boot(p: &Prepared) -> Result<Option<String>> {
 /// systemd's postgresql-common generator reads start.conf: tell it after a change.
 fn daemon_reload(p: &Prepared) -> Result<()> {
     if systemd::systemd_running(&p.plan.host.root) && nix::unistd::geteuid().is_root() {
-        let sc = systemd::systemctl()
-            .ok_or_else(|| Error::Other("systemctl is not installed".into()))?;
+        let sc = systemd::systemctl().ok_or(Error::SystemctlMissing)?;
         p.runner.run(
             &sc,
             &["daemon-reload"],

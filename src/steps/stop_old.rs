@@ -19,10 +19,10 @@ pub(crate) fn stop_old(p: &Prepared) -> Result<Option<String>> {
     };
     let control = p.cluster.control_data(&p.runner, &p.old)?;
     if !control.cleanly_shut_down() {
-        return Err(Error::Other(format!(
-            "the old cluster did not shut down cleanly (pg_control state: {})",
-            control.state
-        )));
+        return Err(Error::UncleanShutdown {
+            datadir: p.plan.old.datadir.clone(),
+            state: control.state,
+        });
     }
     Ok(how)
 }

@@ -66,7 +66,7 @@ pub(crate) fn roll_back(
     log_dir: &Path,
 ) -> Result<Vec<String>> {
     if let Some(f) = impossible(j) {
-        return Err(Error::Refused { findings: vec![f] });
+        return Err(f.into());
     }
     let mut notes = undo_new(p, j, discard)?;
     // Before the old server comes back: it may start at boot again.
@@ -186,13 +186,16 @@ fn move_dir(from: &Path, to: &Path) -> Result<()> {
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     for entry in walkdir::WalkDir::new(from) {
-        let entry =
-            entry.map_err(|e| Error::Other(format!("cannot read {}: {e}", from.display())))?;
+        let entry = entry.map_err(|source| Error::Walk {
+            path: from.to_path_buf(),
+            source,
+        })?;
         let rel = entry.path().strip_prefix(from).unwrap_or(entry.path());
         let target = to.join(rel);
-        let meta = entry
-            .metadata()
-            .map_err(|e| Error::Other(format!("cannot read {}: {e}", entry.path().display())))?;
+        let meta = entry.metadata().map_err(|source| Error::Walk {
+            path: entry.path().to_path_buf(),
+            source,
+        })?;
         if meta.is_dir() {
             std::fs::create_dir_all(&target)
                 .map_err(|e| Error::io("cannot create directory", &target, e))?;
