@@ -55,13 +55,72 @@ pub(crate) fn carry(
     port: u16,
 ) -> Result<CarryReport> {
     let mut report = CarryReport::default();
-    let old_major = match layout {
-        Layout::Debian { version, .. } => Some(*version),
+    let versions = match layout {
+        Layout::Debian { version, .. } => Some((*version, new.major)),
         _ => None,
     };
     let mut files: Vec<ConfFile> = Vec::new();
-    let mut created_dirs: Vec<(PathBuf, PathBuf)> = Vec::new();
-    // Popped from the end: settings files are read last, their includes after them.
+    let mut found = Found {
+        queue: first_files(layout, dirs),
+        created_dirs: Vec::new(),
+    };
+    let mut seen = BTreeSet::new();
+    while let Some((old, settings)) = found.queue.pop() {
+        if !seen.insert(old.clone()) || !old.is_file() {
+            continue;
+        }
+        let Some(target) = dirs.map(&old) else {
+            report.shared_outside.push(old);
+            continue;
+        };
+        if old.extension().is_some_and(|e| e == "conf") {
+            let file = rewrite_conf(
+                &old,
+                &target,
+                settings,
+                dirs,
+                versions,
+                &mut found,
+                &mut report,
+            )?;
+            files.push(file);
+        } else {
+            copy_owned(&old, &target, runner.owner(), dirs)?;
+        }
+        report.copied.push(PathBuf::from(dirs.show(&target)));
+    }
+    let valid = valid_settings(runner, new)?;
+    comment_unknown(&mut files, &valid, new.major, dirs, &mut report);
+    set_port(
+        &mut files,
+        &dirs.new_conf.join("postgresql.conf"),
+        &dirs.new_data.join("postgresql.auto.conf"),
+        port,
+    );
+    for (old, new_dir) in &found.created_dirs {
+        create_dirs_owned(new_dir, runner.owner(), dirs)?;
+        set_mode(new_dir, file_mode(old).unwrap_or(dirs.dir_mode(new_dir)))?;
+    }
+    for f in &files {
+        write_owned(&f.new, &f.lines, runner.owner(), f.mode, dirs)?;
+    }
+    if dirs.separate() {
+        remove_initdb_config(dirs)?;
+    }
+    validate(runner, new, dirs, &mut files, &mut report)?;
+    Ok(report)
+}
+
+/// What reading the files discovers: files still to read (`true`: they hold settings),
+/// popped from the end, and include directories to create (old, new).
+struct Found {
+    queue: Vec<(PathBuf, bool)>,
+    created_dirs: Vec<(PathBuf, PathBuf)>,
+}
+
+/// The files every cluster may have, in the order they are read: settings files last,
+/// their includes after them.
+fn first_files(layout: &Layout, dirs: &Dirs<'_>) -> Vec<(PathBuf, bool)> {
     let mut queue: Vec<(PathBuf, bool)> = layout
         .extra_config_files()
         .iter()
@@ -79,71 +138,79 @@ pub(crate) fn carry(
             .rev()
             .map(|(f, st)| (dirs.old_conf.join(f), *st)),
     );
-    let mut seen = BTreeSet::new();
-    while let Some((old, settings)) = queue.pop() {
-        if !seen.insert(old.clone()) || !old.is_file() {
-            continue;
-        }
-        let Some(target) = dirs.map(&old) else {
-            report.shared_outside.push(old);
-            continue;
-        };
-        let is_conf = old.extension().is_some_and(|e| e == "conf");
-        if is_conf {
-            let text =
-                std::fs::read_to_string(&old).map_err(|e| Error::io("cannot read", &old, e))?;
-            let dir = old.parent().unwrap_or(dirs.old_conf);
-            let mut lines = Vec::new();
-            for line in text.lines() {
-                let setting = parse_line(line).filter(|_| settings);
-                if let Some(s) = &setting {
-                    let includes = matches!(
-                        s.name.as_str(),
-                        "include" | "include_if_exists" | "include_dir"
-                    );
-                    for referenced in referenced_files(s, dir, dirs.old_data) {
-                        queue.push((referenced, includes));
-                    }
-                    if s.name == "include_dir" {
-                        // An empty include directory must exist too (Debian's conf.d).
-                        let d = resolve_in(&s.value, dir);
-                        if let (true, Some(n)) = (d.is_dir(), dirs.map(&d)) {
-                            created_dirs.push((d, n));
-                        }
-                    }
-                }
-                let mut rewritten = line.to_string();
-                for (o, n) in dirs.pairs() {
-                    rewritten = rewrite_path(
-                        &rewritten,
-                        &o.display().to_string(),
-                        &n.display().to_string(),
-                    );
-                }
-                if let (Some(s), Some(om)) = (&setting, old_major) {
-                    if VERSIONED_SETTINGS.contains(&s.name.as_str()) {
-                        rewritten = rewrite_version_word(&rewritten, om, new.major);
-                    }
-                }
-                if rewritten != line {
-                    report
-                        .rewritten
-                        .push(format!("{}: {}", dirs.show(&target), rewritten.trim()));
-                }
-                lines.push(rewritten);
+    queue
+}
+
+/// One `.conf` file read and rewritten for the new cluster: paths naming the old
+/// directories, and (`versions`: old and new major of a postgresql-common cluster) the
+/// major in versioned settings. Files it includes or names are queued in `found`.
+fn rewrite_conf(
+    old: &Path,
+    target: &Path,
+    settings: bool,
+    dirs: &Dirs<'_>,
+    versions: Option<(u32, u32)>,
+    found: &mut Found,
+    report: &mut CarryReport,
+) -> Result<ConfFile> {
+    let text = std::fs::read_to_string(old).map_err(|e| Error::io("cannot read", old, e))?;
+    let dir = old.parent().unwrap_or(dirs.old_conf);
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        let setting = parse_line(line).filter(|_| settings);
+        if let Some(s) = &setting {
+            let includes = matches!(
+                s.name.as_str(),
+                "include" | "include_if_exists" | "include_dir"
+            );
+            for referenced in referenced_files(s, dir, dirs.old_data) {
+                found.queue.push((referenced, includes));
             }
-            files.push(ConfFile {
-                new: target.clone(),
-                lines,
-                settings,
-                mode: file_mode(&old),
-            });
-        } else {
-            copy_owned(&old, &target, runner.owner(), dirs)?;
+            if s.name == "include_dir" {
+                // An empty include directory must exist too (Debian's conf.d).
+                let d = resolve_in(&s.value, dir);
+                if let (true, Some(n)) = (d.is_dir(), dirs.map(&d)) {
+                    found.created_dirs.push((d, n));
+                }
+            }
         }
-        report.copied.push(PathBuf::from(dirs.show(&target)));
+        let mut rewritten = line.to_string();
+        for (o, n) in dirs.pairs() {
+            rewritten = rewrite_path(
+                &rewritten,
+                &o.display().to_string(),
+                &n.display().to_string(),
+            );
+        }
+        if let (Some(s), Some((om, nm))) = (&setting, versions) {
+            if VERSIONED_SETTINGS.contains(&s.name.as_str()) {
+                rewritten = rewrite_version_word(&rewritten, om, nm);
+            }
+        }
+        if rewritten != line {
+            report
+                .rewritten
+                .push(format!("{}: {}", dirs.show(target), rewritten.trim()));
+        }
+        lines.push(rewritten);
     }
-    let valid = valid_settings(runner, new)?;
+    Ok(ConfFile {
+        new: target.to_path_buf(),
+        lines,
+        settings,
+        mode: file_mode(old),
+    })
+}
+
+/// Comments out settings the new major does not know (custom `x.y` settings and include
+/// directives are kept).
+fn comment_unknown(
+    files: &mut [ConfFile],
+    valid: &BTreeSet<String>,
+    new_major: u32,
+    dirs: &Dirs<'_>,
+    report: &mut CarryReport,
+) {
     for f in files.iter_mut().filter(|f| f.settings) {
         for i in 0..f.lines.len() {
             if let Some(s) = parse_line(&f.lines[i]) {
@@ -156,7 +223,7 @@ pub(crate) fn carry(
                     comment_out(
                         &mut f.lines,
                         i,
-                        &format!("PostgreSQL {} has no setting {}", new.major, s.name),
+                        &format!("PostgreSQL {new_major} has no setting {}", s.name),
                     );
                     report
                         .commented
@@ -165,24 +232,6 @@ pub(crate) fn carry(
             }
         }
     }
-    set_port(
-        &mut files,
-        &dirs.new_conf.join("postgresql.conf"),
-        &dirs.new_data.join("postgresql.auto.conf"),
-        port,
-    );
-    for (old, new_dir) in &created_dirs {
-        create_dirs_owned(new_dir, runner.owner(), dirs)?;
-        set_mode(new_dir, file_mode(old).unwrap_or(dirs.dir_mode(new_dir)))?;
-    }
-    for f in &files {
-        write_owned(&f.new, &f.lines, runner.owner(), f.mode, dirs)?;
-    }
-    if dirs.separate() {
-        remove_initdb_config(dirs)?;
-    }
-    validate(runner, new, dirs, &mut files, &mut report)?;
-    Ok(report)
 }
 
 /// With the configuration kept outside the data directory (Debian), initdb's own

@@ -134,6 +134,41 @@ impl Runner {
         let switch = self.owner.needs_switch() && !opts.as_invoker;
         let mut cmd = Command::new(program);
         cmd.args(args);
+        self.set_env(&mut cmd, opts);
+        let cwd = opts.cwd.map_or_else(
+            || {
+                if self.owner.home.is_dir() && !switch {
+                    self.owner.home.clone()
+                } else {
+                    PathBuf::from("/")
+                }
+            },
+            Path::to_path_buf,
+        );
+        cmd.current_dir(cwd);
+        if switch {
+            self.switch_to_owner(&mut cmd);
+        }
+        cmd.stdin(Stdio::null());
+        // Own process group: a terminal's Ctrl-C reaches pgleap only, which decides when to
+        // stop (see interrupt.rs) instead of pg_upgrade dying midway.
+        cmd.process_group(0);
+        // A child must not outlive pgleap: a pg_upgrade still running after pgleap was
+        // killed would race the resume or rollback that the released lock now allows.
+        // (Servers started by pg_ctl are its grandchildren and are not affected.)
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        cmd
+    }
+
+    /// A clean environment: the owner's identity (or the invoker's, for hooks and service
+    /// managers), English messages, the pass-through variables and the caller's own.
+    fn set_env(&self, cmd: &mut Command, opts: &Opts<'_>) {
         cmd.env_clear();
         if opts.as_invoker {
             // Hooks call runuser, sv or supervisorctl, which live in sbin.
@@ -163,54 +198,30 @@ impl Runner {
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
-        let cwd = opts.cwd.map_or_else(
-            || {
-                if self.owner.home.is_dir() && !switch {
-                    self.owner.home.clone()
-                } else {
-                    PathBuf::from("/")
-                }
-            },
-            Path::to_path_buf,
+    }
+
+    /// Runs the child as the owner, with the owner's groups.
+    fn switch_to_owner(&self, cmd: &mut Command) {
+        // The owner's supplementary groups too, as login would give them: Debian's
+        // postgres reads the snakeoil SSL key through the ssl-cert group. Listed here,
+        // before the fork; the child only makes system calls. std's `uid()` would drop
+        // them, so the switch is done by hand, before the closure below (changing
+        // credentials clears the parent-death signal).
+        let (uid, gid) = (
+            nix::unistd::Uid::from_raw(self.owner.uid),
+            nix::unistd::Gid::from_raw(self.owner.gid),
         );
-        cmd.current_dir(cwd);
-        if switch {
-            // The owner's supplementary groups too, as login would give them: Debian's
-            // postgres reads the snakeoil SSL key through the ssl-cert group. Listed here,
-            // before the fork; the child only makes system calls. std's `uid()` would drop
-            // them, so the switch is done by hand, before the closure below (changing
-            // credentials clears the parent-death signal).
-            let (uid, gid) = (
-                nix::unistd::Uid::from_raw(self.owner.uid),
-                nix::unistd::Gid::from_raw(self.owner.gid),
-            );
-            let groups = self.owner.groups();
-            // SAFETY: setgroups, setgid and setuid are async-signal-safe system calls on
-            // memory prepared before the fork.
-            unsafe {
-                cmd.pre_exec(move || {
-                    nix::unistd::setgroups(&groups)
-                        .and_then(|()| nix::unistd::setgid(gid))
-                        .and_then(|()| nix::unistd::setuid(uid))
-                        .map_err(std::io::Error::from)
-                });
-            }
-        }
-        cmd.stdin(Stdio::null());
-        // Own process group: a terminal's Ctrl-C reaches pgleap only, which decides when to
-        // stop (see interrupt.rs) instead of pg_upgrade dying midway.
-        cmd.process_group(0);
-        // A child must not outlive pgleap: a pg_upgrade still running after pgleap was
-        // killed would race the resume or rollback that the released lock now allows.
-        // (Servers started by pg_ctl are its grandchildren and are not affected.)
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        let groups = self.owner.groups();
+        // SAFETY: setgroups, setgid and setuid are async-signal-safe system calls on
+        // memory prepared before the fork.
         unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            cmd.pre_exec(move || {
+                nix::unistd::setgroups(&groups)
+                    .and_then(|()| nix::unistd::setgid(gid))
+                    .and_then(|()| nix::unistd::setuid(uid))
                     .map_err(std::io::Error::from)
             });
         }
-        cmd
     }
 
     /// Runs a program to completion; a non-zero exit becomes [`Error::Command`].

@@ -75,6 +75,35 @@ where
         )
         .await?
         .get(0);
+    let template0 = template0_locale(first, version).await?;
+    let spl: String = first
+        .query_one("SELECT current_setting('shared_preload_libraries')", &[])
+        .await?
+        .get(0);
+    let names = first
+        .query(
+            "SELECT datname::text, pg_catalog.pg_encoding_to_char(encoding)::text FROM pg_catalog.pg_database \
+             WHERE datallowconn ORDER BY datname",
+            &[],
+        )
+        .await?;
+    let mut databases = Vec::new();
+    for r in names {
+        let name: String = r.get(0);
+        let client = connect(name.clone()).await?;
+        databases.push(read_database(&client, name, r.get(1)).await?);
+    }
+    Ok(Catalog {
+        server_version_num: version,
+        bootstrap_superuser,
+        template0,
+        databases,
+        shared_preload_libraries: split_library_list(&spl),
+    })
+}
+
+/// template0's encoding and locale: what initdb of the new cluster must repeat.
+async fn template0_locale(first: &Client, version: u32) -> PgResult<LocaleInfo> {
     // 15: datlocprovider and daticulocale; 16: daticurules; 17: daticulocale became datlocale.
     let locale_cols = match version {
         v if v >= 170_000 => "datlocprovider::text, datlocale::text, daticurules::text",
@@ -105,63 +134,45 @@ where
         provider_locale: row.get(4),
         icu_rules: row.get(5),
     };
-    let spl: String = first
-        .query_one("SELECT current_setting('shared_preload_libraries')", &[])
-        .await?
-        .get(0);
-    let names = first
+    Ok(template0)
+}
+
+/// One database's extensions, C libraries and relation count.
+async fn read_database(client: &Client, name: String, encoding: String) -> PgResult<Database> {
+    let extensions = client
         .query(
-            "SELECT datname::text, pg_catalog.pg_encoding_to_char(encoding)::text FROM pg_catalog.pg_database \
-             WHERE datallowconn ORDER BY datname",
+            "SELECT extname::text, extversion FROM pg_catalog.pg_extension ORDER BY 1",
             &[],
         )
-        .await?;
-    let mut databases = Vec::new();
-    for r in names {
-        let name: String = r.get(0);
-        let client = connect(name.clone()).await?;
-        let extensions = client
-            .query(
-                "SELECT extname::text, extversion FROM pg_catalog.pg_extension ORDER BY 1",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| Extension {
-                name: r.get(0),
-                version: r.get(1),
-            })
-            .collect();
-        // The same set pg_upgrade checks for loadable_libraries.txt: C functions outside
-        // the initial catalog.
-        let libraries = client
-            .query(
-                "SELECT DISTINCT probin FROM pg_catalog.pg_proc WHERE prolang = 13 \
-                 AND probin IS NOT NULL AND oid >= 16384 ORDER BY 1",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let relations: i64 = client
-            .query_one("SELECT count(*) FROM pg_catalog.pg_class", &[])
-            .await?
-            .get(0);
-        databases.push(Database {
-            name,
-            encoding: r.get(1),
-            extensions,
-            libraries,
-            relations: relations.try_into().unwrap_or(0),
-        });
-    }
-    Ok(Catalog {
-        server_version_num: version,
-        bootstrap_superuser,
-        template0,
-        databases,
-        shared_preload_libraries: split_library_list(&spl),
+        .await?
+        .iter()
+        .map(|r| Extension {
+            name: r.get(0),
+            version: r.get(1),
+        })
+        .collect();
+    // The same set pg_upgrade checks for loadable_libraries.txt: C functions outside
+    // the initial catalog.
+    let libraries = client
+        .query(
+            "SELECT DISTINCT probin FROM pg_catalog.pg_proc WHERE prolang = 13 \
+             AND probin IS NOT NULL AND oid >= 16384 ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let relations: i64 = client
+        .query_one("SELECT count(*) FROM pg_catalog.pg_class", &[])
+        .await?
+        .get(0);
+    Ok(Database {
+        name,
+        encoding,
+        extensions,
+        libraries,
+        relations: relations.try_into().unwrap_or(0),
     })
 }
 

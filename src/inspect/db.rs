@@ -276,6 +276,52 @@ async fn analyze(
     stages: bool,
     missing_only: bool,
 ) -> Result<AnalyzeReport> {
+    let (user, work) = analyze_work(target, missing_only).await?;
+    let total: usize = work.iter().map(|(_, r)| r.len()).sum();
+    // Minimal statistics everywhere first so the planner has something at once, then the real ones.
+    let targets: Vec<Option<u32>> = if stages {
+        vec![Some(1), Some(10), None]
+    } else {
+        vec![None]
+    };
+    let sem = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    for (n, stat_target) in targets.iter().enumerate() {
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for (db, rels) in &work {
+            let job = AnalyzeJob {
+                target: target.clone(),
+                user: user.clone(),
+                sem: sem.clone(),
+                done: done.clone(),
+                db: db.clone(),
+                rels: rels.clone(),
+                set: stat_target.map_or_else(
+                    || "SET vacuum_cost_delay = 0; RESET default_statistics_target".to_string(),
+                    |t| format!("SET vacuum_cost_delay = 0; SET default_statistics_target = {t}"),
+                ),
+                stage: format!("stage {}/{}", n + 1, targets.len()),
+                total,
+            };
+            tasks.push(tokio::spawn(analyze_database(job)));
+        }
+        for t in tasks {
+            t.await.map_err(|e| Error::Worker(e.to_string()))??;
+        }
+    }
+    Ok(AnalyzeReport {
+        databases: work.len(),
+        relations: total,
+        stages: targets.len(),
+    })
+}
+
+/// The role that connected and, per database, the relations to analyze. The lists are
+/// computed once: after the first stage nothing is missing any more.
+async fn analyze_work(
+    target: &Target,
+    missing_only: bool,
+) -> Result<(String, Vec<(String, Arc<Vec<String>>)>)> {
     let (first, user) = connect_any(target, "postgres").await?;
     let dbs: Vec<String> = first
         .query(
@@ -293,7 +339,6 @@ async fn analyze(
     } else {
         format!("{RELATIONS} ORDER BY 1")
     };
-    // The lists are computed once: after the first stage nothing is missing any more.
     let mut work = Vec::new();
     for db in &dbs {
         let client = connect(target, &user, db)
@@ -308,66 +353,59 @@ async fn analyze(
             .collect();
         work.push((db.clone(), Arc::new(rels)));
     }
-    let total: usize = work.iter().map(|(_, r)| r.len()).sum();
-    // Minimal statistics everywhere first so the planner has something at once, then the real ones.
-    let targets: Vec<Option<u32>> = if stages {
-        vec![Some(1), Some(10), None]
-    } else {
-        vec![None]
-    };
-    let sem = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
-    for (n, stat_target) in targets.iter().enumerate() {
-        let done = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for (db, rels) in &work {
-            let (target, user, sem, done, db, rels) = (
-                target.clone(),
-                user.clone(),
-                sem.clone(),
-                done.clone(),
-                db.clone(),
-                rels.clone(),
-            );
-            let set = stat_target.map_or_else(
-                || "SET vacuum_cost_delay = 0; RESET default_statistics_target".to_string(),
-                |t| format!("SET vacuum_cost_delay = 0; SET default_statistics_target = {t}"),
-            );
-            let stage = format!("stage {}/{}", n + 1, targets.len());
-            tasks.push(tokio::spawn(async move {
-                let _permit = sem
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| Error::Worker(e.to_string()))?;
-                let client = connect(&target, &user, &db)
-                    .await
-                    .map_err(|e| pg_error(&format!("connecting to {db}"), &e))?;
-                client
-                    .batch_execute(&set)
-                    .await
-                    .map_err(|e| pg_error("SET", &e))?;
-                for rel in rels.iter() {
-                    client
-                        .batch_execute(&format!("ANALYZE {rel}"))
-                        .await
-                        .map_err(|e| pg_error(&format!("ANALYZE {rel} in {db}"), &e))?;
-                    let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    {
-                        use std::io::Write as _;
-                        // One write per line, so a reader never sees half a line.
-                        let line = format!("analyze {stage}: {d}/{total} relations ({db}: {rel})");
-                        let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
-                    }
-                }
-                Ok::<(), Error>(())
-            }));
-        }
-        for t in tasks {
-            t.await.map_err(|e| Error::Worker(e.to_string()))??;
+    Ok((user, work))
+}
+
+/// One database's share of one ANALYZE stage.
+struct AnalyzeJob {
+    target: Target,
+    user: String,
+    sem: Arc<tokio::sync::Semaphore>,
+    done: Arc<AtomicUsize>,
+    db: String,
+    rels: Arc<Vec<String>>,
+    /// The statistics target of this stage, as SET commands.
+    set: String,
+    stage: String,
+    total: usize,
+}
+
+/// Analyzes one database's relations under a job slot, printing a progress line per relation.
+async fn analyze_database(job: AnalyzeJob) -> Result<()> {
+    let AnalyzeJob {
+        target,
+        user,
+        sem,
+        done,
+        db,
+        rels,
+        set,
+        stage,
+        total,
+    } = job;
+    let _permit = sem
+        .acquire_owned()
+        .await
+        .map_err(|e| Error::Worker(e.to_string()))?;
+    let client = connect(&target, &user, &db)
+        .await
+        .map_err(|e| pg_error(&format!("connecting to {db}"), &e))?;
+    client
+        .batch_execute(&set)
+        .await
+        .map_err(|e| pg_error("SET", &e))?;
+    for rel in rels.iter() {
+        client
+            .batch_execute(&format!("ANALYZE {rel}"))
+            .await
+            .map_err(|e| pg_error(&format!("ANALYZE {rel} in {db}"), &e))?;
+        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+        {
+            use std::io::Write as _;
+            // One write per line, so a reader never sees half a line.
+            let line = format!("analyze {stage}: {d}/{total} relations ({db}: {rel})");
+            let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
         }
     }
-    Ok(AnalyzeReport {
-        databases: dbs.len(),
-        relations: total,
-        stages: targets.len(),
-    })
+    Ok(())
 }

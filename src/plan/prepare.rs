@@ -15,12 +15,12 @@ use crate::host::layout;
 use crate::host::root::{absolute, host_root, under};
 use crate::host::service;
 use crate::inspect::catalog::{self, Catalog};
-use crate::inspect::cluster::Cluster;
+use crate::inspect::cluster::{Cluster, ControlData};
 use crate::inspect::db;
 use crate::inspect::install::{self, Install, Role};
-use crate::inspect::space::{self, Usage};
+use crate::inspect::space::{self, FsNeed, Usage};
 use crate::plan::args::CheckArgs;
-use crate::plan::{self, InitdbOptions, Plan, Side};
+use crate::plan::{self, InitdbOptions, Mode, Plan, Side};
 use crate::preflight::layout::{check_layout_version, host_findings};
 use crate::preflight::mode::choose_mode;
 use crate::preflight::owner::{check_not_disabled, check_owner, explain_unreadable};
@@ -66,6 +66,61 @@ fn inspect_old(args: &CheckArgs) -> Result<(PathBuf, layout::Layout, Cluster)> {
 }
 
 pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
+    let (f, findings) = static_phase(args)?;
+    // Static checks refuse here, before any server is started or stopped.
+    let mut findings = findings.into_result()?;
+    let catalog = read_catalog(args, purpose, &f, &mut findings)?;
+    if let Some(c) = &catalog {
+        for finding in crate::preflight::extensions::missing_in(c, &f.new) {
+            findings.push(finding);
+        }
+    }
+    let host = service::plan_host(
+        &f.runner,
+        &f.root,
+        &f.old_layout,
+        &f.new_layout,
+        args.stop_command.as_deref(),
+        args.start_command.as_deref(),
+    );
+    host_findings(&host, &f.new_layout, &f.new, &mut findings);
+    let plan = build_plan(args, purpose, &f, catalog.as_ref(), host);
+    Ok(Prepared {
+        plan,
+        findings,
+        runner: f.runner,
+        cluster: f.cluster,
+        old: f.old,
+        new: f.new,
+    })
+}
+
+/// What the static phase learned, before any server is touched.
+struct Facts {
+    root: PathBuf,
+    old_layout: layout::Layout,
+    new_layout: layout::Layout,
+    cluster: Cluster,
+    runner: Runner,
+    old: Install,
+    new: Install,
+    new_datadir: PathBuf,
+    control: ControlData,
+    /// pg_control's state when the old cluster is stopped but was not shut down cleanly.
+    crashed: Option<String>,
+    old_state: String,
+    mode: Mode,
+    mode_reason: String,
+    usage: Usage,
+    tablespaces: Vec<PathBuf>,
+    space: Vec<FsNeed>,
+    old_port: u16,
+}
+
+/// The old cluster, both installations and the new data directory, inspected and checked
+/// without starting anything: refusals that cannot wait end it early, the others are
+/// gathered in the findings.
+fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
     let (root, old_layout, cluster) = inspect_old(args)?;
     let old_datadir = cluster.datadir.clone();
     let runner = Runner::new(cluster.owner.clone(), None);
@@ -84,11 +139,12 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     }
 
     let control = cluster.control_data(&runner, &old)?;
-    let crashed = !cluster.is_running() && !control.cleanly_shut_down();
+    let crashed =
+        (!cluster.is_running() && !control.cleanly_shut_down()).then(|| control.state.clone());
     let old_state = if cluster.is_running() {
         "running".to_string()
-    } else if crashed {
-        format!("stopped, not cleanly: {}", control.state)
+    } else if let Some(state) = &crashed {
+        format!("stopped, not cleanly: {state}")
     } else {
         "stopped".into()
     };
@@ -117,101 +173,85 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
             .parse()
             .unwrap_or(5432),
     };
-    // Static checks refuse here, before any server is started or stopped.
-    let findings = findings.into_result()?;
-    let mut findings = findings;
-
-    let catalog = read_catalog(
-        args,
-        purpose,
-        &runner,
-        &cluster,
-        &old,
-        crashed.then_some(control.state.as_str()),
+    let facts = Facts {
+        root,
+        old_layout,
+        new_layout,
+        cluster,
+        runner,
+        old,
+        new,
+        new_datadir,
+        control,
+        crashed,
+        old_state,
+        mode,
+        mode_reason,
+        usage,
+        tablespaces,
+        space,
         old_port,
-        &mut findings,
-    )?;
-    if let Some(c) = &catalog {
-        for f in crate::preflight::extensions::missing_in(c, &new) {
-            findings.push(f);
-        }
-    }
+    };
+    Ok((facts, findings))
+}
 
+/// The plan from the facts, the old catalog (when it could be read) and the host's way of
+/// running servers.
+fn build_plan(
+    args: &CheckArgs,
+    purpose: Purpose,
+    f: &Facts,
+    catalog: Option<&Catalog>,
+    host: service::Host,
+) -> Plan {
     let (port, analyze, leave_stopped) = match purpose {
-        Purpose::Check => (old_port, true, false),
+        Purpose::Check => (f.old_port, true, false),
         Purpose::Upgrade {
             port,
             analyze,
             leave_stopped,
-        } => (port.unwrap_or(old_port), analyze, leave_stopped),
+        } => (port.unwrap_or(f.old_port), analyze, leave_stopped),
     };
-    let databases = catalog
-        .as_ref()
-        .map_or(usage.databases, |c| c.databases.len() as u64);
-    let relations = catalog.as_ref().map_or(0, Catalog::relations);
-    let host = service::plan_host(
-        &runner,
-        &root,
-        &old_layout,
-        &new_layout,
-        args.stop_command.as_deref(),
-        args.start_command.as_deref(),
-    );
-    host_findings(&host, &new_layout, &new, &mut findings);
-    let plan = Plan {
-        layout: old_layout.clone(),
-        old: Side {
-            datadir: old_datadir,
-            confdir: old_layout.confdir().map(Path::to_path_buf),
-            bindir: old.bindir.clone(),
-            major: old.major,
-            version: old.version.clone(),
-            port: old_port,
-        },
-        new: Side {
-            datadir: new_datadir.clone(),
-            confdir: new_layout.confdir().map(Path::to_path_buf),
-            bindir: new.bindir.clone(),
-            major: new.major,
-            version: new.version.clone(),
-            port,
-        },
+    let databases = catalog.map_or(f.usage.databases, |c| c.databases.len() as u64);
+    let relations = catalog.map_or(0, Catalog::relations);
+    let side = |install: &Install, datadir: &Path, layout: &layout::Layout, port: u16| Side {
+        datadir: datadir.to_path_buf(),
+        confdir: layout.confdir().map(Path::to_path_buf),
+        bindir: install.bindir.clone(),
+        major: install.major,
+        version: install.version.clone(),
+        port,
+    };
+    Plan {
+        layout: f.old_layout.clone(),
+        old: side(&f.old, &f.cluster.datadir, &f.old_layout, f.old_port),
+        new: side(&f.new, &f.new_datadir, &f.new_layout, port),
         host,
-        mode,
-        mode_reason,
+        mode: f.mode,
+        mode_reason: f.mode_reason.clone(),
         jobs: args.jobs.map_or_else(
             || std::thread::available_parallelism().map_or(1, usize::from),
             |j| j as usize,
         ),
-        owner: cluster.owner.clone(),
-        work_dir: layout::work_dir(&new_datadir, old.major, new.major),
-        old_running: cluster.is_running(),
-        old_state,
-        tablespaces,
-        initdb: catalog
-            .as_ref()
-            .map(|c| InitdbOptions::from_old(c, &control)),
-        space,
-        relation_bytes: usage.total_relations(),
-        user_relation_bytes: user_bytes(&cluster),
+        owner: f.cluster.owner.clone(),
+        work_dir: layout::work_dir(&f.new_datadir, f.old.major, f.new.major),
+        old_running: f.cluster.is_running(),
+        old_state: f.old_state.clone(),
+        tablespaces: f.tablespaces.clone(),
+        initdb: catalog.map(|c| InitdbOptions::from_old(c, &f.control)),
+        space: f.space.clone(),
+        relation_bytes: f.usage.total_relations(),
+        user_relation_bytes: user_bytes(&f.cluster),
         estimated_downtime_secs: plan::estimate_downtime(
-            mode,
+            f.mode,
             databases,
             relations,
-            usage.total_relations(),
+            f.usage.total_relations(),
         ),
         analyze,
         leave_stopped,
         steps: plan::STEPS.iter().map(ToString::to_string).collect(),
-    };
-    Ok(Prepared {
-        plan,
-        findings,
-        runner,
-        cluster,
-        old,
-        new,
-    })
+    }
 }
 
 /// The old data directory and layout named by `--cluster` or `--old-datadir`.
@@ -348,39 +388,17 @@ fn connect_users(args: &CheckArgs, owner: &Owner) -> Vec<String> {
 /// Reads the old catalog: from the live server, or by a fenced start and stop (which also
 /// runs crash recovery when the cluster was not shut down cleanly; `check` skips that).
 /// `crashed` is pg_control's state when the last shutdown was not clean.
-#[allow(clippy::too_many_arguments)]
 fn read_catalog(
     args: &CheckArgs,
     purpose: Purpose,
-    runner: &Runner,
-    cluster: &Cluster,
-    old: &Install,
-    crashed: Option<&str>,
-    old_port: u16,
+    f: &Facts,
     findings: &mut Findings,
 ) -> Result<Option<Catalog>> {
+    let (runner, cluster, old, old_port) = (&f.runner, &f.cluster, &f.old, f.old_port);
+    let crashed = f.crashed.as_deref();
     let users = connect_users(args, &cluster.owner);
     if let Some(pm) = cluster.postmaster() {
-        let Some(socket_dir) = &pm.socket_dir else {
-            findings.push(Finding::error(
-                "no-socket",
-                "the old server listens on no Unix socket (unix_socket_directories is empty)",
-                "Set unix_socket_directories and restart it, or stop it and run pgleap again",
-            ));
-            return Ok(None);
-        };
-        let target = db::Target::new(socket_dir, pm.port.unwrap_or(old_port), users);
-        return match db::call::<Catalog>(runner, &["catalog"], &target) {
-            Ok(c) => Ok(Some(c)),
-            Err(e) => {
-                findings.push(Finding::error(
-                    "cannot-connect",
-                    format!("cannot read the old cluster's catalog from the running server: {e}"),
-                    "Allow the owner to connect over the local socket (peer or trust in pg_hba.conf), pass --username, or set PGPASSWORD",
-                ));
-                Ok(None)
-            }
-        };
+        return Ok(read_from_live(runner, pm, old_port, users, findings));
     }
     if let (Some(state), Purpose::Check) = (crashed, purpose) {
         findings.push(Finding::warning(
@@ -433,6 +451,36 @@ fn read_catalog(
     let catalog = result?;
     stopped?;
     Ok(Some(catalog))
+}
+
+/// The catalog of the running old server, over its own socket.
+fn read_from_live(
+    runner: &Runner,
+    pm: &crate::exec::postmaster::Postmaster,
+    old_port: u16,
+    users: Vec<String>,
+    findings: &mut Findings,
+) -> Option<Catalog> {
+    let Some(socket_dir) = &pm.socket_dir else {
+        findings.push(Finding::error(
+            "no-socket",
+            "the old server listens on no Unix socket (unix_socket_directories is empty)",
+            "Set unix_socket_directories and restart it, or stop it and run pgleap again",
+        ));
+        return None;
+    };
+    let target = db::Target::new(socket_dir, pm.port.unwrap_or(old_port), users);
+    match db::call::<Catalog>(runner, &["catalog"], &target) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            findings.push(Finding::error(
+                "cannot-connect",
+                format!("cannot read the old cluster's catalog from the running server: {e}"),
+                "Allow the owner to connect over the local socket (peer or trust in pg_hba.conf), pass --username, or set PGPASSWORD",
+            ));
+            None
+        }
+    }
 }
 
 fn tempfile_log(dir: &Path) -> PathBuf {

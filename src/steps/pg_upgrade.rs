@@ -20,6 +20,90 @@ pub(crate) fn pg_upgrade(
     check: bool,
 ) -> Result<Logged> {
     let fence = Fence::new(p.runner.owner())?;
+    let args = arguments(p, &fence, new_confdir, check)?;
+    let progress = crate::ui::progress::Progress::new(if check {
+        "pg_upgrade --check"
+    } else {
+        "pg_upgrade"
+    });
+    // Header lines name the phase; indented lines are its items (databases, files).
+    let phase = std::sync::Mutex::new(String::new());
+    let on_output = |line: &str| {
+        let mut current = phase
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if line.starts_with(' ') && !current.is_empty() {
+            progress.detail(&format!("{current}: {}", short_item(line)));
+        } else {
+            *current = pg_upgrade_phase(line);
+            progress.detail(&current);
+        }
+    };
+    let opts = Opts {
+        cwd: Some(cwd),
+        log_name: Some(if check {
+            "pg_upgrade-check"
+        } else {
+            "pg_upgrade"
+        }),
+        on_output: Some(&on_output),
+        ..Opts::default()
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        if !check
+            && p.plan.mode != crate::plan::Mode::Link
+            && p.plan.mode != crate::plan::Mode::Swap
+        {
+            // Copying modes: follow the new cluster's user relation files as they grow.
+            let dirs = copied_dirs(p, new_datadir);
+            let expected = p.plan.user_relation_bytes;
+            let (progress, stop) = (&progress, &stop);
+            s.spawn(move || crate::ui::progress::watch_copy(progress, dirs, expected, stop));
+        }
+        let out = p.runner.run_unchecked(&p.new.pg_upgrade(), &args, &opts);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        out
+    })?;
+    progress.finish();
+    let moved = move_output_dir(new_datadir, log_dir, check);
+    if out.status.success() {
+        Ok(out)
+    } else {
+        let report = moved
+            .map(|d| format!(" Its report files are in {}.", d.display()))
+            .unwrap_or_default();
+        if check {
+            Err(check_refused(&out, &report))
+        } else {
+            Err(crate::exec::process::failure(
+                &p.new.pg_upgrade(),
+                &args,
+                &out,
+            ))
+        }
+    }
+}
+
+/// Where the new cluster's user relation files appear: its `base` and its tablespace
+/// subdirectories.
+fn copied_dirs<'a>(p: &'a Prepared, new_datadir: &Path) -> impl Fn() -> Vec<PathBuf> + Send + 'a {
+    let base = new_datadir.join("base");
+    let (tablespaces, major) = (&p.plan.tablespaces, p.new.major);
+    move || {
+        let mut d = vec![base.clone()];
+        d.extend(
+            tablespaces
+                .iter()
+                .filter_map(|t| new_tablespace_dir(t, major)),
+        );
+        d
+    }
+}
+
+/// pg_upgrade's arguments: both installations and clusters, the fenced socket directory
+/// and hba, the mode's flag, and what each target major supports.
+fn arguments(p: &Prepared, fence: &Fence, new_confdir: &Path, check: bool) -> Result<Vec<String>> {
     let opts = p.plan.initdb.as_ref().ok_or(Error::SuperuserUnknown)?;
     let live = check && p.cluster.is_running();
     let old_port = p.plan.old.port;
@@ -56,93 +140,27 @@ pub(crate) fn pg_upgrade(
         // 17: syncfs syncs each filesystem once instead of every file.
         args.push("--sync-method=syncfs".into());
     }
-    let progress = crate::ui::progress::Progress::new(if check {
-        "pg_upgrade --check"
-    } else {
-        "pg_upgrade"
-    });
-    // Header lines name the phase; indented lines are its items (databases, files).
-    let phase = std::sync::Mutex::new(String::new());
-    let on_output = |line: &str| {
-        let mut current = phase
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if line.starts_with(' ') && !current.is_empty() {
-            progress.detail(&format!("{current}: {}", short_item(line)));
-        } else {
-            *current = pg_upgrade_phase(line);
-            progress.detail(&current);
-        }
-    };
-    let opts = Opts {
-        cwd: Some(cwd),
-        log_name: Some(if check {
-            "pg_upgrade-check"
-        } else {
-            "pg_upgrade"
-        }),
-        on_output: Some(&on_output),
-        ..Opts::default()
-    };
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let out = std::thread::scope(|s| {
-        if !check
-            && p.plan.mode != crate::plan::Mode::Link
-            && p.plan.mode != crate::plan::Mode::Swap
-        {
-            // Copying modes: follow the new cluster's user relation files as they grow.
-            let base = new_datadir.join("base");
-            let (tablespaces, major) = (&p.plan.tablespaces, p.new.major);
-            let dirs = move || {
-                let mut d = vec![base.clone()];
-                d.extend(
-                    tablespaces
-                        .iter()
-                        .filter_map(|t| new_tablespace_dir(t, major)),
-                );
-                d
-            };
-            let expected = p.plan.user_relation_bytes;
-            let (progress, stop) = (&progress, &stop);
-            s.spawn(move || crate::ui::progress::watch_copy(progress, dirs, expected, stop));
-        }
-        let out = p.runner.run_unchecked(&p.new.pg_upgrade(), &args, &opts);
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        out
-    })?;
-    progress.finish();
-    let moved = move_output_dir(new_datadir, log_dir, check);
-    if out.status.success() {
-        Ok(out)
-    } else {
-        let report = moved
-            .map(|d| format!(" Its report files are in {}.", d.display()))
-            .unwrap_or_default();
-        if check {
-            Err(Error::Refused {
-                findings: vec![Finding::error(
-                    "pg-upgrade-check",
-                    format!(
-                        "pg_upgrade --check failed:\n{}",
-                        // Usage errors go to stderr, with nothing on stdout.
-                        pg_upgrade_findings(&if out.stdout().trim().is_empty() {
-                            out.stderr()
-                        } else {
-                            out.stdout()
-                        })
-                    ),
-                    format!(
-                        "Fix what it reports (in the old cluster, or what an earlier attempt left in the new locations), then run pgleap again.{report}"
-                    ),
-                )],
-            })
-        } else {
-            Err(crate::exec::process::failure(
-                &p.new.pg_upgrade(),
-                &args,
-                &out,
-            ))
-        }
+    Ok(args)
+}
+
+/// The refusal of a failed `pg_upgrade --check`, quoting what it found.
+fn check_refused(out: &Logged, report: &str) -> Error {
+    Error::Refused {
+        findings: vec![Finding::error(
+            "pg-upgrade-check",
+            format!(
+                "pg_upgrade --check failed:\n{}",
+                // Usage errors go to stderr, with nothing on stdout.
+                pg_upgrade_findings(&if out.stdout().trim().is_empty() {
+                    out.stderr()
+                } else {
+                    out.stdout()
+                })
+            ),
+            format!(
+                "Fix what it reports (in the old cluster, or what an earlier attempt left in the new locations), then run pgleap again.{report}"
+            ),
+        )],
     }
 }
 

@@ -42,137 +42,11 @@ impl Ui {
         }
     }
 
-    #[allow(clippy::too_many_lines)] // one row per plan field, read top to bottom
     pub(crate) fn plan(self, plan: &Plan) {
-        let mut out = String::new();
-        let push = |out: &mut String, k: &str, v: String| {
-            let _ = writeln!(out, "  {k:<13} {v}");
-        };
-        out.push_str("Plan:\n");
-        push(
-            &mut out,
-            "old",
-            format!(
-                "PostgreSQL {} at {} ({})",
-                plan.old.version,
-                plan.old.datadir.display(),
-                plan.old_state
-            ),
-        );
-        push(
-            &mut out,
-            "new",
-            format!(
-                "PostgreSQL {} at {}",
-                plan.new.version,
-                plan.new.datadir.display()
-            ),
-        );
-        let layout = match (&plan.layout, &plan.new.confdir) {
-            (l, Some(c)) => format!("{} → {}", l.describe(), c.display()),
-            (l, None) => l.describe(),
-        };
-        push(&mut out, "layout", layout);
-        if plan.host.root != std::path::Path::new("/") {
-            push(&mut out, "root", plan.host.root.display().to_string());
-        }
-        push(
-            &mut out,
-            "service",
-            format!(
-                "old: {}; new: {}",
-                plan.host.old.stop.describe("stop"),
-                plan.host.new.start.describe("start")
-            ),
-        );
-        if let Some(b) = &plan.host.boot {
-            push(&mut out, "at boot", b.describe());
-        }
-        push(
-            &mut out,
-            "binaries",
-            format!(
-                "{} → {}",
-                plan.old.bindir.display(),
-                plan.new.bindir.display()
-            ),
-        );
-        push(
-            &mut out,
-            "owner",
-            format!("{} (uid {})", plan.owner.name, plan.owner.uid),
-        );
-        push(
-            &mut out,
-            "mode",
-            format!("{} — {}", plan.mode.name(), plan.mode_reason),
-        );
-        push(&mut out, "jobs", plan.jobs.to_string());
-        push(
-            &mut out,
-            "port",
-            format!("{} (old {})", plan.new.port, plan.old.port),
-        );
-        match &plan.initdb {
-            Some(o) => push(
-                &mut out,
-                "initdb",
-                format!(
-                    "superuser {}, encoding {}, locale {}/{} ({}{}), checksums {}, WAL segments {} MB",
-                    o.superuser,
-                    o.encoding,
-                    o.lc_collate,
-                    o.lc_ctype,
-                    o.locale_provider,
-                    o.provider_locale
-                        .as_ref()
-                        .map(|l| format!(" {l}"))
-                        .unwrap_or_default(),
-                    if o.checksums { "on" } else { "off" },
-                    o.wal_segsize_mb
-                ),
-            ),
-            None => push(
-                &mut out,
-                "initdb",
-                "not known until the old cluster is recovered".into(),
-            ),
-        }
-        for t in &plan.tablespaces {
-            push(&mut out, "tablespace", t.display().to_string());
-        }
-        push(
-            &mut out,
-            "data",
-            format!("{} of relation files", human(plan.relation_bytes)),
-        );
-        for s in &plan.space {
-            push(
-                &mut out,
-                "space",
-                format!(
-                    "{} needs {}, {} free{}",
-                    s.path.display(),
-                    human(s.needed),
-                    human(s.free),
-                    if s.enough() { "" } else { "  ← not enough" }
-                ),
-            );
-        }
-        push(
-            &mut out,
-            "downtime",
-            format!(
-                "about {} (estimate: stop, pg_upgrade {}, start)",
-                secs(Duration::from_secs(plan.estimated_downtime_secs)),
-                plan.mode.name()
-            ),
-        );
-        push(
-            &mut out,
-            "logs",
-            plan.work_dir.join("logs").display().to_string(),
-        );
+        let mut out = String::from("Plan:\n");
+        where_rows(&mut out, plan);
+        how_rows(&mut out, plan);
+        size_rows(&mut out, plan);
         self.line(out.trim_end());
     }
 
@@ -195,4 +69,145 @@ pub(crate) fn secs(d: Duration) -> String {
     } else {
         format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
     }
+}
+
+/// One `  key          value` line of the plan.
+fn row(out: &mut String, k: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(out, "  {k:<13} {v}");
+}
+
+/// Plan rows: which clusters, where they live, how the host runs them, as whom.
+fn where_rows(out: &mut String, plan: &Plan) {
+    row(
+        out,
+        "old",
+        format!(
+            "PostgreSQL {} at {} ({})",
+            plan.old.version,
+            plan.old.datadir.display(),
+            plan.old_state
+        ),
+    );
+    row(
+        out,
+        "new",
+        format!(
+            "PostgreSQL {} at {}",
+            plan.new.version,
+            plan.new.datadir.display()
+        ),
+    );
+    let layout = match (&plan.layout, &plan.new.confdir) {
+        (l, Some(c)) => format!("{} → {}", l.describe(), c.display()),
+        (l, None) => l.describe(),
+    };
+    row(out, "layout", layout);
+    if plan.host.root != std::path::Path::new("/") {
+        row(out, "root", plan.host.root.display().to_string());
+    }
+    row(
+        out,
+        "service",
+        format!(
+            "old: {}; new: {}",
+            plan.host.old.stop.describe("stop"),
+            plan.host.new.start.describe("start")
+        ),
+    );
+    if let Some(b) = &plan.host.boot {
+        row(out, "at boot", b.describe());
+    }
+    row(
+        out,
+        "binaries",
+        format!(
+            "{} → {}",
+            plan.old.bindir.display(),
+            plan.new.bindir.display()
+        ),
+    );
+    row(
+        out,
+        "owner",
+        format!("{} (uid {})", plan.owner.name, plan.owner.uid),
+    );
+}
+
+/// Plan rows: how pg_upgrade runs and how the new cluster is initialized.
+fn how_rows(out: &mut String, plan: &Plan) {
+    row(
+        out,
+        "mode",
+        format!("{} — {}", plan.mode.name(), plan.mode_reason),
+    );
+    row(out, "jobs", plan.jobs.to_string());
+    row(
+        out,
+        "port",
+        format!("{} (old {})", plan.new.port, plan.old.port),
+    );
+    match &plan.initdb {
+        Some(o) => row(
+            out,
+            "initdb",
+            format!(
+                "superuser {}, encoding {}, locale {}/{} ({}{}), checksums {}, WAL segments {} MB",
+                o.superuser,
+                o.encoding,
+                o.lc_collate,
+                o.lc_ctype,
+                o.locale_provider,
+                o.provider_locale
+                    .as_ref()
+                    .map(|l| format!(" {l}"))
+                    .unwrap_or_default(),
+                if o.checksums { "on" } else { "off" },
+                o.wal_segsize_mb
+            ),
+        ),
+        None => row(
+            out,
+            "initdb",
+            "not known until the old cluster is recovered",
+        ),
+    }
+}
+
+/// Plan rows: what is moved, the space it needs, the downtime expected, the logs.
+fn size_rows(out: &mut String, plan: &Plan) {
+    for t in &plan.tablespaces {
+        row(out, "tablespace", t.display().to_string());
+    }
+    row(
+        out,
+        "data",
+        format!("{} of relation files", human(plan.relation_bytes)),
+    );
+    for s in &plan.space {
+        row(
+            out,
+            "space",
+            format!(
+                "{} needs {}, {} free{}",
+                s.path.display(),
+                human(s.needed),
+                human(s.free),
+                if s.enough() { "" } else { "  ← not enough" }
+            ),
+        );
+    }
+    row(
+        out,
+        "downtime",
+        format!(
+            "about {} (estimate: stop, pg_upgrade {}, start)",
+            secs(Duration::from_secs(plan.estimated_downtime_secs)),
+            plan.mode.name()
+        ),
+    );
+    row(
+        out,
+        "logs",
+        plan.work_dir.join("logs").display().to_string(),
+    );
 }
