@@ -80,15 +80,8 @@ pub(crate) fn process_alive(pid: i32) -> bool {
 /// Waits up to `timeout` until `pid` is no longer a zombie. A killed postmaster stays a
 /// zombie until its parent reaps it, and PostgreSQL will not start while the pid named in
 /// `postmaster.pid` exists. True when it is gone (or was never a zombie).
-pub(crate) fn wait_reaped(pid: i32, timeout: std::time::Duration) -> bool {
-    let started = std::time::Instant::now();
-    while is_zombie(pid) {
-        if started.elapsed() >= timeout {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    true
+pub(crate) fn wait_reaped(pid: i32, timeout: Duration) -> bool {
+    wait_until(timeout, || !is_zombie(pid))
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -105,7 +98,8 @@ pub(crate) fn running(datadir: &Path) -> bool {
     matches!(liveness(datadir), Liveness::Running(_))
 }
 
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+/// Polls `done` until it holds or `timeout` passes; true when it held.
+pub(crate) fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
     loop {
         if done() {

@@ -224,6 +224,51 @@ impl Runner {
         }
     }
 
+    /// Runs a program whose children may outlive it (a server it starts) with its output in a
+    /// file rather than a pipe, which a lingering server would hold open.
+    pub(crate) fn run_detached<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        program: &Path,
+        args: &[S],
+        opts: &Opts<'_>,
+    ) -> Result<()> {
+        let out = tempfile::NamedTempFile::new()
+            .map_err(|e| Error::io("cannot create a temporary file", std::env::temp_dir(), e))?;
+        let file = |f: &tempfile::NamedTempFile| {
+            f.reopen()
+                .map_err(|e| Error::io("cannot open", f.path(), e))
+        };
+        let mut cmd = self.command(program, args, opts);
+        cmd.stdout(file(&out)?).stderr(file(&out)?);
+        let rendered = render(program, args);
+        tracing::debug!(command = %rendered, "running");
+        let could_not_run = |e| {
+            Error::io(
+                format!("could not run {}", program_name(program)),
+                program,
+                e,
+            )
+        };
+        let mut child = cmd.spawn().map_err(could_not_run)?;
+        crate::exec::interrupt::set_child(child.id());
+        let status = child.wait();
+        crate::exec::interrupt::clear_child();
+        let status = status.map_err(could_not_run)?;
+        let text = std::fs::read_to_string(out.path()).unwrap_or_default();
+        let log = self.log_text(opts.log_name.unwrap_or("service"), &rendered, status, &text);
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::Command {
+                program: program_name(program),
+                command: rendered,
+                status: status.to_string(),
+                stderr_tail: last_lines(&text, 15),
+                log,
+            })
+        }
+    }
+
     /// Runs a program to completion; a non-zero exit becomes [`Error::Command`].
     pub(crate) fn run<S: AsRef<OsStr>>(
         &self,
@@ -425,51 +470,6 @@ fn shell_quote(s: &str) -> String {
 pub(crate) fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Runs a program whose children may outlive it (a server it starts) with its output in a
-/// file rather than a pipe, which a lingering server would hold open.
-pub(crate) fn run_detached<S: AsRef<std::ffi::OsStr>>(
-    runner: &Runner,
-    program: &Path,
-    args: &[S],
-    opts: &Opts<'_>,
-) -> Result<()> {
-    let out = tempfile::NamedTempFile::new()
-        .map_err(|e| Error::io("cannot create a temporary file", std::env::temp_dir(), e))?;
-    let file = |f: &tempfile::NamedTempFile| {
-        f.reopen()
-            .map_err(|e| Error::io("cannot open", f.path(), e))
-    };
-    let mut cmd = runner.command(program, args, opts);
-    cmd.stdout(file(&out)?).stderr(file(&out)?);
-    let rendered = render(program, args);
-    tracing::debug!(command = %rendered, "running");
-    let could_not_run = |e| {
-        Error::io(
-            format!("could not run {}", program_name(program)),
-            program,
-            e,
-        )
-    };
-    let mut child = cmd.spawn().map_err(could_not_run)?;
-    crate::exec::interrupt::set_child(child.id());
-    let status = child.wait();
-    crate::exec::interrupt::clear_child();
-    let status = status.map_err(could_not_run)?;
-    let text = std::fs::read_to_string(out.path()).unwrap_or_default();
-    let log = runner.log_text(opts.log_name.unwrap_or("service"), &rendered, status, &text);
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::Command {
-            program: program_name(program),
-            command: rendered,
-            status: status.to_string(),
-            stderr_tail: last_lines(&text, 15),
-            log,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::exec::postmaster;
-use crate::exec::process::{self, Opts};
+use crate::exec::process::Opts;
 use crate::exec::server;
 use crate::host::boot::{self, Boot};
 use crate::host::service::{self, Control, Manager};
@@ -104,8 +104,7 @@ fn run_manager(p: &Prepared, which: Which, m: &Manager, action: &str) -> Result<
                 args.extend(["-m".to_string(), "fast".to_string()]);
             }
             args.extend([version.to_string(), name.clone(), action.to_string()]);
-            process::run_detached(
-                &p.runner,
+            p.runner.run_detached(
                 Path::new(service::PG_CTLCLUSTER),
                 &args,
                 &Opts {
@@ -127,8 +126,7 @@ fn run_manager(p: &Prepared, which: Which, m: &Manager, action: &str) -> Result<
                 ("PGDATA", s.conf_dir().display().to_string()),
                 ("PGPORT", s.port.to_string()),
             ];
-            process::run_detached(
-                &p.runner,
+            p.runner.run_detached(
                 Path::new("/bin/sh"),
                 &["-c", command.as_str()],
                 &Opts {
