@@ -1,15 +1,19 @@
 //! Every way pgleap can fail, each carrying the paths and versions involved and a fix.
 //!
 //! The exit code is decided here, once: 1 failed while running, 2 usage, 3 refused by preflight.
+//! A refusal carries `Finding`s: what a check saw, each an error (refuse) or a warning, with
+//! the fix to apply.
 
 use std::path::PathBuf;
 
-use crate::preflight::Finding;
+use serde::Serialize;
 
 /// Exit codes documented in `--help` and the README.
 pub(crate) const EXIT_FAILED: u8 = 1;
 pub(crate) const EXIT_USAGE: u8 = 2;
 pub(crate) const EXIT_REFUSED: u8 = 3;
+/// Exit code after an interrupt (128 + SIGINT, as shells report it).
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
@@ -59,8 +63,105 @@ pub(crate) enum Error {
         source: Box<Error>,
     },
 
-    #[error("{0}")]
-    Other(String),
+    /// A service manager or hook said it started a server, but none came up.
+    #[error(
+        "{how} returned, but no server runs on {} a minute later; see the server log of that service",
+        datadir.display()
+    )]
+    ServerDidNotStart { how: String, datadir: PathBuf },
+
+    /// A server started by a service manager or hook died before accepting connections.
+    #[error(
+        "the server started by {how} on {} stopped before accepting connections; see its log",
+        datadir.display()
+    )]
+    ServerStoppedStarting { how: String, datadir: PathBuf },
+
+    /// A `--stop-command` returned but the server kept running.
+    #[error(
+        "the stop command returned, but the {side} server at {} is still running a minute later",
+        datadir.display()
+    )]
+    StopCommandIneffective {
+        side: &'static str,
+        datadir: PathBuf,
+    },
+
+    /// The old server stopped without a clean shutdown checkpoint.
+    #[error("the old cluster did not shut down cleanly (pg_control state: {state})")]
+    UncleanShutdown { datadir: PathBuf, state: String },
+
+    /// `pg_controldata` printed something pgleap cannot read.
+    #[error("could not parse pg_controldata output for {}", datadir.display())]
+    ControlDataUnreadable { datadir: PathBuf },
+
+    /// A single-user backend did not say who the bootstrap superuser is.
+    #[error("postgres --single did not name the bootstrap superuser ({status}): {stderr_tail}")]
+    BootstrapSuperuserUnknown {
+        datadir: PathBuf,
+        status: String,
+        stderr_tail: String,
+    },
+
+    /// The plan lacks the old catalog's facts (a resumed plan made before they were read).
+    #[error("the old cluster's initdb options are unknown")]
+    InitdbOptionsUnknown,
+
+    #[error("the old cluster's superuser is unknown")]
+    SuperuserUnknown,
+
+    /// The new server still rejects the carried configuration after commenting out what it
+    /// named.
+    #[error("the carried configuration still fails validation after 50 fixes")]
+    ConfigNotAccepted { confdir: PathBuf },
+
+    /// The new server answered with another major than the plan's.
+    #[error("it answers as version {version}, not PostgreSQL {expected}")]
+    WrongServerVersion { version: u32, expected: u32 },
+
+    #[error("the journal {} is damaged: {source}", path.display())]
+    JournalDamaged {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+
+    #[error("cannot encode the journal: {0}")]
+    JournalEncode(serde_json::Error),
+
+    #[error("systemctl is not installed")]
+    SystemctlMissing,
+
+    #[error("no log directory for a copy of pgleap")]
+    NoLogDirectory,
+
+    #[error("cannot read {}: {source}", path.display())]
+    Walk {
+        path: PathBuf,
+        source: walkdir::Error,
+    },
+
+    /// The `__db` helper's answer could not be read.
+    #[error("could not parse the answer of pgleap __db {request}: {source}")]
+    DbAnswer {
+        request: String,
+        source: serde_json::Error,
+    },
+
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+
+    #[error("cannot encode the answer: {0}")]
+    DbEncode(serde_json::Error),
+
+    /// A database request failed; `detail` is the server's message.
+    #[error("{what}: {detail}")]
+    Database { what: String, detail: String },
+
+    #[error("no role to connect as")]
+    NoRole,
+
+    #[error("an ANALYZE worker failed: {0}")]
+    Worker(String),
 }
 
 fn refused_message(findings: &[Finding]) -> String {
@@ -94,13 +195,20 @@ fn tail_block(tail: &str) -> String {
     }
 }
 
+/// A single finding that refuses on its own.
+impl From<Finding> for Error {
+    fn from(f: Finding) -> Error {
+        Error::Refused { findings: vec![f] }
+    }
+}
+
 impl Error {
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Error::Refused { .. } | Error::RefusedAfterCleanup { .. } => EXIT_REFUSED,
-            Error::Interrupted { .. } => crate::interrupt::EXIT_INTERRUPTED,
+            Error::Interrupted { .. } => EXIT_INTERRUPTED,
             Error::Step { source, .. } if matches!(**source, Error::Interrupted { .. }) => {
-                crate::interrupt::EXIT_INTERRUPTED
+                EXIT_INTERRUPTED
             }
             Error::Step { source, .. } if matches!(**source, Error::Refused { .. }) => EXIT_REFUSED,
             _ => EXIT_FAILED,
@@ -121,3 +229,111 @@ impl Error {
 }
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Finding {
+    pub(crate) severity: Severity,
+    /// Stable identifier for scripts reading `--json`.
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) fix: String,
+}
+
+impl Finding {
+    pub(crate) fn error(
+        code: &'static str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+
+    pub(crate) fn warning(
+        code: &'static str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            severity: Severity::Warning,
+            code,
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+
+    pub(crate) fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// `message. fix` — the one-line form used in refusals.
+    pub(crate) fn render(&self) -> String {
+        if self.fix.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}. {}", self.message.trim_end_matches('.'), self.fix)
+        }
+    }
+}
+
+/// Findings gathered by the checks, in the order they ran.
+#[derive(Debug, Default, Clone, Serialize)]
+#[serde(transparent)]
+pub(crate) struct Findings(pub(crate) Vec<Finding>);
+
+impl Findings {
+    pub(crate) fn push(&mut self, f: Finding) {
+        self.0.push(f);
+    }
+
+    pub(crate) fn has_errors(&self) -> bool {
+        self.0.iter().any(Finding::is_error)
+    }
+
+    /// Refuses when any finding is an error.
+    pub(crate) fn into_result(self) -> Result<Findings> {
+        if self.has_errors() {
+            Err(Error::Refused { findings: self.0 })
+        } else {
+            Ok(self)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_joins_message_and_fix() {
+        let f = Finding::error(
+            "x",
+            "/data/17 exists and is not empty (3 entries).",
+            "Remove it or pass --new-datadir.",
+        );
+        assert_eq!(
+            f.render(),
+            "/data/17 exists and is not empty (3 entries). Remove it or pass --new-datadir."
+        );
+    }
+
+    #[test]
+    fn warnings_do_not_refuse() {
+        let mut fs = Findings::default();
+        fs.push(Finding::warning("w", "careful", ""));
+        assert!(fs.clone().into_result().is_ok());
+        fs.push(Finding::error("e", "no", "fix it"));
+        assert!(fs.into_result().is_err());
+    }
+}

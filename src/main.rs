@@ -2,28 +2,18 @@
 //!
 //! `main` only parses, sets up tracing, runs one command and maps its error to an exit code.
 
-mod catalog;
 mod cli;
-mod cluster;
 mod cmd;
 mod config;
-mod db;
 mod error;
-mod install;
-mod interrupt;
-mod journal;
-mod layout;
+mod exec;
+mod host;
+mod inspect;
 mod plan;
 mod preflight;
-mod prepare;
-mod process;
-mod progress;
-mod report;
-mod rollback;
-mod server;
-mod service;
-mod space;
+mod state;
 mod steps;
+mod ui;
 
 use std::process::ExitCode;
 
@@ -80,8 +70,8 @@ fn main() -> ExitCode {
             }
             eprintln!("pgleap: {e}");
             // However the failure surfaced, a run stopped by a signal exits 130.
-            let code = if interrupt::interrupted() {
-                interrupt::EXIT_INTERRUPTED
+            let code = if exec::interrupt::interrupted() {
+                error::EXIT_INTERRUPTED
             } else {
                 e.exit_code()
             };
@@ -97,6 +87,6 @@ fn run(command: Command) -> error::Result<()> {
         Command::Status(args) => cmd::status::execute(&args),
         Command::Rollback(args) => cmd::rollback::execute(&args),
         Command::Finalize(args) => cmd::finalize::execute(&args),
-        Command::Db { request } => db::serve(request),
+        Command::Db { request } => inspect::db::serve(request),
     }
 }

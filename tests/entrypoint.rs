@@ -786,6 +786,7 @@ struct Refusal {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one table of refusals, each checked the same way
 fn refusals_change_nothing() {
     let fx = Fixture::new(15).layout("pgdata").build();
     let d = &fx.datadir;

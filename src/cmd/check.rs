@@ -10,16 +10,17 @@ use serde_json::json;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::cli::CheckArgs;
-use crate::cluster::{self, Liveness};
+use crate::config::CarryReport;
 use crate::error::{Error, Result};
-use crate::interrupt;
-use crate::prepare::{Purpose, prepare};
-use crate::process::Owner;
-use crate::report::Ui;
-use crate::server;
-use crate::space;
+use crate::exec::interrupt;
+use crate::exec::postmaster::{self, Liveness};
+use crate::exec::process::Owner;
+use crate::exec::server;
+use crate::inspect::space;
+use crate::plan::args::CheckArgs;
+use crate::plan::prepare::{Prepared, Purpose, prepare};
 use crate::steps;
+use crate::ui::report::Ui;
 
 /// Stops, when dropped, a server that an interrupted or failed check may leave running on
 /// `dir`: the scratch cluster (declared after the scratch directory, so it runs before that
@@ -38,8 +39,8 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
     interrupt::install(interrupt::OnSignal::Abort);
     let ui = Ui { json: args.json };
     // Resolved the way prepare will (--cluster, --root); prepare reports any problem.
-    let old = crate::prepare::host_root(args.root.as_deref())
-        .and_then(|root| crate::prepare::old_target(&root, args))
+    let old = crate::host::root::host_root(args.target.root.as_deref())
+        .and_then(|root| crate::plan::prepare::old_target(&root, args))
         .ok()
         .map(|(d, _)| d);
     let owner_of = |d: &Path| {
@@ -48,67 +49,14 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
             .map(|m| Owner::from_uid(m.uid(), m.gid()))
     };
     let _old_guard = old
-        .filter(|d| !matches!(cluster::liveness(d), Liveness::Running(_)))
+        .filter(|d| !matches!(postmaster::liveness(d), Liveness::Running(_)))
         .and_then(|d| owner_of(&d).map(|o| StopOnDrop(d, o, true)));
     let mut p = prepare(args, Purpose::Check)?;
-    let mut carried = None;
-    if !p.findings.has_errors() && p.plan.initdb.is_some() {
-        let parent =
-            space::existing_ancestor(p.plan.new.datadir.parent().unwrap_or(&p.plan.new.datadir));
-        let scratch = tempfile::Builder::new()
-            .prefix(".pgleap-check-")
-            .tempdir_in(&parent)
-            .map_err(|e| {
-                Error::io(
-                    "cannot create a scratch directory for pg_upgrade --check",
-                    &parent,
-                    e,
-                )
-            })?;
-        steps::create_owned_dir(scratch.path(), p.runner.owner())?;
-        // Logs of a check outlive the scratch cluster only when it fails.
-        let logs = tempfile::Builder::new()
-            .prefix("pgleap-check-")
-            .tempdir()
-            .map_err(|e| Error::io("cannot create a log directory", std::env::temp_dir(), e))?;
-        steps::create_owned_dir(logs.path(), p.runner.owner())?;
-        p.runner.set_log_dir(logs.path().to_path_buf());
-        let new = scratch.path().join("data");
-        // Debian: the scratch cluster's configuration directory, like /etc/postgresql/17/main.
-        let confdir = if p.plan.new.confdir.is_some() {
-            let c = scratch.path().join("etc");
-            steps::create_owned_dir(&c, p.runner.owner())?;
-            c
-        } else {
-            new.clone()
-        };
-        let _scratch_guard = StopOnDrop(new.clone(), p.runner.owner().clone(), false);
-        ui.line(
-            "checking: initdb of a scratch cluster, configuration carry-over, pg_upgrade --check",
-        );
-        steps::initdb(&p, &new)?;
-        let report = steps::carry_config(&p, &new, &confdir)?;
-        for c in &report.commented {
-            p.findings.push(crate::preflight::Finding::warning(
-                "config-setting-dropped",
-                format!("the carried configuration sets {c}, which PostgreSQL {} rejects; upgrade comments it out", p.new.major),
-                "Review the setting for the new major",
-            ));
-        }
-        carried = Some(report);
-        match steps::pg_upgrade(&p, &new, &confdir, scratch.path(), logs.path(), true) {
-            Ok(_) => {}
-            Err(Error::Refused { findings }) => {
-                let kept = logs.keep();
-                ui.line(&format!(
-                    "pg_upgrade --check logs kept in {}",
-                    kept.display()
-                ));
-                p.findings.0.extend(findings);
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let carried = if !p.findings.has_errors() && p.plan.initdb.is_some() {
+        Some(scratch_check(&mut p, ui)?)
+    } else {
+        None
+    };
     ui.plan(&p.plan);
     ui.findings(&p.findings.0);
     let ok = !p.findings.has_errors();
@@ -119,4 +67,62 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
         ui.line("check passed: the upgrade can run.");
     }
     p.findings.into_result().map(|_| ())
+}
+
+/// pg_upgrade --check against a scratch cluster beside where the new one will be: initdb,
+/// the configuration carried, then the check. Its findings join the plan's.
+fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<CarryReport> {
+    let parent =
+        space::existing_ancestor(p.plan.new.datadir.parent().unwrap_or(&p.plan.new.datadir));
+    let scratch = tempfile::Builder::new()
+        .prefix(".pgleap-check-")
+        .tempdir_in(&parent)
+        .map_err(|e| {
+            Error::io(
+                "cannot create a scratch directory for pg_upgrade --check",
+                &parent,
+                e,
+            )
+        })?;
+    steps::create_owned_dir(scratch.path(), p.runner.owner())?;
+    // Logs of a check outlive the scratch cluster only when it fails.
+    let logs = tempfile::Builder::new()
+        .prefix("pgleap-check-")
+        .tempdir()
+        .map_err(|e| Error::io("cannot create a log directory", std::env::temp_dir(), e))?;
+    steps::create_owned_dir(logs.path(), p.runner.owner())?;
+    p.runner.set_log_dir(logs.path().to_path_buf());
+    let new = scratch.path().join("data");
+    // Debian: the scratch cluster's configuration directory, like /etc/postgresql/17/main.
+    let confdir = if p.plan.new.confdir.is_some() {
+        let c = scratch.path().join("etc");
+        steps::create_owned_dir(&c, p.runner.owner())?;
+        c
+    } else {
+        new.clone()
+    };
+    let _scratch_guard = StopOnDrop(new.clone(), p.runner.owner().clone(), false);
+    ui.line("checking: initdb of a scratch cluster, configuration carry-over, pg_upgrade --check");
+    steps::initdb::initdb(p, &new)?;
+    let report = steps::carry_config::carry_config(p, &new, &confdir)?;
+    for c in &report.commented {
+        p.findings.push(crate::error::Finding::warning(
+            "config-setting-dropped",
+            format!("the carried configuration sets {c}, which PostgreSQL {} rejects; upgrade comments it out", p.new.major),
+            "Review the setting for the new major",
+        ));
+    }
+    match steps::pg_upgrade::pg_upgrade(p, &new, &confdir, scratch.path(), logs.path(), true) {
+        Ok(_) => {}
+        Err(Error::Refused { findings }) => {
+            let kept = logs.keep();
+            ui.line(&format!(
+                "pg_upgrade --check logs kept in {}",
+                kept.display()
+            ));
+            p.findings.0.extend(findings);
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(report)
 }

@@ -11,21 +11,15 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::cli::ConfirmArgs;
-use crate::cluster::{self, Liveness};
-use crate::db;
+use crate::error::Finding;
 use crate::error::{Error, Result};
-use crate::journal::State;
-use crate::preflight::Finding;
-use crate::prepare::Prepared;
-use crate::report::Ui;
-use crate::server::{self, Fence};
-use crate::space::human;
-
-fn refuse(code: &'static str, message: String, fix: &str) -> Error {
-    Error::Refused {
-        findings: vec![Finding::error(code, message, fix)],
-    }
-}
+use crate::exec::postmaster::{self, Liveness};
+use crate::exec::server::{self, Fence};
+use crate::inspect::db;
+use crate::inspect::space::human;
+use crate::plan::prepare::Prepared;
+use crate::state::journal::State;
+use crate::ui::report::Ui;
 
 pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
     let ui = Ui { json: args.json };
@@ -38,23 +32,23 @@ pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
         }
         State::Done => {}
         s => {
-            return Err(refuse(
+            return Err(Error::from(Finding::error(
                 "not-done",
                 format!("the upgrade is not finished (state: {})", s.name()),
                 "Finish it with pgleap upgrade (or undo it with pgleap rollback) first",
-            ));
+            )));
         }
     }
     let p = Prepared::from_plan(plan.clone())?;
     healthy(&p).map_err(|e| {
-        refuse(
+        Error::from(Finding::error(
             "new-unhealthy",
             format!(
                 "the new cluster at {} is not healthy: {e}",
                 plan.new.datadir.display()
             ),
             "Make it start and answer queries before removing the old cluster (see its log)",
-        )
+        ))
     })?;
     let targets = old_paths(&p);
     let freed = freed_bytes(&targets);
@@ -85,7 +79,7 @@ fn healthy(p: &Prepared) -> Result<()> {
             .map_or_else(|| p.runner.owner().name.clone(), |o| o.superuser.clone()),
         p.runner.owner().name.clone(),
     ];
-    let version: u32 = if let Liveness::Running(pm) = cluster::liveness(new) {
+    let version: u32 = if let Liveness::Running(pm) = postmaster::liveness(new) {
         let socket = pm.socket_dir.unwrap_or_else(|| PathBuf::from("/tmp"));
         db::call(
             &p.runner,
@@ -97,7 +91,7 @@ fn healthy(p: &Prepared) -> Result<()> {
         let log = server::logfile(&p.plan.work_dir.join("logs"), "new-health");
         server::start(
             &p.runner,
-            &p.new,
+            &p.new.bindir,
             &p.plan.new.conf_dir(),
             Some((&fence, p.plan.new.port)),
             &log,
@@ -107,14 +101,14 @@ fn healthy(p: &Prepared) -> Result<()> {
             &["ping"],
             &db::Target::new(fence.socket_dir(), p.plan.new.port, users),
         );
-        server::stop(&p.runner, &p.new, new)?;
+        server::stop(&p.runner, &p.new.bindir, new)?;
         v?
     };
     if version / 10000 != p.plan.new.major {
-        return Err(Error::Other(format!(
-            "it answers as version {version}, not PostgreSQL {}",
-            p.plan.new.major
-        )));
+        return Err(Error::WrongServerVersion {
+            version,
+            expected: p.plan.new.major,
+        });
     }
     Ok(())
 }
@@ -156,7 +150,7 @@ fn freed_bytes(paths: &[PathBuf]) -> u64 {
 fn confirm(targets: &[PathBuf], freed: u64) -> Result<()> {
     let list: Vec<String> = targets.iter().map(|t| t.display().to_string()).collect();
     if !std::io::stdin().is_terminal() {
-        return Err(refuse(
+        return Err(Error::from(Finding::error(
             "confirm",
             format!(
                 "finalize would delete {} ({})",
@@ -164,7 +158,7 @@ fn confirm(targets: &[PathBuf], freed: u64) -> Result<()> {
                 human(freed)
             ),
             "Run it on a terminal to confirm, or pass --yes",
-        ));
+        )));
     }
     eprint!(
         "Delete {} and free {}? This cannot be undone. Type yes: ",
@@ -180,10 +174,10 @@ fn confirm(targets: &[PathBuf], freed: u64) -> Result<()> {
     if answer.trim() == "yes" {
         Ok(())
     } else {
-        Err(refuse(
+        Err(Error::from(Finding::error(
             "not-confirmed",
-            "finalize was not confirmed".into(),
+            "finalize was not confirmed",
             "Nothing was removed; run it again and type yes, or pass --yes",
-        ))
+        )))
     }
 }

@@ -6,39 +6,35 @@ pub(crate) mod rollback;
 pub(crate) mod status;
 pub(crate) mod upgrade;
 
-use crate::cli::TargetArgs;
+use crate::error::Finding;
 use crate::error::{Error, Result};
-use crate::journal::Journal;
-use crate::preflight::Finding;
+use crate::plan::args::Target;
+use crate::state::journal::Journal;
 
 /// The journal of the upgrade named by `target` under its exclusive lock, re-read after
 /// taking the lock (the previous holder may have moved it on).
-pub(crate) fn locked_journal(target: &TargetArgs) -> Result<(crate::journal::Lock, Journal)> {
+pub(crate) fn locked_journal(target: &Target) -> Result<(crate::state::lock::Lock, Journal)> {
     let found = find_journal(target)?;
     let work_dir = found.record.plan.work_dir.clone();
-    let lock = crate::journal::Lock::acquire(&work_dir)?;
+    let lock = crate::state::lock::Lock::acquire(&work_dir)?;
     let j = Journal::load(&work_dir)?.unwrap_or(found);
     Ok((lock, j))
 }
 
-fn refuse(f: Finding) -> Error {
-    Error::Refused { findings: vec![f] }
-}
-
 /// The journal of the upgrade named by `target`, or a refusal saying none was found.
-pub(crate) fn find_journal(target: &TargetArgs) -> Result<Journal> {
-    let root = crate::prepare::host_root(target.root.as_deref()).map_err(refuse)?;
-    let (old, _) = crate::prepare::resolve_target(
+pub(crate) fn find_journal(target: &Target) -> Result<Journal> {
+    let root = crate::host::root::host_root(target.root.as_deref()).map_err(Error::from)?;
+    let (old, _) = crate::plan::prepare::resolve_target(
         &root,
         target.cluster.as_ref(),
         target.old_datadir.as_deref(),
     )
-    .map_err(refuse)?;
+    .map_err(Error::from)?;
     let new = target
         .new_datadir
         .as_ref()
         .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()));
-    crate::journal::locate(&old, new.as_deref())?.ok_or_else(|| Error::Refused {
+    crate::state::locate::locate(&old, new.as_deref())?.ok_or_else(|| Error::Refused {
         findings: vec![Finding::error(
             "no-journal",
             format!("no upgrade of {} is recorded", old.display()),

@@ -4,10 +4,10 @@ use serde_json::json;
 
 use crate::cli::ConfirmArgs;
 use crate::error::Result;
-use crate::journal::State;
-use crate::prepare::Prepared;
-use crate::report::Ui;
-use crate::rollback::{self, Discard};
+use crate::plan::prepare::Prepared;
+use crate::state::journal::State;
+use crate::steps::undo::{self, Discard};
+use crate::ui::report::Ui;
 
 pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
     let ui = Ui { json: args.json };
@@ -17,8 +17,8 @@ pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
         ui.json(&json!({ "ok": true, "state": j.record.state, "notes": [] }));
         return Ok(());
     }
-    if let Some(f) = rollback::impossible(&j) {
-        return Err(crate::error::Error::Refused { findings: vec![f] });
+    if let Some(f) = undo::impossible(&j) {
+        return Err(f.into());
     }
     let p = Prepared::from_plan(j.record.plan.clone())?;
     let discard = if args.yes {
@@ -26,7 +26,7 @@ pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
     } else {
         Discard::MoveAside
     };
-    let notes = rollback::roll_back(&p, &mut j, discard, &p.plan.work_dir.join("logs"))?;
+    let notes = undo::roll_back(&p, &mut j, discard, &p.plan.work_dir.join("logs"))?;
     for n in &notes {
         ui.line(&format!("  {n}"));
     }

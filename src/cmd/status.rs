@@ -7,19 +7,20 @@ use serde_json::json;
 
 use crate::cli::StatusArgs;
 use crate::error::Result;
-use crate::journal::{self, Journal, State};
-use crate::report::{Ui, secs};
-use crate::rollback;
+use crate::state::journal::{Journal, State};
+use crate::state::lock;
+use crate::steps::undo;
+use crate::ui::report::{Ui, secs};
 
 pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
     let ui = Ui { json: args.json };
     let j = super::find_journal(&args.target)?;
     let r = &j.record;
     let plan = &r.plan;
-    let holder = journal::is_locked(&plan.work_dir)
-        .then(|| journal::holder(&plan.work_dir))
+    let holder = lock::is_locked(&plan.work_dir)
+        .then(|| lock::holder(&plan.work_dir))
         .flatten();
-    let blocker = rollback::impossible(&j);
+    let blocker = undo::impossible(&j);
     let next = next_command(&j, holder);
     let steps: Vec<String> = r
         .steps
@@ -84,7 +85,7 @@ fn next_command(j: &Journal, holder: Option<u32>) -> String {
     }
     match j.record.state {
         State::Done => {
-            let back = if rollback::impossible(j).is_none() {
+            let back = if undo::impossible(j).is_none() {
                 format!(" (or go back: pgleap rollback {target})")
             } else {
                 String::new()
@@ -95,7 +96,7 @@ fn next_command(j: &Journal, holder: Option<u32>) -> String {
             format!("nothing: the old cluster is back (pgleap upgrade {target} starts again)")
         }
         State::Finalized => "nothing: the upgrade is complete".into(),
-        _ if rollback::impossible(j).is_some() => {
+        _ if undo::impossible(j).is_some() => {
             format!("pgleap upgrade {target} (resumes where it stopped)")
         }
         _ => format!(

@@ -1,0 +1,8 @@
+//! Execution: the one process runner, signals, and PostgreSQL servers started and stopped
+//! by pgleap (the fence). Imports nothing above `error`.
+
+pub(crate) mod interrupt;
+pub(crate) mod owner;
+pub(crate) mod postmaster;
+pub(crate) mod process;
+pub(crate) mod server;

@@ -1,0 +1,189 @@
+//! Starting and stopping servers with `pg_ctl`, fenced when pgleap is the only client.
+//!
+//! A fenced server listens on no TCP address and only on a private 0700 socket directory,
+//! with a private pg_hba.conf that trusts local connections there: no client can write
+//! while pgleap works, and pgleap can always get in.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::exec::process::{Opts, Owner, Runner};
+
+/// A private socket directory plus the pg_hba.conf used with it; removed on drop.
+#[derive(Debug)]
+pub(crate) struct Fence {
+    dir: tempfile::TempDir,
+}
+
+impl Fence {
+    pub(crate) fn new(owner: &Owner) -> Result<Fence> {
+        // Short path: Unix socket paths are limited to about 100 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("pgleap-")
+            .tempdir_in("/tmp")
+            .map_err(|e| Error::io("cannot create a private socket directory", "/tmp", e))?;
+        let hba = dir.path().join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "# pgleap: fenced server, private socket only\nlocal all all trust\n",
+        )
+        .map_err(|e| Error::io("cannot write", &hba, e))?;
+        for p in [dir.path(), hba.as_path()] {
+            chown(p, owner)?;
+        }
+        Ok(Fence { dir })
+    }
+
+    pub(crate) fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Server options that fence it: `-o` for pg_ctl, `-o`/`-O` for pg_upgrade.
+    pub(crate) fn server_options(&self, port: u16) -> String {
+        format!(
+            "-p {port} -c listen_addresses='' -c unix_socket_permissions=0700 -c unix_socket_directories='{}' -c hba_file='{}'",
+            self.dir.path().display(),
+            self.dir.path().join("pg_hba.conf").display()
+        )
+    }
+}
+
+/// True for a socket directory made by [`Fence::new`].
+pub(crate) fn is_fence_dir(dir: &Path) -> bool {
+    dir.parent() == Some(Path::new("/tmp"))
+        && dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("pgleap-"))
+}
+
+pub(crate) fn chown(path: &Path, owner: &Owner) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    nix::unistd::chown(path, Some(owner.uid.into()), Some(owner.gid.into()))
+        .map_err(|e| Error::io("cannot change owner of", path, e.into()))
+}
+
+/// Starts a server and waits until it accepts connections. `fence` = None starts it with
+/// its own configuration (the new cluster going live).
+pub(crate) fn start(
+    runner: &Runner,
+    bindir: &Path,
+    datadir: &Path,
+    fence: Option<(&Fence, u16)>,
+    logfile: &Path,
+) -> Result<()> {
+    let mut args: Vec<String> = vec![
+        "start".into(),
+        "-D".into(),
+        datadir.display().to_string(),
+        "-w".into(),
+        "-t".into(),
+        "3600".into(),
+        "-l".into(),
+        logfile.display().to_string(),
+    ];
+    if let Some((f, port)) = fence {
+        args.push("-o".into());
+        args.push(f.server_options(port));
+    }
+    runner
+        .run(
+            &bindir.join("pg_ctl"),
+            &args,
+            &Opts {
+                log_name: Some("pg_ctl-start"),
+                ..Opts::default()
+            },
+        )
+        .map_err(|e| with_server_log(e, logfile))?;
+    Ok(())
+}
+
+/// Fast shutdown, waiting until the postmaster is gone.
+pub(crate) fn stop(runner: &Runner, bindir: &Path, datadir: &Path) -> Result<()> {
+    stop_with(runner, &bindir.join("pg_ctl"), datadir)
+}
+
+fn stop_with(runner: &Runner, pg_ctl: &Path, datadir: &Path) -> Result<()> {
+    let args = [
+        "stop",
+        "-D",
+        &datadir.display().to_string(),
+        "-m",
+        "fast",
+        "-w",
+        "-t",
+        "3600",
+    ];
+    let opts = Opts {
+        log_name: Some("pg_ctl-stop"),
+        ..Opts::default()
+    };
+    runner.run(pg_ctl, &args, &opts)?;
+    Ok(())
+}
+
+/// Appends the server log's last lines to a pg_ctl failure: pg_ctl itself only says
+/// "could not start server".
+fn with_server_log(e: Error, logfile: &Path) -> Error {
+    match e {
+        Error::Command {
+            program,
+            command,
+            status,
+            stderr_tail,
+            log,
+        } => {
+            let tail = std::fs::read_to_string(logfile)
+                .map(|t| crate::exec::process::last_lines(&t, 10))
+                .unwrap_or_default();
+            Error::Command {
+                program,
+                command,
+                status,
+                stderr_tail: format!("{stderr_tail}\n{tail}"),
+                log: log.or_else(|| Some(logfile.to_path_buf())),
+            }
+        }
+        other => other,
+    }
+}
+
+/// A port nobody listens on, near `preferred`, for fenced servers. Fenced servers use a
+/// private socket directory, so the port only needs to differ from the live old server's.
+pub(crate) fn spare_port(preferred: u16, avoid: u16) -> u16 {
+    let mut p = preferred;
+    while p == avoid {
+        p = if p >= 65000 { 50432 } else { p + 1 };
+    }
+    p
+}
+
+/// The log file of a server started by pgleap.
+pub(crate) fn logfile(log_dir: &Path, name: &str) -> PathBuf {
+    log_dir.join(format!("server-{name}.log"))
+}
+
+/// Stops whatever server runs on `datadir`, with the `pg_ctl` beside the running
+/// postmaster's own binary (found through /proc): for cleanup paths that may not know
+/// which installation started it. Best effort.
+pub(crate) fn stop_any(datadir: &Path, owner: &Owner, fenced_only: bool) {
+    let crate::exec::postmaster::Liveness::Running(pm) = crate::exec::postmaster::liveness(datadir)
+    else {
+        return;
+    };
+    // A server on a pgleap fence's socket directory was started by pgleap or its pg_upgrade;
+    // any other was started by someone else and is not ours to stop.
+    if fenced_only && !pm.socket_dir.as_ref().is_some_and(|d| is_fence_dir(d)) {
+        return;
+    }
+    let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", pm.pid)) else {
+        return;
+    };
+    let Some(bindir) = exe.parent() else { return };
+    let runner = Runner::new(owner.clone(), None);
+    if let Err(e) = stop_with(&runner, &bindir.join("pg_ctl"), datadir) {
+        tracing::warn!("could not stop the server on {}: {e}", datadir.display());
+    }
+}

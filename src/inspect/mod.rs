@@ -1,0 +1,8 @@
+//! Read-only facts: the old cluster on disk, the installations, the catalog, disk usage.
+//! Never imports plan, preflight, steps or commands.
+
+pub(crate) mod catalog;
+pub(crate) mod cluster;
+pub(crate) mod db;
+pub(crate) mod install;
+pub(crate) mod space;

@@ -1,0 +1,508 @@
+//! From flags to a Plan plus findings: inspect the old cluster and both installations, run
+//! every preflight check, and read the old catalog.
+//!
+//! Invariant: until `prepare` returns, nothing has been written. The static checks run first
+//! and refuse before any server is touched; only then is the catalog read (from the live
+//! server, or from a fenced start of a stopped one, as pg_upgrade --check itself does).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::error::{Finding, Findings};
+use crate::exec::process::{Owner, Runner};
+use crate::exec::server::{self, Fence};
+use crate::host::layout;
+use crate::host::root::{absolute, host_root, under};
+use crate::host::service;
+use crate::inspect::catalog::{self, Catalog};
+use crate::inspect::cluster::{Cluster, ControlData};
+use crate::inspect::db;
+use crate::inspect::install::{self, Install, Role};
+use crate::inspect::space::{self, FsNeed, Usage};
+use crate::plan::args::CheckArgs;
+use crate::plan::{self, InitdbOptions, Mode, Plan, Side};
+use crate::preflight::layout::{check_layout_version, host_findings};
+use crate::preflight::mode::choose_mode;
+use crate::preflight::owner::{check_not_disabled, check_owner, explain_unreadable};
+use crate::preflight::space::space_findings;
+use crate::preflight::target::{check_new_confdir, check_target};
+use crate::preflight::versions::check_versions;
+
+/// Everything an upgrade needs, decided.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) plan: Plan,
+    pub(crate) findings: Findings,
+    pub(crate) runner: Runner,
+    pub(crate) cluster: Cluster,
+    pub(crate) old: Install,
+    pub(crate) new: Install,
+}
+
+/// What the caller will do with the plan.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Purpose {
+    Check,
+    Upgrade {
+        port: Option<u16>,
+        analyze: bool,
+        leave_stopped: bool,
+    },
+}
+
+/// The host root, the old cluster's layout and the cluster itself, inspected.
+fn inspect_old(args: &CheckArgs) -> Result<(PathBuf, layout::Layout, Cluster)> {
+    let root = host_root(args.target.root.as_deref()).map_err(Error::from)?;
+    let (old_datadir, old_layout) = old_target(&root, args).map_err(Error::from)?;
+    let mut cluster = Cluster::inspect(&old_datadir)
+        .map_err(|f| Error::from(explain_unreadable(f, &old_datadir)))?;
+    check_not_disabled(&old_datadir).map_err(Error::from)?;
+    if let Some(confdir) = old_layout.confdir() {
+        cluster.confdir = confdir.to_path_buf();
+    }
+    check_layout_version(&old_layout, &cluster).map_err(Error::from)?;
+    check_owner(&cluster.owner, &old_datadir).map_err(Error::from)?;
+    Ok((root, old_layout, cluster))
+}
+
+pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
+    let (f, findings) = static_phase(args)?;
+    // Static checks refuse here, before any server is started or stopped.
+    let mut findings = findings.into_result()?;
+    let catalog = read_catalog(args, purpose, &f, &mut findings)?;
+    if let Some(c) = &catalog {
+        for finding in crate::preflight::extensions::missing_in(c, &f.new) {
+            findings.push(finding);
+        }
+    }
+    let host = service::plan_host(
+        &f.runner,
+        &f.root,
+        &f.old_layout,
+        &f.new_layout,
+        args.stop_command.as_deref(),
+        args.start_command.as_deref(),
+    );
+    host_findings(&host, &f.new_layout, &f.new, &mut findings);
+    let plan = build_plan(args, purpose, &f, catalog.as_ref(), host);
+    Ok(Prepared {
+        plan,
+        findings,
+        runner: f.runner,
+        cluster: f.cluster,
+        old: f.old,
+        new: f.new,
+    })
+}
+
+/// What the static phase learned, before any server is touched.
+struct Facts {
+    root: PathBuf,
+    old_layout: layout::Layout,
+    new_layout: layout::Layout,
+    cluster: Cluster,
+    runner: Runner,
+    old: Install,
+    new: Install,
+    new_datadir: PathBuf,
+    control: ControlData,
+    /// pg_control's state when the old cluster is stopped but was not shut down cleanly.
+    crashed: Option<String>,
+    old_state: String,
+    mode: Mode,
+    mode_reason: String,
+    usage: Usage,
+    tablespaces: Vec<PathBuf>,
+    space: Vec<FsNeed>,
+    old_port: u16,
+}
+
+/// The old cluster, both installations and the new data directory, inspected and checked
+/// without starting anything: refusals that cannot wait end it early, the others are
+/// gathered in the findings.
+fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
+    let (root, old_layout, cluster) = inspect_old(args)?;
+    let old_datadir = cluster.datadir.clone();
+    let runner = Runner::new(cluster.owner.clone(), None);
+    let mut findings = Findings::default();
+
+    let old = find_old(&runner, &root, args, &cluster).map_err(Error::from)?;
+    let new = find_new(&runner, &root, args, cluster.major).map_err(Error::from)?;
+    check_versions(&cluster, &new).map_err(Error::from)?;
+
+    let new_datadir =
+        resolve_new_datadir(args, &old_datadir, cluster.major, new.major).map_err(Error::from)?;
+    check_target(&old_datadir, &new_datadir, &cluster.owner, &mut findings);
+    let new_layout = new_layout(&old_layout, &root, new.major, &new_datadir);
+    if let Some(confdir) = new_layout.confdir() {
+        check_new_confdir(confdir, &cluster.owner, &mut findings);
+    }
+
+    let control = cluster.control_data(&runner, &old)?;
+    let crashed =
+        (!cluster.is_running() && !control.cleanly_shut_down()).then(|| control.state.clone());
+    let old_state = if cluster.is_running() {
+        "running".to_string()
+    } else if let Some(state) = &crashed {
+        format!("stopped, not cleanly: {state}")
+    } else {
+        "stopped".into()
+    };
+
+    let (mode, mode_reason) = choose_mode(
+        args.mode,
+        &old_datadir,
+        &new_datadir,
+        new.major,
+        &mut findings,
+    );
+    let usage = Usage::measure(&cluster);
+    let tablespaces: Vec<PathBuf> = cluster
+        .tablespaces
+        .iter()
+        .map(|t| t.location.clone())
+        .collect();
+    let space = space::needs(&usage, &new_datadir, &tablespaces, mode.copies_data());
+    let cross_device = space::device_of(&old_datadir) != space::device_of(&new_datadir);
+    space_findings(&space, mode, &new_datadir, cross_device, &mut findings);
+
+    let old_port = match cluster.postmaster().and_then(|p| p.port) {
+        Some(p) => p,
+        None => cluster
+            .setting(&runner, &old, "port")?
+            .parse()
+            .unwrap_or(5432),
+    };
+    let facts = Facts {
+        root,
+        old_layout,
+        new_layout,
+        cluster,
+        runner,
+        old,
+        new,
+        new_datadir,
+        control,
+        crashed,
+        old_state,
+        mode,
+        mode_reason,
+        usage,
+        tablespaces,
+        space,
+        old_port,
+    };
+    Ok((facts, findings))
+}
+
+/// The plan from the facts, the old catalog (when it could be read) and the host's way of
+/// running servers.
+fn build_plan(
+    args: &CheckArgs,
+    purpose: Purpose,
+    f: &Facts,
+    catalog: Option<&Catalog>,
+    host: service::Host,
+) -> Plan {
+    let (port, analyze, leave_stopped) = match purpose {
+        Purpose::Check => (f.old_port, true, false),
+        Purpose::Upgrade {
+            port,
+            analyze,
+            leave_stopped,
+        } => (port.unwrap_or(f.old_port), analyze, leave_stopped),
+    };
+    let databases = catalog.map_or(f.usage.databases, |c| c.databases.len() as u64);
+    let relations = catalog.map_or(0, Catalog::relations);
+    let side = |install: &Install, datadir: &Path, layout: &layout::Layout, port: u16| Side {
+        datadir: datadir.to_path_buf(),
+        confdir: layout.confdir().map(Path::to_path_buf),
+        bindir: install.bindir.clone(),
+        major: install.major,
+        version: install.version.clone(),
+        port,
+    };
+    Plan {
+        layout: f.old_layout.clone(),
+        old: side(&f.old, &f.cluster.datadir, &f.old_layout, f.old_port),
+        new: side(&f.new, &f.new_datadir, &f.new_layout, port),
+        host,
+        mode: f.mode,
+        mode_reason: f.mode_reason.clone(),
+        jobs: args.jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            |j| j as usize,
+        ),
+        owner: f.cluster.owner.clone(),
+        work_dir: layout::work_dir(&f.new_datadir, f.old.major, f.new.major),
+        old_running: f.cluster.is_running(),
+        old_state: f.old_state.clone(),
+        tablespaces: f.tablespaces.clone(),
+        initdb: catalog.map(|c| InitdbOptions::from_old(c, &f.control)),
+        space: f.space.clone(),
+        relation_bytes: f.usage.total_relations(),
+        user_relation_bytes: user_bytes(&f.cluster),
+        estimated_downtime_secs: plan::estimate_downtime(
+            f.mode,
+            databases,
+            relations,
+            f.usage.total_relations(),
+        ),
+        analyze,
+        leave_stopped,
+        steps: plan::STEPS.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The old data directory and layout named by `--cluster` or `--old-datadir`.
+pub(crate) fn old_target(
+    root: &Path,
+    args: &CheckArgs,
+) -> Result<(PathBuf, layout::Layout), Finding> {
+    resolve_target(
+        root,
+        args.target.cluster.as_ref(),
+        args.target.old_datadir.as_deref(),
+    )
+}
+
+/// `old_target` for the commands that only name an upgrade (status, rollback, finalize).
+pub(crate) fn resolve_target(
+    root: &Path,
+    cluster: Option<&crate::host::debian::ClusterId>,
+    old_datadir: Option<&Path>,
+) -> Result<(PathBuf, layout::Layout), Finding> {
+    let given = old_datadir.map(absolute);
+    let (datadir, layout) = layout::resolve_old(root, cluster, given.as_deref())?;
+    Ok((absolute(&datadir), layout))
+}
+
+/// The new cluster's layout: the old one's for the new major. A RHEL unit starts the default
+/// `/var/lib/pgsql/N/data` only, so a new data directory elsewhere is plain.
+fn new_layout(old: &layout::Layout, root: &Path, major: u32, new_datadir: &Path) -> layout::Layout {
+    let l = old.for_major(root, major);
+    let default_rhel = under(root, &format!("var/lib/pgsql/{major}/data"));
+    match l {
+        layout::Layout::Rhel { .. } if new_datadir != default_rhel => layout::Layout::Plain,
+        l => l,
+    }
+}
+
+fn find_old(
+    runner: &Runner,
+    root: &Path,
+    args: &CheckArgs,
+    cluster: &Cluster,
+) -> Result<Install, Finding> {
+    let old = match &args.old_bindir {
+        Some(b) => Install::probe(runner, b, Role::Old),
+        None => install::find_for_major(runner, root, cluster.major, Role::Old),
+    }?;
+    if old.major != cluster.major {
+        return Err(Finding::error(
+            "bindir-major-mismatch",
+            format!(
+                "{} is PostgreSQL {}, but {} holds a PostgreSQL {} cluster",
+                old.bindir.display(),
+                old.major,
+                cluster.datadir.display(),
+                cluster.major
+            ),
+            format!(
+                "Pass --old-bindir with the bin directory of PostgreSQL {}",
+                cluster.major
+            ),
+        ));
+    }
+    Ok(old)
+}
+
+fn resolve_new_datadir(
+    args: &CheckArgs,
+    old: &Path,
+    old_major: u32,
+    new_major: u32,
+) -> Result<PathBuf, Finding> {
+    if let Some(d) = &args.target.new_datadir {
+        return Ok(absolute(d));
+    }
+    layout::versioned_sibling(old, old_major, new_major).ok_or_else(|| {
+        Finding::error(
+            "no-default-new-datadir",
+            format!(
+                "cannot choose the new data directory: no component of {} names the old major {old_major}",
+                old.display()
+            ),
+            "Pass --new-datadir (for example a sibling directory on the same filesystem)",
+        )
+    })
+}
+
+/// User relation files of the old cluster, in the data directory and its tablespaces.
+fn user_bytes(cluster: &Cluster) -> u64 {
+    let prefix = format!("PG_{}_", cluster.major);
+    let in_tablespaces: u64 = cluster
+        .tablespaces
+        .iter()
+        .filter_map(|t| std::fs::read_dir(&t.location).ok())
+        .flatten()
+        .filter_map(std::result::Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| space::user_relation_bytes(&e.path()))
+        .sum();
+    space::user_relation_bytes(&cluster.datadir.join("base")) + in_tablespaces
+}
+
+fn find_new(
+    runner: &Runner,
+    root: &Path,
+    args: &CheckArgs,
+    old_major: u32,
+) -> Result<Install, Finding> {
+    if let Some(b) = &args.new_bindir {
+        return Install::probe(runner, b, Role::New);
+    }
+    if let Some(v) = args.new_version {
+        return install::find_for_major(runner, root, v, Role::New);
+    }
+    // The newest installed major above the old one, as pg_upgradecluster does.
+    for major in (old_major + 1..=30).rev() {
+        if let Ok(i) = install::find_for_major(runner, root, major, Role::New) {
+            return Ok(i);
+        }
+    }
+    Err(Finding::error(
+        "no-new-install",
+        format!("no PostgreSQL installation newer than {old_major} found"),
+        "Pass --new-bindir DIR or --new-version N",
+    ))
+}
+
+fn connect_users(args: &CheckArgs, owner: &Owner) -> Vec<String> {
+    let mut users: Vec<String> = args.username.iter().cloned().collect();
+    users.push(owner.name.clone());
+    users.push("postgres".into());
+    users
+}
+
+/// Reads the old catalog: from the live server, or by a fenced start and stop (which also
+/// runs crash recovery when the cluster was not shut down cleanly; `check` skips that).
+/// `crashed` is pg_control's state when the last shutdown was not clean.
+fn read_catalog(
+    args: &CheckArgs,
+    purpose: Purpose,
+    f: &Facts,
+    findings: &mut Findings,
+) -> Result<Option<Catalog>> {
+    let (runner, cluster, old, old_port) = (&f.runner, &f.cluster, &f.old, f.old_port);
+    let crashed = f.crashed.as_deref();
+    let users = connect_users(args, &cluster.owner);
+    if let Some(pm) = cluster.postmaster() {
+        return Ok(read_from_live(runner, pm, old_port, users, findings));
+    }
+    if let (Some(state), Purpose::Check) = (crashed, purpose) {
+        findings.push(Finding::warning(
+            "unclean-shutdown",
+            format!("the old cluster was not shut down cleanly (state: {state}); extension checks and pg_upgrade --check were skipped"),
+            "pgleap upgrade runs crash recovery (a fenced start and clean stop) first; or start and stop the server yourself, then run check again",
+        ));
+        return Ok(None);
+    }
+    if let crate::exec::postmaster::Liveness::Stale { pid } = cluster.liveness {
+        // A killed postmaster lingers as a zombie until its parent reaps it, and PostgreSQL
+        // will not start while that pid exists.
+        if !crate::exec::postmaster::wait_reaped(pid, std::time::Duration::from_secs(60)) {
+            return Err(Error::from(Finding::error(
+                "postmaster-not-reaped",
+                format!(
+                    "postmaster.pid in {} names process {pid}, a server that was killed but not reaped by its parent (a zombie); PostgreSQL will not start while it exists",
+                    cluster.datadir.display()
+                ),
+                "Let its parent reap it (in a container, run an init such as tini, or restart the container), then run pgleap again",
+            )));
+        }
+    }
+    // The server is stopped, so a single-user backend can name the bootstrap superuser: the
+    // role sure to exist when connecting through the fence.
+    let mut users = users;
+    match catalog::bootstrap_superuser(runner, old, &cluster.confdir) {
+        Ok(name) => users.insert(0, name),
+        Err(e) => tracing::debug!("cannot learn the bootstrap superuser: {e}"),
+    }
+    let fence = Fence::new(&cluster.owner)?;
+    let log = tempfile_log(fence.socket_dir());
+    server::start(
+        runner,
+        &old.bindir,
+        &cluster.confdir,
+        Some((&fence, old_port)),
+        &log,
+    )?;
+    let target = db::Target::new(fence.socket_dir(), old_port, users);
+    let result = db::call::<Catalog>(runner, &["catalog"], &target);
+    let stopped = server::stop(runner, &old.bindir, &cluster.datadir);
+    if crashed.is_some() {
+        findings.push(Finding::warning(
+            "crash-recovered",
+            "the old cluster was not shut down cleanly; pgleap ran crash recovery (a fenced start and a clean stop)",
+            "",
+        ));
+    }
+    let catalog = result?;
+    stopped?;
+    Ok(Some(catalog))
+}
+
+/// The catalog of the running old server, over its own socket.
+fn read_from_live(
+    runner: &Runner,
+    pm: &crate::exec::postmaster::Postmaster,
+    old_port: u16,
+    users: Vec<String>,
+    findings: &mut Findings,
+) -> Option<Catalog> {
+    let Some(socket_dir) = &pm.socket_dir else {
+        findings.push(Finding::error(
+            "no-socket",
+            "the old server listens on no Unix socket (unix_socket_directories is empty)",
+            "Set unix_socket_directories and restart it, or stop it and run pgleap again",
+        ));
+        return None;
+    };
+    let target = db::Target::new(socket_dir, pm.port.unwrap_or(old_port), users);
+    match db::call::<Catalog>(runner, &["catalog"], &target) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            findings.push(Finding::error(
+                "cannot-connect",
+                format!("cannot read the old cluster's catalog from the running server: {e}"),
+                "Allow the owner to connect over the local socket (peer or trust in pg_hba.conf), pass --username, or set PGPASSWORD",
+            ));
+            None
+        }
+    }
+}
+
+fn tempfile_log(dir: &Path) -> PathBuf {
+    dir.join("old-server.log")
+}
+
+impl Prepared {
+    /// Rebuilds the context of an upgrade from its journaled plan (resume, rollback,
+    /// finalize): the same owner, binaries and paths as the run that wrote it.
+    pub(crate) fn from_plan(plan: Plan) -> Result<Prepared> {
+        let runner = Runner::new(plan.owner.clone(), Some(plan.work_dir.join("logs")));
+        let old = Install::probe(&runner, &plan.old.bindir, Role::Old).map_err(Error::from)?;
+        let new = Install::probe(&runner, &plan.new.bindir, Role::New).map_err(Error::from)?;
+        let mut cluster = Cluster::inspect(&plan.old.datadir).map_err(Error::from)?;
+        cluster.confdir = plan.old.conf_dir();
+        Ok(Prepared {
+            plan,
+            findings: Findings::default(),
+            runner,
+            cluster,
+            old,
+            new,
+        })
+    }
+}

@@ -1,0 +1,229 @@
+//! The durable record of one upgrade: where it stands, written before and after every step.
+//!
+//! `journal.json` lives in the upgrade's work directory beside the new data directory and is
+//! replaced atomically (write a temp file, fsync, rename, fsync the directory), so a crash
+//! leaves either the old or the new record, never a torn one. An exclusive `flock` on `lock`
+//! keeps two pgleap runs from interleaving; the kernel drops it when a run dies, so a crash
+//! never leaves a lock that blocks the next run.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+
+pub(crate) const FILE: &str = "journal.json";
+
+/// Where an upgrade stands. Each state is reached when the step of the same name finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum State {
+    Planned,
+    NewInitialized,
+    ConfigCarried,
+    Checked,
+    OldStopped,
+    Upgraded,
+    NewStarted,
+    ExtensionsUpdated,
+    Analyzed,
+    Done,
+    RolledBack,
+    Finalized,
+}
+
+impl State {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            State::Planned => "planned",
+            State::NewInitialized => "new-initialized",
+            State::ConfigCarried => "config-carried",
+            State::Checked => "checked",
+            State::OldStopped => "old-stopped",
+            State::Upgraded => "upgraded",
+            State::NewStarted => "new-started",
+            State::ExtensionsUpdated => "extensions-updated",
+            State::Analyzed => "analyzed",
+            State::Done => "done",
+            State::RolledBack => "rolled-back",
+            State::Finalized => "finalized",
+        }
+    }
+
+    pub(crate) fn terminal(self) -> bool {
+        matches!(self, State::RolledBack | State::Finalized)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StepRecord {
+    pub(crate) name: String,
+    pub(crate) seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) format: u32,
+    pub(crate) state: State,
+    /// The step under way when the record was written; set means it did not finish.
+    pub(crate) running: Option<String>,
+    pub(crate) plan: Plan,
+    /// Whether the old server was running when the upgrade began: rollback restores that,
+    /// and the new cluster is left in the same state.
+    pub(crate) old_was_running: bool,
+    /// Set once the new cluster has started in link or swap mode: from then on the old
+    /// cluster cannot be brought back.
+    pub(crate) point_of_no_return: bool,
+    pub(crate) steps: Vec<StepRecord>,
+    pub(crate) downtime_seconds: Option<f64>,
+    /// When stop-old began (ms since the epoch): downtime is measured from here, across a
+    /// resume if need be.
+    #[serde(default)]
+    pub(crate) window_started_ms: Option<u64>,
+    pub(crate) started_at: u64,
+    pub(crate) updated_at: u64,
+}
+
+/// A journal on disk.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    dir: PathBuf,
+    uid_gid: (u32, u32),
+    pub(crate) record: Record,
+}
+
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub(crate) fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Journal {
+    pub(crate) fn create(plan: &Plan, old_was_running: bool) -> Result<Journal> {
+        let record = Record {
+            format: 1,
+            state: State::Planned,
+            running: None,
+            plan: plan.clone(),
+            old_was_running,
+            point_of_no_return: false,
+            steps: Vec::new(),
+            downtime_seconds: None,
+            window_started_ms: None,
+            started_at: now(),
+            updated_at: now(),
+        };
+        let mut j = Journal {
+            dir: plan.work_dir.clone(),
+            uid_gid: (plan.owner.uid, plan.owner.gid),
+            record,
+        };
+        j.write()?;
+        Ok(j)
+    }
+
+    /// Reads the journal in `work_dir`, if there is one.
+    pub(crate) fn load(work_dir: &Path) -> Result<Option<Journal>> {
+        let path = work_dir.join(FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("cannot read the journal", &path, e)),
+        };
+        let record: Record =
+            serde_json::from_str(&text).map_err(|source| Error::JournalDamaged {
+                path: path.clone(),
+                source,
+            })?;
+        let uid_gid = (record.plan.owner.uid, record.plan.owner.gid);
+        Ok(Some(Journal {
+            dir: work_dir.to_path_buf(),
+            uid_gid,
+            record,
+        }))
+    }
+
+    pub(crate) fn path(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
+
+    /// Records that `step` is starting.
+    pub(crate) fn begin(&mut self, step: &str) -> Result<()> {
+        self.record.running = Some(step.to_string());
+        self.write()
+    }
+
+    /// Records that `step` finished and the upgrade reached `state`.
+    pub(crate) fn finish(&mut self, step: &str, state: State, seconds: f64) -> Result<()> {
+        self.record.running = None;
+        self.record.state = state;
+        self.record.steps.push(StepRecord {
+            name: step.to_string(),
+            seconds,
+        });
+        self.write()
+    }
+
+    pub(crate) fn set_state(&mut self, state: State) -> Result<()> {
+        self.record.running = None;
+        self.record.state = state;
+        self.write()
+    }
+
+    /// Moves a finished journal out of the way so a new upgrade can start.
+    pub(crate) fn archive(&self) -> Result<()> {
+        let to = self.dir.join(format!(
+            "journal-{}-{}.json",
+            self.record.state.name(),
+            now()
+        ));
+        std::fs::rename(self.path(), &to)
+            .map_err(|e| Error::io("cannot archive the journal", self.path(), e))
+    }
+
+    /// Atomic replace: temp file, fsync, rename, fsync the directory.
+    pub(crate) fn write(&mut self) -> Result<()> {
+        self.record.updated_at = now();
+        let text = serde_json::to_string_pretty(&self.record).map_err(Error::JournalEncode)?;
+        let tmp = self.dir.join(format!(".{FILE}.tmp"));
+        let mut f =
+            File::create(&tmp).map_err(|e| Error::io("cannot write the journal", &tmp, e))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io("cannot write the journal", &tmp, e))?;
+        drop(f);
+        let (uid, gid) = self.uid_gid;
+        if nix::unistd::geteuid().is_root() {
+            let _ = nix::unistd::chown(&tmp, Some(uid.into()), Some(gid.into()));
+        }
+        std::fs::rename(&tmp, self.path())
+            .map_err(|e| Error::io("cannot write the journal", self.path(), e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("cannot sync the journal's directory", &self.dir, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_ordered_like_the_steps() {
+        assert!(State::Planned < State::Checked);
+        assert!(State::OldStopped < State::Upgraded);
+        assert!(State::Upgraded < State::NewStarted);
+        assert!(State::Analyzed < State::Done);
+        assert!(State::RolledBack.terminal());
+        assert!(!State::Done.terminal());
+    }
+}

@@ -1,0 +1,5 @@
+//! Where an upgrade stands: the journal, its lock, and finding it again.
+
+pub(crate) mod journal;
+pub(crate) mod locate;
+pub(crate) mod lock;

@@ -1,0 +1,283 @@
+//! pg_upgrade itself: `--check` before the window, the real run inside it, with its
+//! progress shown and its findings quoted when it refuses.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Finding, Result};
+use crate::exec::process::{Logged, Opts};
+use crate::exec::server::{self, Fence};
+use crate::plan::prepare::Prepared;
+
+/// Runs pg_upgrade (or `pg_upgrade --check`) from `cwd`, where it leaves its scripts, and
+/// moves its log directory into `log_dir`. Configuration directories outside the data
+/// directories (Debian) are what pg_upgrade is given: it asks `postgres -C data_directory`.
+pub(crate) fn pg_upgrade(
+    p: &Prepared,
+    new_datadir: &Path,
+    new_confdir: &Path,
+    cwd: &Path,
+    log_dir: &Path,
+    check: bool,
+) -> Result<Logged> {
+    let fence = Fence::new(p.runner.owner())?;
+    let args = arguments(p, &fence, new_confdir, check)?;
+    let progress = crate::ui::progress::Progress::new(if check {
+        "pg_upgrade --check"
+    } else {
+        "pg_upgrade"
+    });
+    // Header lines name the phase; indented lines are its items (databases, files).
+    let phase = std::sync::Mutex::new(String::new());
+    let on_output = |line: &str| {
+        let mut current = phase
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if line.starts_with(' ') && !current.is_empty() {
+            progress.detail(&format!("{current}: {}", short_item(line)));
+        } else {
+            *current = pg_upgrade_phase(line);
+            progress.detail(&current);
+        }
+    };
+    let opts = Opts {
+        cwd: Some(cwd),
+        log_name: Some(if check {
+            "pg_upgrade-check"
+        } else {
+            "pg_upgrade"
+        }),
+        on_output: Some(&on_output),
+        ..Opts::default()
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        if !check
+            && p.plan.mode != crate::plan::Mode::Link
+            && p.plan.mode != crate::plan::Mode::Swap
+        {
+            // Copying modes: follow the new cluster's user relation files as they grow.
+            let dirs = copied_dirs(p, new_datadir);
+            let expected = p.plan.user_relation_bytes;
+            let (progress, stop) = (&progress, &stop);
+            s.spawn(move || crate::ui::progress::watch_copy(progress, dirs, expected, stop));
+        }
+        let out = p.runner.run_unchecked(&p.new.pg_upgrade(), &args, &opts);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        out
+    })?;
+    progress.finish();
+    let moved = move_output_dir(new_datadir, log_dir, check);
+    if out.status.success() {
+        Ok(out)
+    } else {
+        let report = moved
+            .map(|d| format!(" Its report files are in {}.", d.display()))
+            .unwrap_or_default();
+        if check {
+            Err(check_refused(&out, &report))
+        } else {
+            Err(crate::exec::process::failure(
+                &p.new.pg_upgrade(),
+                &args,
+                &out,
+            ))
+        }
+    }
+}
+
+/// Where the new cluster's user relation files appear: its `base` and its tablespace
+/// subdirectories.
+fn copied_dirs<'a>(p: &'a Prepared, new_datadir: &Path) -> impl Fn() -> Vec<PathBuf> + Send + 'a {
+    let base = new_datadir.join("base");
+    let (tablespaces, major) = (&p.plan.tablespaces, p.new.major);
+    move || {
+        let mut d = vec![base.clone()];
+        d.extend(
+            tablespaces
+                .iter()
+                .filter_map(|t| new_tablespace_dir(t, major)),
+        );
+        d
+    }
+}
+
+/// pg_upgrade's arguments: both installations and clusters, the fenced socket directory
+/// and hba, the mode's flag, and what each target major supports.
+fn arguments(p: &Prepared, fence: &Fence, new_confdir: &Path, check: bool) -> Result<Vec<String>> {
+    let opts = p.plan.initdb.as_ref().ok_or(Error::SuperuserUnknown)?;
+    let live = check && p.cluster.is_running();
+    let old_port = p.plan.old.port;
+    let hba = format!(
+        "-c hba_file='{}'",
+        fence.socket_dir().join("pg_hba.conf").display()
+    );
+    let mut args: Vec<String> = vec![
+        format!("--old-bindir={}", p.old.bindir.display()),
+        format!("--new-bindir={}", p.new.bindir.display()),
+        format!("--old-datadir={}", p.plan.old.conf_dir().display()),
+        format!("--new-datadir={}", new_confdir.display()),
+        format!("--old-port={old_port}"),
+        format!("--new-port={}", server::spare_port(50432, old_port)),
+        format!("--username={}", opts.superuser),
+        format!("--jobs={}", p.plan.jobs),
+        format!("--socketdir={}", fence.socket_dir().display()),
+        // Keep pg_upgrade_output.d so its logs can be moved beside the upgrade's own.
+        "--retain".into(),
+        format!("--new-options={hba}"),
+    ];
+    if !live {
+        args.push(format!("--old-options={hba}"));
+    }
+    let flag = p.plan.mode.pg_upgrade_flag();
+    // 16: --copy became an option; older pg_upgrade copies by default and rejects the flag.
+    if flag != "--copy" || p.new.major >= 16 {
+        args.push(flag.to_string());
+    }
+    if check {
+        args.push("--check".into());
+    }
+    if p.new.major >= 17 {
+        // 17: syncfs syncs each filesystem once instead of every file.
+        args.push("--sync-method=syncfs".into());
+    }
+    Ok(args)
+}
+
+/// The refusal of a failed `pg_upgrade --check`, quoting what it found.
+fn check_refused(out: &Logged, report: &str) -> Error {
+    Error::Refused {
+        findings: vec![Finding::error(
+            "pg-upgrade-check",
+            format!(
+                "pg_upgrade --check failed:\n{}",
+                // Usage errors go to stderr, with nothing on stdout.
+                pg_upgrade_findings(&if out.stdout().trim().is_empty() {
+                    out.stderr()
+                } else {
+                    out.stdout()
+                })
+            ),
+            format!(
+                "Fix what it reports (in the old cluster, or what an earlier attempt left in the new locations), then run pgleap again.{report}"
+            ),
+        )],
+    }
+}
+
+/// pg_upgrade's phase from its latest output line: headers ("Copying user relation files")
+/// as they are, per-item status lines ("  base/16384/16390") shortened to the item.
+fn pg_upgrade_phase(line: &str) -> String {
+    // Non-terminal pg_upgrade pads each phase to a fixed width and appends "ok" (or the
+    // first item) after the padding: keep what comes before it.
+    let t = line.trim();
+    let t = t.split("  ").next().unwrap_or(t);
+    t.chars().take(80).collect()
+}
+
+/// The last two components of a path-like status item (`…/base/16384/16390` → `16384/16390`).
+fn short_item(line: &str) -> String {
+    let t = line.trim();
+    let parts: Vec<&str> = t.rsplit('/').take(2).collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("/")
+}
+
+/// The new major's subdirectory of a tablespace (pg_upgrade names it PG_<major>_<catversion>),
+/// once pg_upgrade has created it.
+fn new_tablespace_dir(location: &Path, new_major: u32) -> Option<PathBuf> {
+    let prefix = format!("PG_{new_major}_");
+    std::fs::read_dir(location)
+        .ok()?
+        .filter_map(std::result::Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+}
+
+/// Moves `NEW/pg_upgrade_output.d` into the log directory; returns where it went.
+fn move_output_dir(new_datadir: &Path, log_dir: &Path, check: bool) -> Option<PathBuf> {
+    let from = new_datadir.join("pg_upgrade_output.d");
+    if !from.exists() {
+        return None;
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let to = log_dir.join(format!(
+        "pg_upgrade{}-{stamp}",
+        if check { "-check" } else { "" }
+    ));
+    match std::fs::rename(&from, &to) {
+        Ok(()) => Some(to),
+        Err(e) => {
+            tracing::warn!("could not move {} to {}: {e}", from.display(), to.display());
+            Some(from)
+        }
+    }
+}
+
+/// The part of pg_upgrade's output that explains a failed check, from the check that failed
+/// to the end: checks that list offending objects end their line with `fatal`; others (such
+/// as prepared transactions) leave their status blank and print their message below it.
+pub(crate) fn pg_upgrade_findings(stdout: &str) -> String {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end().ends_with("fatal"))
+        .or_else(|| {
+            lines
+                .iter()
+                .rposition(|l| l.starts_with("Checking ") && !l.trim_end().ends_with("ok"))
+        })
+        .unwrap_or(0);
+    let picked: Vec<&str> = lines[start..]
+        .iter()
+        .copied()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("Failure, exiting"))
+        .collect();
+    let text = if picked.is_empty() {
+        crate::exec::process::last_lines(stdout, 15)
+    } else {
+        picked.join("\n")
+    };
+    text.lines()
+        .map(|l| format!("    {}", l.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_upgrade_phases_drop_padding_and_items() {
+        assert_eq!(
+            pg_upgrade_phase("Copying user relation files                                 ok"),
+            "Copying user relation files"
+        );
+        assert_eq!(
+            pg_upgrade_phase("Restoring database schemas in the new cluster"),
+            "Restoring database schemas in the new cluster"
+        );
+        assert_eq!(short_item("  /data/15/base/16384/16390"), "16384/16390");
+        assert_eq!(short_item("  postgres"), "postgres");
+    }
+
+    #[test]
+    fn quotes_pg_upgrade_check_findings() {
+        let out = "Performing Consistency Checks\n-----------------------------\nChecking cluster versions                                     ok\nChecking for prepared transactions                            fatal\n\nYour installation contains prepared transactions.\n\nFailure, exiting\n";
+        assert_eq!(
+            pg_upgrade_findings(out),
+            "    Checking for prepared transactions                            fatal\n    Your installation contains prepared transactions."
+        );
+    }
+
+    #[test]
+    fn quotes_pg_upgrade_17_check_findings() {
+        // No "fatal" marker: the failed check is the last one without "ok".
+        let out = "Performing Consistency Checks\n-----------------------------\nChecking cluster versions                                     ok\nChecking for prepared transactions                            \nThe source cluster contains prepared transactions\nFailure, exiting\n";
+        assert_eq!(
+            pg_upgrade_findings(out),
+            "    Checking for prepared transactions\n    The source cluster contains prepared transactions"
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! The one place that speaks to the user: reports and progress.
+
+pub(crate) mod progress;
+pub(crate) mod report;

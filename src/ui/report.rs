@@ -1,0 +1,213 @@
+//! The one place that speaks to the user: step lines and findings on stderr for humans,
+//! one JSON document on stdout for programs.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use crate::error::{Finding, Severity};
+use crate::inspect::space::human;
+use crate::plan::Plan;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ui {
+    pub(crate) json: bool,
+}
+
+impl Ui {
+    #[allow(clippy::unused_self)] // quiet/verbose modes will hang off self
+    pub(crate) fn line(self, text: &str) {
+        let _ = writeln!(std::io::stderr(), "{text}");
+    }
+
+    pub(crate) fn step(self, n: usize, total: usize, name: &str, what: &str) -> Instant {
+        self.line(&format!("[{n}/{total}] {name}: {what}"));
+        Instant::now()
+    }
+
+    pub(crate) fn step_done(self, started: Instant, detail: &str) -> Duration {
+        let d = started.elapsed();
+        let extra = if detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({detail})")
+        };
+        self.line(&format!("      done in {}{extra}", secs(d)));
+        d
+    }
+
+    pub(crate) fn findings(self, findings: &[Finding]) {
+        for f in findings.iter().filter(|f| f.severity == Severity::Warning) {
+            self.line(&format!("warning: {}", f.render()));
+        }
+    }
+
+    pub(crate) fn plan(self, plan: &Plan) {
+        let mut out = String::from("Plan:\n");
+        where_rows(&mut out, plan);
+        how_rows(&mut out, plan);
+        size_rows(&mut out, plan);
+        self.line(out.trim_end());
+    }
+
+    /// Prints a JSON document on stdout.
+    pub(crate) fn json(self, value: &serde_json::Value) {
+        if self.json {
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+        }
+    }
+}
+
+pub(crate) fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+/// One `  key          value` line of the plan.
+fn row(out: &mut String, k: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(out, "  {k:<13} {v}");
+}
+
+/// Plan rows: which clusters, where they live, how the host runs them, as whom.
+fn where_rows(out: &mut String, plan: &Plan) {
+    row(
+        out,
+        "old",
+        format!(
+            "PostgreSQL {} at {} ({})",
+            plan.old.version,
+            plan.old.datadir.display(),
+            plan.old_state
+        ),
+    );
+    row(
+        out,
+        "new",
+        format!(
+            "PostgreSQL {} at {}",
+            plan.new.version,
+            plan.new.datadir.display()
+        ),
+    );
+    let layout = match (&plan.layout, &plan.new.confdir) {
+        (l, Some(c)) => format!("{} → {}", l.describe(), c.display()),
+        (l, None) => l.describe(),
+    };
+    row(out, "layout", layout);
+    if plan.host.root != std::path::Path::new("/") {
+        row(out, "root", plan.host.root.display().to_string());
+    }
+    row(
+        out,
+        "service",
+        format!(
+            "old: {}; new: {}",
+            plan.host.old.stop.describe("stop"),
+            plan.host.new.start.describe("start")
+        ),
+    );
+    if let Some(b) = &plan.host.boot {
+        row(out, "at boot", b.describe());
+    }
+    row(
+        out,
+        "binaries",
+        format!(
+            "{} → {}",
+            plan.old.bindir.display(),
+            plan.new.bindir.display()
+        ),
+    );
+    row(
+        out,
+        "owner",
+        format!("{} (uid {})", plan.owner.name, plan.owner.uid),
+    );
+}
+
+/// Plan rows: how pg_upgrade runs and how the new cluster is initialized.
+fn how_rows(out: &mut String, plan: &Plan) {
+    row(
+        out,
+        "mode",
+        format!("{} — {}", plan.mode.name(), plan.mode_reason),
+    );
+    row(out, "jobs", plan.jobs.to_string());
+    row(
+        out,
+        "port",
+        format!("{} (old {})", plan.new.port, plan.old.port),
+    );
+    match &plan.initdb {
+        Some(o) => row(
+            out,
+            "initdb",
+            format!(
+                "superuser {}, encoding {}, locale {}/{} ({}{}), checksums {}, WAL segments {} MB",
+                o.superuser,
+                o.encoding,
+                o.lc_collate,
+                o.lc_ctype,
+                o.locale_provider,
+                o.provider_locale
+                    .as_ref()
+                    .map(|l| format!(" {l}"))
+                    .unwrap_or_default(),
+                if o.checksums { "on" } else { "off" },
+                o.wal_segsize_mb
+            ),
+        ),
+        None => row(
+            out,
+            "initdb",
+            "not known until the old cluster is recovered",
+        ),
+    }
+}
+
+/// Plan rows: what is moved, the space it needs, the downtime expected, the logs.
+fn size_rows(out: &mut String, plan: &Plan) {
+    for t in &plan.tablespaces {
+        row(out, "tablespace", t.display().to_string());
+    }
+    row(
+        out,
+        "data",
+        format!("{} of relation files", human(plan.relation_bytes)),
+    );
+    for s in &plan.space {
+        row(
+            out,
+            "space",
+            format!(
+                "{} needs {}, {} free{}",
+                s.path.display(),
+                human(s.needed),
+                human(s.free),
+                if s.enough() { "" } else { "  ← not enough" }
+            ),
+        );
+    }
+    row(
+        out,
+        "downtime",
+        format!(
+            "about {} (estimate: stop, pg_upgrade {}, start)",
+            secs(Duration::from_secs(plan.estimated_downtime_secs)),
+            plan.mode.name()
+        ),
+    );
+    row(
+        out,
+        "logs",
+        plan.work_dir.join("logs").display().to_string(),
+    );
+}
