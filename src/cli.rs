@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::plan::args::{CheckArgs, Target};
 
-const EXIT_CODES: &str = "Exit codes:
+pub(crate) const EXIT_CODES: &str = "Exit codes:
   0  success
   1  failed while running (the message says what state the cluster is in)
   2  usage error
@@ -43,6 +43,12 @@ pub(crate) enum Command {
     /// Remove the old data directory once the new cluster is healthy.
     #[command(after_help = EXIT_CODES)]
     Finalize(ConfirmArgs),
+    /// Internal: write the man pages and shell completions into DIR (for packaging).
+    #[command(name = "__manual", hide = true)]
+    Manual {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
     /// Internal: database requests run as the cluster owner.
     #[command(name = "__db", hide = true)]
     Db {

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
         Command::Upgrade(a) => a.common.json,
         Command::Status(a) => a.json,
         Command::Rollback(a) | Command::Finalize(a) => a.json,
-        Command::Db { .. } => false,
+        Command::Db { .. } | Command::Manual { .. } => false,
     };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,5 +100,6 @@ fn run(command: Command) -> error::Result<()> {
         Command::Rollback(args) => cmd::rollback::execute(&args),
         Command::Finalize(args) => cmd::finalize::execute(&args),
         Command::Db { request } => inspect::db::serve(request),
+        Command::Manual { dir } => cmd::manual::execute(&dir),
     }
 }
