@@ -36,6 +36,20 @@ fn engine() -> Option<BTreeMap<String, String>> {
         eprintln!("package: skipped: {why}");
         return None;
     }
+    // scripts/test has made the engine and the images already.
+    if let (Ok(host), Ok(image)) = (
+        std::env::var("DOCKER_HOST"),
+        std::env::var("PGLEAP_TEST_IMAGE_DEBIAN_SYSTEMD"),
+    ) {
+        let mut env = BTreeMap::from([
+            ("DOCKER_HOST".to_string(), host),
+            ("PGLEAP_TEST_IMAGE_DEBIAN_SYSTEMD".to_string(), image),
+        ]);
+        if let Ok(docker) = std::env::var("PGLEAP_TEST_DOCKER") {
+            env.insert("PGLEAP_TEST_DOCKER".into(), docker);
+        }
+        return Some(env);
+    }
     let out = Command::new(repo().join("scripts/test-images"))
         .output()
         .unwrap();
