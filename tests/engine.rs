@@ -828,6 +828,7 @@ fn sh(e: &Engine, c: &str, script: &str) -> String {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario under systemd, read top to bottom
 fn debian_host_under_systemd_upgrades_restarts_on_17_and_rolls_back() {
     let e = engine_or_skip!();
     let mut s = Scope::new(e, "systemd");
