@@ -368,7 +368,7 @@ run_pgleap() {
 	fi
 	nss_wrap
 	(
-		# pgleap refuses PGLEAP_NEW_VERSION beside --new-bindir; the flags say it all.
+		# pgleap refuses a PGLEAP_NEW_VERSION that disagrees with --new-bindir; the flags say it all.
 		unset PGLEAP_NEW_VERSION PGLEAP_OLD_DATADIR PGLEAP_NEW_DATADIR
 		exec "$pgleap" upgrade --old-datadir "$old" --new-datadir "$new" \
 			--old-bindir "$(old_bindir "$om")" --new-bindir "$(new_bindir)" --leave-stopped

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::plan::args::{CheckArgs, Target};
 
-const EXIT_CODES: &str = "Exit codes:
+pub(crate) const EXIT_CODES: &str = "Exit codes:
   0  success
   1  failed while running (the message says what state the cluster is in)
   2  usage error
@@ -25,8 +25,9 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Check that an upgrade can run and print its plan; changes nothing and works while the
-    /// old server runs.
+    /// Check that an upgrade can run and print its plan, while the old server keeps running.
+    /// Changes no data and no configuration; a stopped cluster is started fenced to read its
+    /// catalog, which writes a shutdown checkpoint.
     #[command(after_help = EXIT_CODES)]
     Check(CheckArgs),
     /// Upgrade the cluster: initdb, carry the configuration, pg_upgrade, start, analyze.
@@ -35,13 +36,19 @@ pub(crate) enum Command {
     /// Show where an upgrade stands, whether rollback is still possible, and what to run next.
     #[command(after_help = EXIT_CODES)]
     Status(StatusArgs),
-    /// Go back to the old cluster (copy and clone modes: until finalize; link and swap: until
-    /// the new cluster's first start).
+    /// Go back to the old cluster (copy, clone and copy-file-range modes: until finalize;
+    /// link: until the new cluster's first start; swap: until pg_upgrade starts).
     #[command(after_help = EXIT_CODES)]
     Rollback(ConfirmArgs),
     /// Remove the old data directory once the new cluster is healthy.
     #[command(after_help = EXIT_CODES)]
     Finalize(ConfirmArgs),
+    /// Internal: write the man pages and shell completions into DIR (for packaging).
+    #[command(name = "__manual", hide = true)]
+    Manual {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
     /// Internal: database requests run as the cluster owner.
     #[command(name = "__db", hide = true)]
     Db {
@@ -103,7 +110,8 @@ mod tests {
     #[test]
     fn new_bindir_and_new_version_may_both_be_set() {
         // PGLEAP_NEW_VERSION in a container's environment must not make --new-bindir a
-        // usage error: the bindir wins (prepare::find_new).
+        // usage error: the bindir wins, and the preflight refuses a version that disagrees
+        // with it (plan::prepare::find_new).
         let args = [
             "pgleap",
             "check",

@@ -2,6 +2,10 @@
 //!
 //! `main` only parses, sets up tracing, runs one command and maps its error to an exit code.
 
+// println!/eprintln! panic when the reader is gone (`pgleap -vv check ... 2>&1 | head`):
+// write with writeln! and drop the error instead, so a closed pipe loses output, never the run.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod cli;
 mod cmd;
 mod config;
@@ -15,6 +19,7 @@ mod state;
 mod steps;
 mod ui;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -45,6 +50,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
+        // Its report of a failed write is an eprintln!, which panics on a closed stderr.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
@@ -53,7 +60,7 @@ fn main() -> ExitCode {
         Command::Upgrade(a) => a.common.json,
         Command::Status(a) => a.json,
         Command::Rollback(a) | Command::Finalize(a) => a.json,
-        Command::Db { .. } => false,
+        Command::Db { .. } | Command::Manual { .. } => false,
     };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,9 +73,14 @@ fn main() -> ExitCode {
                     _ => serde_json::Value::Array(Vec::new()),
                 };
                 let doc = serde_json::json!({ "ok": false, "exit_code": e.exit_code(), "error": e.to_string(), "findings": findings });
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    serde_json::to_string_pretty(&doc).unwrap_or_default()
+                );
             }
-            eprintln!("pgleap: {e}");
+            // A closed stdout or stderr (`pgleap ... | head`) is not an error of pgleap's.
+            let _ = writeln!(std::io::stderr(), "pgleap: {e}");
             // However the failure surfaced, a run stopped by a signal exits 130.
             let code = if exec::interrupt::interrupted() {
                 error::EXIT_INTERRUPTED
@@ -88,5 +100,6 @@ fn run(command: Command) -> error::Result<()> {
         Command::Rollback(args) => cmd::rollback::execute(&args),
         Command::Finalize(args) => cmd::finalize::execute(&args),
         Command::Db { request } => inspect::db::serve(request),
+        Command::Manual { dir } => cmd::manual::execute(&dir),
     }
 }

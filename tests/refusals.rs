@@ -321,6 +321,25 @@ fn refuses_old_bindir_of_another_major() {
     }
 }
 
+#[test]
+fn refuses_new_version_that_disagrees_with_new_bindir() {
+    let fx = Fixture::new(16).build();
+    for cmd in BOTH {
+        assert_refused(
+            fx.root.path(),
+            &fx.args(cmd, 17, &["--new-version", "18"]),
+            &format!(
+                "refused: --new-bindir {} holds PostgreSQL 17, but --new-version (or PGLEAP_NEW_VERSION) asks for 18. Drop one of them, or make them name the same major",
+                bindir(17).display()
+            ),
+            &fx.new_datadir(17),
+        );
+    }
+    // When they agree, --new-version is only a check.
+    fx.pgleap(fx.args("check", 17, &["--new-version", "17"]))
+        .success();
+}
+
 // 4. The target must be absent or empty.
 
 #[test]

@@ -160,7 +160,8 @@ fn confirm(targets: &[PathBuf], freed: u64) -> Result<()> {
             "Run it on a terminal to confirm, or pass --yes",
         )));
     }
-    eprint!(
+    let _ = write!(
+        std::io::stderr(),
         "Delete {} and free {}? This cannot be undone. Type yes: ",
         list.join(", "),
         human(freed)

@@ -2,6 +2,7 @@
 
 pub(crate) mod check;
 pub(crate) mod finalize;
+pub(crate) mod manual;
 pub(crate) mod rollback;
 pub(crate) mod status;
 pub(crate) mod upgrade;

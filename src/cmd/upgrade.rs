@@ -77,6 +77,7 @@ fn fresh(args: &UpgradeArgs, ui: Ui, old_was_running: Option<bool>) -> Result<()
     steps::create_owned_dir(&p.plan.work_dir, p.runner.owner())?;
     let _lock = Lock::acquire(&p.plan.work_dir)?;
     steps::create_owned_dir(&log_dir, p.runner.owner())?;
+    ui.logs(&log_dir);
     p.runner.set_log_dir(log_dir.clone());
     let journal = Journal::create(&p.plan, p.plan.old_running)?;
     let mut run = Run {

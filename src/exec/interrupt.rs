@@ -12,6 +12,14 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+/// A line on stderr that is lost, not a panic, when stderr is closed.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
@@ -37,18 +45,18 @@ pub(crate) fn install(on_signal: OnSignal) {
         for sig in signals.forever() {
             if on_signal == OnSignal::Abort {
                 INTERRUPTED.store(true, Ordering::SeqCst);
-                eprintln!("pgleap: signal {sig} received: stopping");
+                say!("pgleap: signal {sig} received: stopping");
                 kill_child();
                 continue;
             }
             if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                eprintln!(
+                say!(
                     "pgleap: second signal: aborting now; run pgleap status to see where the upgrade stands"
                 );
                 kill_child();
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
-            eprintln!(
+            say!(
                 "pgleap: signal {sig} received: stopping at the next safe point (send it again to abort now)"
             );
         }
@@ -91,12 +99,12 @@ pub(crate) fn fault(point: &str) {
         return;
     }
     if let Some(file) = action {
-        eprintln!("pgleap: fault point {point}: waiting for {file}");
+        say!("pgleap: fault point {point}: waiting for {file}");
         while !std::path::Path::new(&file).exists() {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     } else {
-        eprintln!("pgleap: fault point {point}: killing pgleap");
+        say!("pgleap: fault point {point}: killing pgleap");
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 }

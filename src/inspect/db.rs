@@ -4,6 +4,7 @@
 //! pg_hba.conf works: when pgleap runs as root it re-executes itself as the owner with the
 //! hidden `__db` subcommand, which prints one JSON document on stdout.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -193,7 +194,9 @@ pub(crate) fn serve(request: Request) -> Result<()> {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), h).await;
         }
     });
-    println!("{}", json.map_err(Error::DbEncode)?);
+    let json = json.map_err(Error::DbEncode)?;
+    // The parent reads this pipe; if it is gone there is no one left to tell.
+    let _ = writeln!(std::io::stdout(), "{json}");
     Ok(())
 }
 

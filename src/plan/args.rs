@@ -69,12 +69,13 @@ pub(crate) struct CheckArgs {
     #[arg(short = 'b', long, env = "PGLEAP_OLD_BINDIR", value_name = "DIR")]
     pub(crate) old_bindir: Option<PathBuf>,
 
-    /// The new installation's bin directory.
+    /// The new installation's bin directory. Wins over --new-version, which must then name
+    /// the same major.
     #[arg(short = 'B', long, env = "PGLEAP_NEW_BINDIR", value_name = "DIR")]
     pub(crate) new_bindir: Option<PathBuf>,
 
     /// The new major version, looked up like --old-bindir [default: the newest installed].
-    /// Ignored when --new-bindir is given.
+    /// With --new-bindir, only checked against that installation's major.
     #[arg(long, env = "PGLEAP_NEW_VERSION", value_name = "N")]
     pub(crate) new_version: Option<u32>,
 

@@ -360,7 +360,21 @@ fn find_new(
     old_major: u32,
 ) -> Result<Install, Finding> {
     if let Some(b) = &args.new_bindir {
-        return Install::probe(runner, b, Role::New);
+        let install = Install::probe(runner, b, Role::New)?;
+        return match args.new_version {
+            // A container may set PGLEAP_NEW_VERSION for the image while a flag names the
+            // bindir: they must agree, or the upgrade would not be the one asked for.
+            Some(v) if v != install.major => Err(Finding::error(
+                "new-version-mismatch",
+                format!(
+                    "--new-bindir {} holds PostgreSQL {}, but --new-version (or PGLEAP_NEW_VERSION) asks for {v}",
+                    b.display(),
+                    install.major
+                ),
+                "Drop one of them, or make them name the same major",
+            )),
+            _ => Ok(install),
+        };
     }
     if let Some(v) = args.new_version {
         return install::find_for_major(runner, root, v, Role::New);

@@ -58,6 +58,8 @@ pub(crate) const CHECKS: &[Check] = {
     const INSTALLS: &str = "the old and new installations are found and complete";
     const VERSIONS: &str =
         "the old cluster is PostgreSQL 10 or newer, and the target is a\n  newer major";
+    const NEW_VERSION: &str =
+        "`--new-version`, when given beside `--new-bindir`, names that installation's major";
     const TARGET: &str =
         "the new data directory can be chosen, does not overlap the old one, is absent or empty";
     const STATE: &str = "the server state from `pg_controldata`";
@@ -85,6 +87,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("bindir-broken", Static, INSTALLS),
         check("bindir-major-mismatch", Static, INSTALLS),
         check("no-new-install", Static, INSTALLS),
+        check("new-version-mismatch", Static, NEW_VERSION),
         check("old-too-old", Static, VERSIONS),
         check("same-major", Static, VERSIONS),
         check("downgrade", Static, VERSIONS),

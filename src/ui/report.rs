@@ -50,6 +50,14 @@ impl Ui {
         self.line(out.trim_end());
     }
 
+    /// The plan's last row, printed by `upgrade` once it has created the directory (`check`
+    /// creates none: naming one would send people looking for logs that do not exist).
+    pub(crate) fn logs(self, dir: &std::path::Path) {
+        let mut out = String::new();
+        row(&mut out, "logs", dir.display());
+        self.line(out.trim_end());
+    }
+
     /// Prints a JSON document on stdout.
     pub(crate) fn json(self, value: &serde_json::Value) {
         if self.json {
@@ -204,10 +212,5 @@ fn size_rows(out: &mut String, plan: &Plan) {
             secs(Duration::from_secs(plan.estimated_downtime_secs)),
             plan.mode.name()
         ),
-    );
-    row(
-        out,
-        "logs",
-        plan.work_dir.join("logs").display().to_string(),
     );
 }
