@@ -620,3 +620,32 @@ fn runs_from_a_root_only_directory() {
     run.success();
     assert_eq!(root_owned_below(fx.root.path()), Vec::<PathBuf>::new());
 }
+
+/// Link mode: a new cluster moved aside at rollback has data files hard-linked into the
+/// restored old cluster; its control file is disabled first, and the report says why.
+#[test]
+fn link_mode_cluster_moved_aside_cannot_start() {
+    root_only!();
+    let fx = Fixture::new(OLD).running().build();
+    let run = pgleap_env(
+        &upgrade_args(&fx, "link"),
+        &[("PGLEAP_FAULT", "after:pg_upgrade")],
+    );
+    assert_eq!(run.status.signal(), Some(9), "{}", run.stderr);
+    let run = common::pgleap(target_args(&fx, "rollback", &[]));
+    run.success();
+    assert!(
+        run.stderr.contains("renamed to pg_control.disabled"),
+        "{}",
+        run.stderr
+    );
+    assert_old_server_back(&fx);
+    let aside: Vec<PathBuf> = std::fs::read_dir(fx.root.path().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".rolled-back-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(!aside[0].join("global/pg_control").exists());
+    assert!(aside[0].join("global/pg_control.disabled").exists());
+}
