@@ -53,9 +53,11 @@ fn main() -> ExitCode {
         Command::Upgrade(a) => a.common.json,
         Command::Status(a) => a.json,
         Command::Rollback(a) | Command::Finalize(a) => a.json,
-        Command::Db { .. } => false,
+        Command::Db { .. } | Command::Fs { .. } => false,
     };
-    match run(cli.command) {
+    let result = run(cli.command);
+    exec::owner::remove_owner_copy();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if json {
@@ -88,5 +90,6 @@ fn run(command: Command) -> error::Result<()> {
         Command::Rollback(args) => cmd::rollback::execute(&args),
         Command::Finalize(args) => cmd::finalize::execute(&args),
         Command::Db { request } => inspect::db::serve(request),
+        Command::Fs { request } => exec::ownerfs::serve(request),
     }
 }
