@@ -232,6 +232,11 @@ fn resume_refuses_forged_hooks() {
     canary.assert_untouched();
     // Rollback does not obey them either.
     let run = common::pgleap(target_args(&fx, "rollback", &["--yes"]));
+    run.refused(&format!("--stop-command {hook:?}"));
+    // Given the recorded stop hook, the start hook still differs and is named.
+    let mut args = target_args(&fx, "rollback", &["--yes"]);
+    args.extend(["--stop-command".to_string(), hook.clone()]);
+    let run = common::pgleap(&args);
     run.refused(&format!("--start-command {hook:?}"));
     canary.assert_untouched();
 }
@@ -586,6 +591,8 @@ fn owner_writable_bindir_is_refused() {
         "check".to_string(),
         "--old-datadir".into(),
         fx.datadir.display().to_string(),
+        "--old-bindir".into(),
+        fx.bindir().display().to_string(),
         "--new-bindir".into(),
         bin.display().to_string(),
     ];
