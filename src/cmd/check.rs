@@ -50,7 +50,7 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
     };
     // Before anything is started: an upgrade of this cluster may be inside its window.
     let _lock = match &old {
-        Some(d) if d.is_dir() => Some(crate::state::oldlock::OldLock::shared(d)?),
+        Some(d) if d.is_dir() => crate::state::oldlock::OldLock::shared(d)?,
         _ => None,
     };
     let _old_guard = old

@@ -18,7 +18,7 @@ pub(crate) fn locked_journal(target: &Target) -> Result<(Locks, Journal)> {
     let found = find_journal(target)?;
     let old = &found.record.plan.old.datadir;
     let old_lock = if old.is_dir() {
-        Some(OldLock::exclusive(old)?)
+        OldLock::exclusive(old)?
     } else {
         None
     };

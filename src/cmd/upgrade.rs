@@ -38,7 +38,7 @@ pub(crate) fn execute(args: &UpgradeArgs) -> Result<()> {
         crate::plan::prepare::old_target(&root, &args.common).map_err(Error::from)?;
     // One run at a time on this cluster, whatever new data directory each was given.
     let _old_lock = if old_datadir.is_dir() {
-        Some(crate::state::oldlock::OldLock::exclusive(&old_datadir)?)
+        crate::state::oldlock::OldLock::exclusive(&old_datadir)?
     } else {
         None
     };

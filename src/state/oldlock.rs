@@ -19,13 +19,23 @@ pub(crate) struct OldLock {
     _flock: Flock<File>,
 }
 
-fn open(datadir: &Path) -> Result<File> {
+/// The old data directory, opened to lock it; `None` when this user may not open it (the
+/// preflight then refuses with the real reason: wrong user, unreadable directory).
+fn open(datadir: &Path) -> Result<Option<File>> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
+    match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_DIRECTORY)
         .open(datadir)
-        .map_err(|e| Error::io("cannot open the old data directory to lock it", datadir, e))
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(None),
+        Err(e) => Err(Error::io(
+            "cannot open the old data directory to lock it",
+            datadir,
+            e,
+        )),
+    }
 }
 
 /// The pid holding a flock on `file`'s inode, from `/proc/locks`.
@@ -54,10 +64,12 @@ fn who(file: &File) -> String {
 
 impl OldLock {
     /// Takes the exclusive lock (upgrade, rollback, finalize), or refuses naming the holder.
-    pub(crate) fn exclusive(datadir: &Path) -> Result<OldLock> {
-        let file = open(datadir)?;
+    pub(crate) fn exclusive(datadir: &Path) -> Result<Option<OldLock>> {
+        let Some(file) = open(datadir)? else {
+            return Ok(None);
+        };
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(flock) => Ok(OldLock { _flock: flock }),
+            Ok(flock) => Ok(Some(OldLock { _flock: flock })),
             Err((file, nix::errno::Errno::EWOULDBLOCK)) => Err(Error::Refused {
                 findings: vec![Finding::error(
                     "locked",
@@ -74,10 +86,12 @@ impl OldLock {
     }
 
     /// For `check`: a shared lock, refused while an upgrade of the cluster holds it.
-    pub(crate) fn shared(datadir: &Path) -> Result<OldLock> {
-        let file = open(datadir)?;
+    pub(crate) fn shared(datadir: &Path) -> Result<Option<OldLock>> {
+        let Some(file) = open(datadir)? else {
+            return Ok(None);
+        };
         match Flock::lock(file, FlockArg::LockSharedNonblock) {
-            Ok(flock) => Ok(OldLock { _flock: flock }),
+            Ok(flock) => Ok(Some(OldLock { _flock: flock })),
             Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
                 let pid = holder(&file)
                     .map_or_else(|| "another process".into(), |p| format!("pgleap pid {p}"));
