@@ -55,6 +55,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         request: crate::inspect::db::Request,
     },
+    /// Internal: file work inside directories the cluster owner can write, run as the owner.
+    #[command(name = "__fs", hide = true)]
+    Fs {
+        #[command(subcommand)]
+        request: crate::exec::ownerfs::Request,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -90,6 +96,15 @@ pub(crate) struct StatusArgs {
 pub(crate) struct ConfirmArgs {
     #[command(flatten)]
     pub(crate) target: Target,
+
+    /// The --stop-command the upgrade was given, if any: hooks are never taken from the
+    /// journal.
+    #[arg(long, env = "PGLEAP_STOP_COMMAND", value_name = "CMD")]
+    pub(crate) stop_command: Option<String>,
+
+    /// The --start-command the upgrade was given, if any.
+    #[arg(long, env = "PGLEAP_START_COMMAND", value_name = "CMD")]
+    pub(crate) start_command: Option<String>,
 
     /// rollback: remove the new cluster instead of moving it aside for inspection;
     /// finalize: delete the old data directory without asking.

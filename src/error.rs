@@ -131,8 +131,35 @@ pub(crate) enum Error {
     #[error("systemctl is not installed")]
     SystemctlMissing,
 
-    #[error("no log directory for a copy of pgleap")]
-    NoLogDirectory,
+    /// pgleap could not run itself as the cluster owner.
+    #[error("cannot run pgleap {request} as the cluster owner: {source}")]
+    OwnerRun {
+        request: String,
+        source: std::io::Error,
+    },
+
+    /// File work done as the cluster owner failed (see `exec::ownerfs`).
+    #[error("as {owner}: {reason}")]
+    AsOwner { owner: String, reason: String },
+
+    /// Something the owner can plant stands where pgleap works: refused, naming it.
+    #[error("{} {what}; pgleap does not follow it. Remove it and run pgleap again.", path.display())]
+    Planted { path: PathBuf, what: String },
+
+    /// A PostgreSQL program was about to run as root.
+    #[error("refusing to run {program} as root: the cluster owner is uid 0")]
+    RunAsRoot { program: String },
+
+    /// A configuration file that is not text.
+    #[error("{} is not UTF-8 text", path.display())]
+    NotText { path: PathBuf },
+
+    /// finalize stopped midway: what it removed before the failure.
+    #[error("{source}\n  removed before that: {}", list_or_nothing(removed))]
+    PartlyRemoved {
+        source: Box<Error>,
+        removed: Vec<PathBuf>,
+    },
 
     #[error("cannot read {}: {source}", path.display())]
     Walk {
@@ -184,6 +211,15 @@ fn refused_after_message(findings: &[Finding], note: &str) -> String {
     let full = refused_message(findings);
     let body = full.strip_suffix("\nNothing was changed.").unwrap_or(&full);
     format!("{body}\n{note}")
+}
+
+fn list_or_nothing(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        "nothing".into()
+    } else {
+        let all: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        all.join(", ")
+    }
 }
 
 fn tail_block(tail: &str) -> String {

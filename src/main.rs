@@ -60,9 +60,11 @@ fn main() -> ExitCode {
         Command::Upgrade(a) => a.common.json,
         Command::Status(a) => a.json,
         Command::Rollback(a) | Command::Finalize(a) => a.json,
-        Command::Db { .. } | Command::Manual { .. } => false,
+        Command::Db { .. } | Command::Fs { .. } | Command::Manual { .. } => false,
     };
-    match run(cli.command) {
+    let result = run(cli.command);
+    exec::owner::remove_owner_copy();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if json {
@@ -100,6 +102,7 @@ fn run(command: Command) -> error::Result<()> {
         Command::Rollback(args) => cmd::rollback::execute(&args),
         Command::Finalize(args) => cmd::finalize::execute(&args),
         Command::Db { request } => inspect::db::serve(request),
+        Command::Fs { request } => exec::ownerfs::serve(request),
         Command::Manual { dir } => cmd::manual::execute(&dir),
     }
 }

@@ -300,7 +300,7 @@ fn concurrent_upgrades_one_is_refused() {
     });
     let second = common::pgleap(upgrade_args(&fx, "link"));
     second.refused(&format!(
-        "another pgleap (pid {}) is working on this upgrade",
+        "another pgleap (pid {}) is working on an upgrade of",
         first.id()
     ));
     let status = common::pgleap(target_args(&fx, "status", &[]));

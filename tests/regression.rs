@@ -237,7 +237,17 @@ fn missing_extension_libraries_are_found_while_the_old_server_runs() {
     let fx = Fixture::new(16).rich().running().build();
     let pid = postmaster_pid(&fx.datadir);
 
-    let no_hstore = copy_install(17, &fx.root.path().join("pg17-no-hstore"));
+    // Installations live where only root can write (pgleap refuses others as root).
+    let installs = tempfile::Builder::new()
+        .prefix("pgleap-installs-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        installs.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let no_hstore = copy_install(17, &installs.path().join("pg17-no-hstore"));
     let prefix = no_hstore.parent().unwrap();
     std::fs::remove_file(prefix.join("lib/hstore.so")).unwrap();
     for e in std::fs::read_dir(prefix.join("share/extension")).unwrap() {
@@ -258,7 +268,7 @@ fn missing_extension_libraries_are_found_while_the_old_server_runs() {
     fx.stop();
     fx.start();
     let pid = postmaster_pid(&fx.datadir);
-    let no_pgss = copy_install(17, &fx.root.path().join("pg17-no-pgss"));
+    let no_pgss = copy_install(17, &installs.path().join("pg17-no-pgss"));
     std::fs::remove_file(no_pgss.parent().unwrap().join("lib/pg_stat_statements.so")).unwrap();
     let run = fx.pgleap(args_with_bindir(&fx, "check", &no_pgss));
     run.refused("shared_preload_libraries names pg_stat_statements");

@@ -48,6 +48,11 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
             .ok()
             .map(|m| Owner::from_uid(m.uid(), m.gid()))
     };
+    // Before anything is started: an upgrade of this cluster may be inside its window.
+    let _lock = match &old {
+        Some(d) if d.is_dir() => crate::state::oldlock::OldLock::shared(d)?,
+        _ => None,
+    };
     let _old_guard = old
         .filter(|d| !matches!(postmaster::liveness(d), Liveness::Running(_)))
         .and_then(|d| owner_of(&d).map(|o| StopOnDrop(d, o, true)));
@@ -74,17 +79,10 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
 fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<CarryReport> {
     let parent =
         space::existing_ancestor(p.plan.new.datadir.parent().unwrap_or(&p.plan.new.datadir));
-    let scratch = tempfile::Builder::new()
-        .prefix(".pgleap-check-")
-        .tempdir_in(&parent)
-        .map_err(|e| {
-            Error::io(
-                "cannot create a scratch directory for pg_upgrade --check",
-                &parent,
-                e,
-            )
-        })?;
-    steps::create_owned_dir(scratch.path(), p.runner.owner())?;
+    // The owner makes (and later removes) the scratch directory: its parent is the owner's
+    // to write.
+    let scratch =
+        crate::exec::ownerfs::OwnerTempDir::new(p.runner.owner(), &parent, ".pgleap-check-")?;
     // Logs of a check outlive the scratch cluster only when it fails.
     let logs = tempfile::Builder::new()
         .prefix("pgleap-check-")

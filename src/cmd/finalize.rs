@@ -24,7 +24,6 @@ use crate::ui::report::Ui;
 pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
     let ui = Ui { json: args.json };
     let (_lock, mut j) = super::locked_journal(&args.target)?;
-    let plan = j.record.plan.clone();
     match j.record.state {
         State::Finalized => {
             ui.line("already finalized.");
@@ -39,7 +38,14 @@ pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
             )));
         }
     }
+    let plan = super::verified_plan(
+        &args.target,
+        args.stop_command.as_deref(),
+        args.start_command.as_deref(),
+        &mut j,
+    )?;
     let p = Prepared::from_plan(plan.clone())?;
+    provably_done_with(&p, &j)?;
     healthy(&p).map_err(|e| {
         Error::from(Finding::error(
             "new-unhealthy",
@@ -55,8 +61,13 @@ pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
     if !args.yes {
         confirm(&targets, freed)?;
     }
-    for t in &targets {
-        std::fs::remove_dir_all(t).map_err(|e| Error::io("cannot remove", t, e))?;
+    for (i, t) in targets.iter().enumerate() {
+        crate::exec::ownerfs::remove_tree_as(p.runner.owner(), t).map_err(|e| {
+            Error::PartlyRemoved {
+                source: Box::new(e),
+                removed: targets[..i].to_vec(),
+            }
+        })?;
         ui.line(&format!("  removed {}", t.display()));
     }
     j.set_state(State::Finalized)?;
@@ -67,6 +78,93 @@ pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
     ));
     ui.json(&json!({ "ok": true, "removed": targets, "freed_bytes": freed }));
     Ok(())
+}
+
+/// Refuses unless removing the old cluster is provably safe: no server runs on it, it has
+/// not started since pg_upgrade, both clusters are the ones the journal was bound to, the
+/// paths to remove are the old cluster's own (from the host, not the journal) and neither
+/// data directory lies inside the other.
+fn provably_done_with(p: &Prepared, j: &crate::state::journal::Journal) -> Result<()> {
+    let (old, new) = (&p.plan.old.datadir, &p.plan.new.datadir);
+    if let Liveness::Running(pm) = postmaster::liveness(old) {
+        return Err(refuse(
+            "old-running",
+            format!(
+                "a server is running on {} (pid {}): finalize would delete its files under it",
+                old.display(),
+                pm.pid
+            ),
+            "Stop it (and move any writes it took to the new cluster) before finalize",
+        ));
+    }
+    let id = &j.record.identity;
+    if id.old_control_mtime.is_some()
+        && crate::state::identity::control_mtime(old) != id.old_control_mtime
+    {
+        return Err(refuse(
+            "old-started",
+            format!(
+                "{} was started after the upgrade (its global/pg_control changed since pg_upgrade finished): it may hold writes the new cluster lacks",
+                old.display()
+            ),
+            "Check what was written to it; once sure it holds nothing you need, remove it yourself",
+        ));
+    }
+    crate::state::identity::prove_old(id, old)?;
+    crate::state::identity::prove_new(id, new, true)?;
+    let (co, cn) = (
+        std::fs::canonicalize(old).unwrap_or_else(|_| old.clone()),
+        std::fs::canonicalize(new).unwrap_or_else(|_| new.clone()),
+    );
+    if cn.starts_with(&co) || co.starts_with(&cn) {
+        return Err(refuse(
+            "overlap",
+            format!(
+                "the new data directory {} and the old one {} overlap ({} and {})",
+                new.display(),
+                old.display(),
+                cn.display(),
+                co.display()
+            ),
+            "Remove what you no longer need by hand",
+        ));
+    }
+    let on_disk: Vec<&Path> = p
+        .cluster
+        .tablespaces
+        .iter()
+        .map(|t| t.location.as_path())
+        .collect();
+    let foreign: Vec<String> = p
+        .plan
+        .tablespaces
+        .iter()
+        .filter(|t| !on_disk.contains(&t.as_path()))
+        .map(|t| t.display().to_string())
+        .collect();
+    let confdir = p
+        .plan
+        .old
+        .confdir
+        .iter()
+        .filter(|c| Some(c.as_path()) != p.plan.layout.confdir())
+        .map(|c| c.display().to_string());
+    let foreign: Vec<String> = foreign.into_iter().chain(confdir).collect();
+    if !foreign.is_empty() {
+        return Err(refuse(
+            "journal-paths",
+            format!(
+                "the journal names paths that are not the old cluster's: {}",
+                foreign.join(", ")
+            ),
+            "Find out who changed the journal; nothing was removed",
+        ));
+    }
+    Ok(())
+}
+
+fn refuse(code: &'static str, message: String, fix: &str) -> Error {
+    Error::from(Finding::error(code, message, fix))
 }
 
 /// The new cluster answers a query with the new major, started fenced if it is down.

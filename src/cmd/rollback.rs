@@ -20,7 +20,13 @@ pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
     if let Some(f) = undo::impossible(&j) {
         return Err(f.into());
     }
-    let p = Prepared::from_plan(j.record.plan.clone())?;
+    let plan = super::verified_plan(
+        &args.target,
+        args.stop_command.as_deref(),
+        args.start_command.as_deref(),
+        &mut j,
+    )?;
+    let p = Prepared::from_plan(plan)?;
     let discard = if args.yes {
         Discard::Remove
     } else {

@@ -36,6 +36,12 @@ pub(crate) fn execute(args: &UpgradeArgs) -> Result<()> {
         crate::host::root::host_root(args.common.target.root.as_deref()).map_err(Error::from)?;
     let (old_datadir, _) =
         crate::plan::prepare::old_target(&root, &args.common).map_err(Error::from)?;
+    // One run at a time on this cluster, whatever new data directory each was given.
+    let _old_lock = if old_datadir.is_dir() {
+        crate::state::oldlock::OldLock::exclusive(&old_datadir)?
+    } else {
+        None
+    };
     if let Some(j) =
         crate::state::locate::locate(&old_datadir, args.common.target.new_datadir.as_deref())?
     {
@@ -75,7 +81,7 @@ fn fresh(args: &UpgradeArgs, ui: Ui, old_was_running: Option<bool>) -> Result<()
     }
     let log_dir = p.plan.work_dir.join("logs");
     steps::create_owned_dir(&p.plan.work_dir, p.runner.owner())?;
-    let _lock = Lock::acquire(&p.plan.work_dir)?;
+    let _lock = Lock::acquire(&p.plan.work_dir, p.runner.owner())?;
     steps::create_owned_dir(&log_dir, p.runner.owner())?;
     ui.logs(&log_dir);
     p.runner.set_log_dir(log_dir.clone());
@@ -104,10 +110,16 @@ fn fresh(args: &UpgradeArgs, ui: Ui, old_was_running: Option<bool>) -> Result<()
 
 /// Continues an upgrade from its journal.
 fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
-    let plan = j.record.plan.clone();
-    let lock = Lock::acquire(&plan.work_dir)?;
+    let work_dir = j.record.plan.work_dir.clone();
+    let lock = Lock::acquire(&work_dir, j.owner())?;
     // Re-read under the lock: the holder may have moved on.
-    let j = Journal::load(&plan.work_dir)?.unwrap_or(j);
+    let mut j = Journal::load(&work_dir)?.unwrap_or(j);
+    let plan = super::verified_plan(
+        &args.common.target,
+        args.common.stop_command.as_deref(),
+        args.common.start_command.as_deref(),
+        &mut j,
+    )?;
     let r = &j.record;
     ui.line(&format!(
         "resuming the upgrade of {} recorded in {} (state: {}{})",
@@ -138,13 +150,24 @@ fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
         // Nothing of the new cluster is worth keeping: undo it, then redo from initdb with
         // the same binaries, paths and mode.
         let old_was_running = j.record.old_was_running;
-        for n in undo::undo_new(&p, &j, Discard::Remove)? {
+        let undone = undo::undo_new(&p, &j, Discard::Remove)?;
+        for n in &undone {
             ui.line(&format!("      {n}"));
         }
         j.archive()?;
         drop(lock);
         let again = args_from_plan(args, &p);
-        return fresh(&again, ui, Some(old_was_running));
+        return fresh(&again, ui, Some(old_was_running)).map_err(|e| match e {
+            // The undo did change things: say what, instead of "Nothing was changed".
+            Error::Refused { findings } if !undone.is_empty() => Error::RefusedAfterCleanup {
+                findings,
+                note: format!(
+                    "Before refusing, pgleap undid the interrupted upgrade: {}.",
+                    undone.join("; ")
+                ),
+            },
+            e => e,
+        });
     }
     let log_dir = p.plan.work_dir.join("logs");
     let mut run = Run {

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use crate::config::CarryReport;
 use crate::config::files::{
-    ConfFile, Dirs, comment_out, copy_owned, create_dirs_owned, file_mode, set_mode, write_owned,
+    ConfFile, Dirs, comment_out, copy_owned, create_dirs_owned, file_mode, read_as_owner, set_mode,
+    write_owned,
 };
 use crate::config::parse::{Setting, parse_line, rewrite_path, rewrite_version_word};
 use crate::config::validate::{valid_settings, validate};
-use crate::error::{Error, Result};
-use crate::exec::process::Runner;
+use crate::error::Result;
+use crate::exec::process::{Owner, Runner};
 use crate::host::layout::Layout;
 use crate::inspect::install::Install;
 
@@ -74,15 +75,16 @@ pub(crate) fn carry(
             continue;
         };
         if old.extension().is_some_and(|e| e == "conf") {
+            let text = read_as_owner(&old, runner.owner())?;
             let file = rewrite_conf(
-                &old,
+                (&old, &text),
                 &target,
                 settings,
                 dirs,
                 versions,
                 &mut found,
                 &mut report,
-            )?;
+            );
             files.push(file);
         } else {
             copy_owned(&old, &target, runner.owner(), dirs)?;
@@ -99,13 +101,17 @@ pub(crate) fn carry(
     );
     for (old, new_dir) in &found.created_dirs {
         create_dirs_owned(new_dir, runner.owner(), dirs)?;
-        set_mode(new_dir, file_mode(old).unwrap_or(dirs.dir_mode(new_dir)))?;
+        set_mode(
+            new_dir,
+            file_mode(old).unwrap_or(dirs.dir_mode(new_dir)),
+            runner.owner(),
+        )?;
     }
     for f in &files {
         write_owned(&f.new, &f.lines, runner.owner(), f.mode, dirs)?;
     }
     if dirs.separate() {
-        remove_initdb_config(dirs)?;
+        remove_initdb_config(dirs, runner.owner())?;
     }
     validate(runner, new, dirs, &mut files, &mut report)?;
     Ok(report)
@@ -145,15 +151,14 @@ fn first_files(layout: &Layout, dirs: &Dirs<'_>) -> Vec<(PathBuf, bool)> {
 /// directories, and (`versions`: old and new major of a postgresql-common cluster) the
 /// major in versioned settings. Files it includes or names are queued in `found`.
 fn rewrite_conf(
-    old: &Path,
+    (old, text): (&Path, &str),
     target: &Path,
     settings: bool,
     dirs: &Dirs<'_>,
     versions: Option<(u32, u32)>,
     found: &mut Found,
     report: &mut CarryReport,
-) -> Result<ConfFile> {
-    let text = std::fs::read_to_string(old).map_err(|e| Error::io("cannot read", old, e))?;
+) -> ConfFile {
     let dir = old.parent().unwrap_or(dirs.old_conf);
     let mut lines = Vec::new();
     for line in text.lines() {
@@ -194,12 +199,12 @@ fn rewrite_conf(
         }
         lines.push(rewritten);
     }
-    Ok(ConfFile {
+    ConfFile {
         new: target.to_path_buf(),
         lines,
         settings,
         mode: file_mode(old),
-    })
+    }
 }
 
 /// Comments out settings the new major does not know (custom `x.y` settings and include
@@ -237,11 +242,11 @@ fn comment_unknown(
 /// With the configuration kept outside the data directory (Debian), initdb's own
 /// postgresql.conf, pg_hba.conf and pg_ident.conf in the new data directory would only
 /// mislead: the old data directory has none, and neither will the new one.
-fn remove_initdb_config(dirs: &Dirs<'_>) -> Result<()> {
+fn remove_initdb_config(dirs: &Dirs<'_>, owner: &Owner) -> Result<()> {
     for (f, _) in CONF_FILES {
         let stale = dirs.new_data.join(f);
         if !dirs.old_data.join(f).exists() && stale.is_file() {
-            std::fs::remove_file(&stale).map_err(|e| Error::io("cannot remove", &stale, e))?;
+            crate::exec::ownerfs::remove_file_as(owner, &stale)?;
         }
     }
     Ok(())

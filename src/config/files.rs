@@ -100,35 +100,33 @@ pub(crate) fn write_owned(
     }
     let mut text = lines.join("\n");
     text.push('\n');
-    std::fs::write(path, text).map_err(|e| Error::io("cannot write", path, e))?;
-    set_mode(path, mode.unwrap_or(0o600))?;
-    crate::exec::server::chown(path, owner)
+    crate::exec::ownerfs::write(owner, path, text.as_bytes(), mode.unwrap_or(0o600))
 }
 
+/// Copies a file (server.key, certificates) as the owner: a link to a file the owner may
+/// not read fails instead of handing the owner a copy.
 pub(crate) fn copy_owned(from: &Path, to: &Path, owner: &Owner, dirs: &Dirs<'_>) -> Result<()> {
     if let Some(parent) = to.parent() {
         create_dirs_owned(parent, owner, dirs)?;
     }
-    std::fs::copy(from, to).map_err(|e| Error::io("cannot copy", from, e))?;
-    crate::exec::server::chown(to, owner)
+    let mode = file_mode(from).unwrap_or(0o600);
+    crate::exec::ownerfs::copy(owner, from, to, mode)
 }
 
-pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io("cannot chmod", path, e))
+pub(crate) fn set_mode(path: &Path, mode: u32, owner: &Owner) -> Result<()> {
+    crate::exec::ownerfs::chmod_as(owner, path, mode)
 }
 
 pub(crate) fn create_dirs_owned(dir: &Path, owner: &Owner, dirs: &Dirs<'_>) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        create_dirs_owned(parent, owner, dirs)?;
-    }
-    std::fs::create_dir(dir).map_err(|e| Error::io("cannot create directory", dir, e))?;
-    set_mode(dir, dirs.dir_mode(dir))?;
-    crate::exec::server::chown(dir, owner)
+    crate::exec::ownerfs::create_missing(owner, dir, &|d| dirs.dir_mode(d))
+}
+
+/// Reads a configuration file with the owner's rights (see [`copy_owned`]).
+pub(crate) fn read_as_owner(path: &Path, owner: &Owner) -> Result<String> {
+    let bytes = crate::exec::ownerfs::read(owner, path)?;
+    String::from_utf8(bytes).map_err(|_| Error::NotText {
+        path: path.to_path_buf(),
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 pub(crate) mod interrupt;
 pub(crate) mod owner;
+pub(crate) mod ownerfs;
 pub(crate) mod postmaster;
 pub(crate) mod process;
 pub(crate) mod server;
+pub(crate) mod user;

@@ -7,13 +7,13 @@
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
+pub(crate) use crate::exec::user::Owner;
 
 /// Variables every child keeps: credentials and time zone, and nss_wrapper's, which give a
 /// uid without a passwd entry (Kubernetes, OpenShift) the user name that initdb and
@@ -28,54 +28,29 @@ const PASS_THROUGH: [&str; 7] = [
     "NSS_WRAPPER_GROUP",
 ];
 
-/// The operating-system user that owns a data directory and runs its programs.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Owner {
-    pub(crate) uid: u32,
-    pub(crate) gid: u32,
-    pub(crate) name: String,
-    pub(crate) home: PathBuf,
-}
-
-impl Owner {
-    pub(crate) fn from_uid(uid: u32, gid: u32) -> Owner {
-        match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-            Ok(Some(u)) => Owner {
-                uid,
-                gid,
-                name: u.name,
-                home: u.dir,
-            },
-            // Arbitrary UIDs (Kubernetes, OpenShift) have no passwd entry.
-            _ => Owner {
-                uid,
-                gid,
-                name: uid.to_string(),
-                home: PathBuf::from("/tmp"),
-            },
-        }
-    }
-
-    /// True when programs must switch to this owner (pgleap itself runs as root).
-    pub(crate) fn needs_switch(&self) -> bool {
-        nix::unistd::geteuid().is_root() && self.uid != 0
-    }
-
-    /// The owner's groups: its primary group and the supplementary ones of its passwd name
-    /// (none for an arbitrary uid without a passwd entry).
-    pub(crate) fn groups(&self) -> Vec<nix::unistd::Gid> {
-        let gid = nix::unistd::Gid::from_raw(self.gid);
-        std::ffi::CString::new(self.name.clone())
-            .ok()
-            .filter(|_| {
-                nix::unistd::User::from_name(&self.name)
-                    .ok()
-                    .flatten()
-                    .is_some()
-            })
-            .and_then(|name| nix::unistd::getgrouplist(&name, gid).ok())
-            .unwrap_or_else(|| vec![gid])
-    }
+/// The variables of [`PASS_THROUGH`] that a child gets. `LD_PRELOAD` only when it loads
+/// nss_wrapper alone and nss_wrapper is configured: any other library would run its code in
+/// every program, including those run as root (service managers, hooks).
+fn pass_through(
+    get: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Vec<(&'static str, std::ffi::OsString)> {
+    let nss_wrapper = get("NSS_WRAPPER_PASSWD").is_some();
+    PASS_THROUGH
+        .iter()
+        .filter_map(|k| get(k).map(|v| (*k, v)))
+        .filter(|(k, v)| {
+            *k != "LD_PRELOAD"
+                || (nss_wrapper
+                    && v.to_string_lossy()
+                        .split([' ', ':'])
+                        .filter(|l| !l.is_empty())
+                        .all(|l| {
+                            Path::new(l)
+                                .file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with("libnss_wrapper"))
+                        }))
+        })
+        .collect()
 }
 
 /// Runs programs as one owner, logging into one directory.
@@ -116,10 +91,6 @@ impl Runner {
         &self.owner
     }
 
-    pub(crate) fn log_dir(&self) -> Option<&Path> {
-        self.log_dir.as_deref()
-    }
-
     pub(crate) fn set_log_dir(&mut self, dir: PathBuf) {
         self.log_dir = Some(dir);
     }
@@ -147,7 +118,7 @@ impl Runner {
         );
         cmd.current_dir(cwd);
         if switch {
-            self.switch_to_owner(&mut cmd);
+            crate::exec::user::switch(&mut cmd, &self.owner);
         }
         cmd.stdin(Stdio::null());
         // Own process group: a terminal's Ctrl-C reaches pgleap only, which decides when to
@@ -190,37 +161,11 @@ impl Runner {
         // Programs' messages are parsed and quoted: keep them in English.
         cmd.env("LC_MESSAGES", "C");
         cmd.env("LANG", "C");
-        for key in PASS_THROUGH {
-            if let Some(v) = std::env::var_os(key) {
-                cmd.env(key, v);
-            }
+        for (key, v) in pass_through(|k| std::env::var_os(k)) {
+            cmd.env(key, v);
         }
         for (k, v) in &opts.env {
             cmd.env(k, v);
-        }
-    }
-
-    /// Runs the child as the owner, with the owner's groups.
-    fn switch_to_owner(&self, cmd: &mut Command) {
-        // The owner's supplementary groups too, as login would give them: Debian's
-        // postgres reads the snakeoil SSL key through the ssl-cert group. Listed here,
-        // before the fork; the child only makes system calls. std's `uid()` would drop
-        // them, so the switch is done by hand, before the closure below (changing
-        // credentials clears the parent-death signal).
-        let (uid, gid) = (
-            nix::unistd::Uid::from_raw(self.owner.uid),
-            nix::unistd::Gid::from_raw(self.owner.gid),
-        );
-        let groups = self.owner.groups();
-        // SAFETY: setgroups, setgid and setuid are async-signal-safe system calls on
-        // memory prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setgroups(&groups)
-                    .and_then(|()| nix::unistd::setgid(gid))
-                    .and_then(|()| nix::unistd::setuid(uid))
-                    .map_err(std::io::Error::from)
-            });
         }
     }
 
@@ -238,6 +183,7 @@ impl Runner {
             f.reopen()
                 .map_err(|e| Error::io("cannot open", f.path(), e))
         };
+        self.refuse_root(program, opts)?;
         let mut cmd = self.command(program, args, opts);
         cmd.stdout(file(&out)?).stderr(file(&out)?);
         let rendered = render(program, args);
@@ -292,6 +238,7 @@ impl Runner {
         opts: &Opts<'_>,
     ) -> Result<Logged> {
         let rendered = render(program, args);
+        self.refuse_root(program, opts)?;
         tracing::debug!(command = %rendered, "running");
         let mut cmd = self.command(program, args, opts);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -333,6 +280,17 @@ impl Runner {
         self.log_text(&stem, rendered, output.status, &body)
     }
 
+    /// Only service managers and the user's hooks run as root: whatever owner this runner
+    /// was given, a PostgreSQL program never does.
+    fn refuse_root(&self, program: &Path, opts: &Opts<'_>) -> Result<()> {
+        if !opts.as_invoker && nix::unistd::geteuid().is_root() && self.owner.uid == 0 {
+            return Err(Error::RunAsRoot {
+                program: program_name(program),
+            });
+        }
+        Ok(())
+    }
+
     /// Writes the log of one finished run: the command, its exit status and `body`.
     pub(crate) fn log_text(
         &self,
@@ -347,16 +305,8 @@ impl Runner {
         let mut text = format!("$ {rendered}\n");
         let _ = writeln!(text, "exit: {status}");
         text.push_str(body);
-        let written = std::fs::File::create(&path).and_then(|mut f| f.write_all(text.as_bytes()));
-        if written.is_ok() && self.owner.needs_switch() {
-            // The log directory belongs to the owner; so do its files.
-            let _ = nix::unistd::chown(
-                &path,
-                Some(self.owner.uid.into()),
-                Some(self.owner.gid.into()),
-            );
-        }
-        match written {
+        // The log directory is the owner's: its files are written as the owner.
+        match crate::exec::ownerfs::write(&self.owner, &path, text.as_bytes(), 0o600) {
             Ok(()) => Some(path),
             Err(e) => {
                 tracing::warn!("could not write log {}: {e}", path.display());
@@ -485,6 +435,35 @@ mod tests {
             ),
             "/usr/bin/initdb -D /data/17 --locale=C 'it'\\''s'"
         );
+    }
+
+    #[test]
+    fn ld_preload_passes_only_for_nss_wrapper() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let keys = |v: Vec<(&'static str, std::ffi::OsString)>| {
+            v.into_iter().map(|(k, _)| k).collect::<Vec<_>>()
+        };
+        let wrapped = env(&[
+            ("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so"),
+            ("NSS_WRAPPER_PASSWD", "/tmp/passwd"),
+        ]);
+        assert_eq!(
+            keys(pass_through(wrapped)),
+            ["LD_PRELOAD", "NSS_WRAPPER_PASSWD"]
+        );
+        let other = env(&[
+            ("LD_PRELOAD", "/tmp/evil.so /usr/lib/libnss_wrapper.so"),
+            ("NSS_WRAPPER_PASSWD", "/tmp/passwd"),
+        ]);
+        assert_eq!(keys(pass_through(other)), ["NSS_WRAPPER_PASSWD"]);
+        let alone = env(&[("LD_PRELOAD", "/usr/lib/libnss_wrapper.so"), ("TZ", "UTC")]);
+        assert_eq!(keys(pass_through(alone)), ["TZ"]);
     }
 
     #[test]

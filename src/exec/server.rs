@@ -4,6 +4,7 @@
 //! with a private pg_hba.conf that trusts local connections there: no client can write
 //! while pgleap works, and pgleap can always get in.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -22,6 +23,9 @@ impl Fence {
             .prefix("pgleap-")
             .tempdir_in("/tmp")
             .map_err(|e| Error::io("cannot create a private socket directory", "/tmp", e))?;
+        // Its pg_hba.conf says trust: only the owner may reach the socket.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("cannot chmod", dir.path(), e))?;
         let hba = dir.path().join("pg_hba.conf");
         std::fs::write(
             &hba,
@@ -185,5 +189,22 @@ pub(crate) fn stop_any(datadir: &Path, owner: &Owner, fenced_only: bool) {
     let runner = Runner::new(owner.clone(), None);
     if let Err(e) = stop_with(&runner, &bindir.join("pg_ctl"), datadir) {
         tracing::warn!("could not stop the server on {}: {e}", datadir.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fence_directory_is_private() {
+        let me = nix::unistd::geteuid().as_raw();
+        let owner = Owner::from_uid(me, nix::unistd::getegid().as_raw());
+        let fence = Fence::new(&owner).unwrap();
+        let mode = std::fs::metadata(fence.socket_dir())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 }

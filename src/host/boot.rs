@@ -134,6 +134,27 @@ pub(crate) fn plan_boot(runner: &Runner, root: &Path, old: &Layout, new: &Layout
     }
 }
 
+/// True when a journaled `boot` names this cluster's own start.conf or units (a journal is
+/// the owner's to edit; boot settings are changed by root).
+pub(crate) fn belongs(boot: &Boot, root: &Path, old: &Layout, new: &Layout) -> bool {
+    match boot {
+        Boot::StartConf { path, .. } => {
+            old.confdir().map(|c| c.join("start.conf")).as_ref() == Some(path)
+        }
+        Boot::Units {
+            old: o,
+            new: n,
+            offline_root,
+            ..
+        } => {
+            unit_name(old).as_ref() == Some(o)
+                && n.as_ref()
+                    .is_none_or(|n| unit_name(new).as_ref() == Some(n))
+                && offline_root.as_ref().is_none_or(|r| r == root)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,7 +110,7 @@ pub(crate) fn call_with_progress<T: serde::de::DeserializeOwned>(
     target: &Target,
     on_output: Option<&(dyn Fn(&str) + Sync)>,
 ) -> Result<T> {
-    let exe = crate::exec::owner::owner_executable(runner)?;
+    let exe = crate::exec::owner::owner_executable(runner.owner())?;
     let mut args: Vec<String> = vec!["__db".into()];
     args.push(request[0].to_string());
     args.extend(target.args());

@@ -3,10 +3,11 @@
 //!
 //! Invariant: an `Install` is only built after its programs were found and its major verified.
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::Finding;
-use crate::exec::process::{Opts, Runner};
+use crate::exec::process::{Opts, Owner, Runner};
 use crate::host::root::under;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -82,6 +83,17 @@ impl Install {
                 "bindir-missing",
                 format!("{} is not a directory", bindir.display()),
                 format!("Pass {flag} with the bin directory of a PostgreSQL installation."),
+            ));
+        }
+        if let Some((path, who)) = writable_by_others(bindir, role.required()) {
+            return Err(Finding::error(
+                "bindir-writable",
+                format!(
+                    "{} is writable by {who} ({}): pgleap runs as root and would run programs that user can replace",
+                    bindir.display(),
+                    path.display()
+                ),
+                "Install PostgreSQL where only root can write (as packages do), or run pgleap as the cluster owner",
             ));
         }
         let missing: Vec<&str> = role
@@ -250,6 +262,33 @@ fn locate_dirs(runner: &Runner, bindir: &Path, major: u32) -> (PathBuf, PathBuf)
 pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// When pgleap runs as root: the first directory of `bindir` (resolved), or of one of its
+/// `programs`, that a user other than root can change, and who.
+fn writable_by_others(bindir: &Path, programs: &[&str]) -> Option<(PathBuf, String)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let canonical = std::fs::canonicalize(bindir).ok()?;
+    let mut paths: Vec<PathBuf> = canonical.ancestors().map(Path::to_path_buf).collect();
+    for p in programs {
+        if let Ok(c) = std::fs::canonicalize(bindir.join(p)) {
+            paths.extend(c.ancestors().map(Path::to_path_buf));
+        }
+    }
+    paths.into_iter().find_map(|p| {
+        let m = std::fs::metadata(&p).ok()?;
+        let sticky = m.is_dir() && m.mode() & 0o1000 != 0 && p != canonical;
+        if m.uid() != 0 {
+            let who = Owner::from_uid(m.uid(), m.gid()).name;
+            Some((p, who))
+        } else if m.mode() & 0o022 != 0 && !sticky {
+            Some((p, "its group or other users".into()))
+        } else {
+            None
+        }
+    })
 }
 
 #[cfg(test)]

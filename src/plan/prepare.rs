@@ -132,7 +132,7 @@ fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
 
     let new_datadir =
         resolve_new_datadir(args, &old_datadir, cluster.major, new.major).map_err(Error::from)?;
-    check_target(&old_datadir, &new_datadir, &cluster.owner, &mut findings);
+    check_target(&old_datadir, &new_datadir, &cluster, &new, &mut findings);
     let new_layout = new_layout(&old_layout, &root, new.major, &new_datadir);
     if let Some(confdir) = new_layout.confdir() {
         check_new_confdir(confdir, &cluster.owner, &mut findings);
@@ -279,7 +279,12 @@ pub(crate) fn resolve_target(
 
 /// The new cluster's layout: the old one's for the new major. A RHEL unit starts the default
 /// `/var/lib/pgsql/N/data` only, so a new data directory elsewhere is plain.
-fn new_layout(old: &layout::Layout, root: &Path, major: u32, new_datadir: &Path) -> layout::Layout {
+pub(crate) fn new_layout(
+    old: &layout::Layout,
+    root: &Path,
+    major: u32,
+    new_datadir: &Path,
+) -> layout::Layout {
     let l = old.for_major(root, major);
     let default_rhel = under(root, &format!("var/lib/pgsql/{major}/data"));
     match l {

@@ -63,6 +63,9 @@ pub(crate) const CHECKS: &[Check] = {
     const TARGET: &str =
         "the new data directory can be chosen, does not overlap the old one, is absent or empty";
     const STATE: &str = "the server state from `pg_controldata`";
+    const BINDIR_WRITABLE: &str = "as root, no user but root can change the bin directories";
+    const TABLESPACE_TARGET: &str =
+        "no tablespace location already holds the new major's `PG_<major>_<catversion>`";
     const LAYOUT: &str = "the host layout (see [Hosts](#hosts))";
     const MODE: &str = "the mode: its minimum target major, one filesystem for `link`, `clone` and `swap`, reflink\n  support for `clone`";
     const SPACE: &str = "free space (what the owner may use, not root's reserve)";
@@ -84,6 +87,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("bindir-missing", Static, INSTALLS),
         check("bindir-not-found", Static, INSTALLS),
         check("bindir-incomplete", Static, INSTALLS),
+        check("bindir-writable", Static, BINDIR_WRITABLE),
         check("bindir-broken", Static, INSTALLS),
         check("bindir-major-mismatch", Static, INSTALLS),
         check("no-new-install", Static, INSTALLS),
@@ -93,6 +97,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("downgrade", Static, VERSIONS),
         check("no-default-new-datadir", Static, TARGET),
         check("target-overlaps", Static, TARGET),
+        check("tablespace-target-exists", Static, TABLESPACE_TARGET),
         check("target-not-empty", Static, TARGET),
         check("target-unusable", Static, TARGET),
         check("target-not-writable", Static, TARGET),
@@ -115,6 +120,8 @@ pub(crate) const CHECKS: &[Check] = {
         check("pg-upgrade-check", PgUpgradeCheck, SCRATCH),
         check("no-journal", Command, ""),
         check("locked", Command, ""),
+        check("upgrade-in-progress", Command, ""),
+        check("identity", Command, ""),
         check("finalized", Command, ""),
         check("point-of-no-return", Command, ""),
         check("swap-started", Command, ""),

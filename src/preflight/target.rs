@@ -1,13 +1,30 @@
 //! The new data directory (and Debian's new configuration directory): apart from the
 //! old one, empty, and creatable by the owner.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Finding, Findings};
 use crate::exec::process::Owner;
+use crate::inspect::cluster::Cluster;
+use crate::inspect::install::Install;
 use crate::inspect::space;
 
-pub(crate) fn check_target(old: &Path, new: &Path, owner: &Owner, findings: &mut Findings) {
+pub(crate) fn check_target(
+    old: &Path,
+    new: &Path,
+    cluster: &Cluster,
+    new_install: &Install,
+    findings: &mut Findings,
+) {
+    let owner = &cluster.owner;
+    let locations: Vec<PathBuf> = cluster
+        .tablespaces
+        .iter()
+        .map(|t| t.location.clone())
+        .collect();
+    findings
+        .0
+        .extend(existing_tablespace_dirs(&locations, new_install.major));
     if new.starts_with(old) || old.starts_with(new) {
         findings.push(Finding::error(
             "target-overlaps",
@@ -85,5 +102,55 @@ pub(crate) fn check_new_confdir(confdir: &Path, owner: &Owner, findings: &mut Fi
             ),
             "Remove it (pg_dropcluster, if it is an empty cluster created by installing the new version) and run pgleap again",
         ));
+    }
+}
+
+/// A `PG_<new major>_<catversion>` directory already in a tablespace location belongs to
+/// another cluster of the new major (or a failed attempt nobody cleaned up).
+pub(crate) fn existing_tablespace_dirs(locations: &[PathBuf], new_major: u32) -> Vec<Finding> {
+    let prefix = format!("PG_{new_major}_");
+    let mut out = Vec::new();
+    for l in locations {
+        let Ok(rd) = std::fs::read_dir(l) else {
+            continue;
+        };
+        for e in rd.filter_map(std::result::Result::ok) {
+            // Exactly PG_<major>_<catversion>: a moved-aside `….rolled-back-<time>` is not
+            // where pg_upgrade writes.
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_target = name
+                .strip_prefix(&prefix)
+                .is_some_and(|cat| !cat.is_empty() && cat.bytes().all(|b| b.is_ascii_digit()));
+            if is_target {
+                out.push(Finding::error(
+                    "tablespace-target-exists",
+                    format!(
+                        "{} already exists in tablespace location {}: pg_upgrade would put the new cluster's files there",
+                        e.path().display(),
+                        l.display()
+                    ),
+                    "If it is left from an earlier attempt, remove it; if another cluster of that major uses this location, give the old cluster's tablespace its own location",
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_existing_tablespace_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("PG_16_202307071")).unwrap();
+        std::fs::create_dir(dir.path().join("PG_17_202406281.rolled-back-1")).unwrap();
+        assert!(existing_tablespace_dirs(&[dir.path().to_path_buf()], 17).is_empty());
+        std::fs::create_dir(dir.path().join("PG_17_202406281")).unwrap();
+        assert_eq!(
+            existing_tablespace_dirs(&[dir.path().to_path_buf()], 17).len(),
+            1
+        );
     }
 }

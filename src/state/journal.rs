@@ -7,13 +7,15 @@
 //! never leaves a lock that blocks the next run.
 
 use std::fs::File;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::exec::ownerfs;
+use crate::exec::process::Owner;
 use crate::plan::Plan;
+use crate::state::identity::Identity;
 
 pub(crate) const FILE: &str = "journal.json";
 
@@ -85,13 +87,18 @@ pub(crate) struct Record {
     pub(crate) window_started_ms: Option<u64>,
     pub(crate) started_at: u64,
     pub(crate) updated_at: u64,
+    /// What proves which directories are this upgrade's (see `state::identity`).
+    #[serde(default)]
+    pub(crate) identity: Identity,
 }
 
 /// A journal on disk.
 #[derive(Debug)]
 pub(crate) struct Journal {
     dir: PathBuf,
-    uid_gid: (u32, u32),
+    /// Who writes the journal: the owner of the work directory (never root when pgleap is
+    /// root), whatever the record says.
+    owner: Owner,
     pub(crate) record: Record,
 }
 
@@ -121,35 +128,48 @@ impl Journal {
             window_started_ms: None,
             started_at: now(),
             updated_at: now(),
+            identity: Identity::default(),
         };
         let mut j = Journal {
             dir: plan.work_dir.clone(),
-            uid_gid: (plan.owner.uid, plan.owner.gid),
+            owner: plan.owner.clone(),
             record,
         };
         j.write()?;
         Ok(j)
     }
 
-    /// Reads the journal in `work_dir`, if there is one.
+    /// Reads the journal in `work_dir`, if there is one. Links are not followed: the work
+    /// directory and everything in it is the owner's to plant.
     pub(crate) fn load(work_dir: &Path) -> Result<Option<Journal>> {
         let path = work_dir.join(FILE);
-        let text = match std::fs::read_to_string(&path) {
+        let text = match read_nofollow(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Err(Error::Planted {
+                    path,
+                    what: "is a symbolic link".into(),
+                });
+            }
             Err(e) => return Err(Error::io("cannot read the journal", &path, e)),
         };
+        let owner = work_dir_owner(work_dir)?;
         let record: Record =
             serde_json::from_str(&text).map_err(|source| Error::JournalDamaged {
                 path: path.clone(),
                 source,
             })?;
-        let uid_gid = (record.plan.owner.uid, record.plan.owner.gid);
         Ok(Some(Journal {
             dir: work_dir.to_path_buf(),
-            uid_gid,
+            owner,
             record,
         }))
+    }
+
+    /// The user the journal's files belong to.
+    pub(crate) fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     pub(crate) fn path(&self) -> PathBuf {
@@ -186,31 +206,55 @@ impl Journal {
             self.record.state.name(),
             now()
         ));
-        std::fs::rename(self.path(), &to)
-            .map_err(|e| Error::io("cannot archive the journal", self.path(), e))
+        ownerfs::rename_as(&self.owner, &self.path(), &to)
     }
 
-    /// Atomic replace: temp file, fsync, rename, fsync the directory.
+    /// Atomic replace (temp file, fsync, rename, fsync the directory), done as the owner:
+    /// the work directory is the owner's.
     pub(crate) fn write(&mut self) -> Result<()> {
         self.record.updated_at = now();
         let text = serde_json::to_string_pretty(&self.record).map_err(Error::JournalEncode)?;
-        let tmp = self.dir.join(format!(".{FILE}.tmp"));
-        let mut f =
-            File::create(&tmp).map_err(|e| Error::io("cannot write the journal", &tmp, e))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io("cannot write the journal", &tmp, e))?;
-        drop(f);
-        let (uid, gid) = self.uid_gid;
-        if nix::unistd::geteuid().is_root() {
-            let _ = nix::unistd::chown(&tmp, Some(uid.into()), Some(gid.into()));
-        }
-        std::fs::rename(&tmp, self.path())
-            .map_err(|e| Error::io("cannot write the journal", self.path(), e))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io("cannot sync the journal's directory", &self.dir, e))
+        ownerfs::write(&self.owner, &self.path(), text.as_bytes(), 0o600)
     }
+}
+
+/// Reads a file of the work directory without following a link.
+pub(crate) fn read_nofollow(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut f = open_nofollow(path, false)?;
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+pub(crate) fn open_nofollow(path: &Path, write: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// The owner of a work directory: its own owner, which must be a real directory and, when
+/// pgleap is root, not root's (pgleap makes work directories for the cluster owner).
+fn work_dir_owner(work_dir: &Path) -> Result<Owner> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::symlink_metadata(work_dir)
+        .map_err(|e| Error::io("cannot read the work directory", work_dir, e))?;
+    if m.file_type().is_symlink() {
+        return Err(Error::Planted {
+            path: work_dir.to_path_buf(),
+            what: "is a symbolic link".into(),
+        });
+    }
+    if m.uid() == 0 && nix::unistd::geteuid().is_root() {
+        return Err(Error::Planted {
+            path: work_dir.to_path_buf(),
+            what: "belongs to root, not to the cluster owner".into(),
+        });
+    }
+    Ok(Owner::from_uid(m.uid(), m.gid()))
 }
 
 #[cfg(test)]

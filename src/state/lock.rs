@@ -6,6 +6,9 @@ use std::io::Write as _;
 use std::path::Path;
 
 use crate::error::{Error, Finding, Result};
+use crate::exec::ownerfs;
+use crate::exec::process::Owner;
+use crate::state::journal::{open_nofollow, read_nofollow};
 
 const LOCK: &str = "lock";
 
@@ -17,16 +20,39 @@ pub(crate) struct Lock {
 }
 
 impl Lock {
-    /// Takes the lock, or refuses naming the process that holds it.
-    pub(crate) fn acquire(work_dir: &Path) -> Result<Lock> {
+    /// Takes the lock, or refuses naming the process that holds it. The lock file is the
+    /// owner's: created by the owner, opened without following links, and written (the
+    /// holder's pid) only when it is a plain file of the owner's with no other name.
+    pub(crate) fn acquire(work_dir: &Path, owner: &Owner) -> Result<Lock> {
+        use std::os::unix::fs::MetadataExt as _;
         let path = work_dir.join(LOCK);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
+        let planted = |what: &str| Error::Planted {
+            path: path.clone(),
+            what: what.into(),
+        };
+        let file = match open_nofollow(&path, true) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                ownerfs::write(owner, &path, b"", 0o600)?;
+                open_nofollow(&path, true)
+            }
+            other => other,
+        }
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                planted("is a symbolic link")
+            } else {
+                Error::io("cannot open the lock file", &path, e)
+            }
+        })?;
+        let meta = file
+            .metadata()
             .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
+        if !meta.is_file() || meta.nlink() != 1 || meta.uid() != owner.uid {
+            return Err(planted(&format!(
+                "is not a plain file of {} with a single name",
+                owner.name
+            )));
+        }
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(mut flock) => {
                 use std::io::Seek as _;
@@ -57,7 +83,7 @@ impl Lock {
 
 /// The pid written by the process holding the lock, if it is still alive.
 pub(crate) fn holder(work_dir: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(work_dir.join(LOCK))
+    let pid: u32 = read_nofollow(&work_dir.join(LOCK))
         .ok()?
         .trim()
         .parse()
@@ -69,7 +95,7 @@ pub(crate) fn holder(work_dir: &Path) -> Option<u32> {
 
 /// True when a live process holds the lock of `work_dir`.
 pub(crate) fn is_locked(work_dir: &Path) -> bool {
-    let Ok(file) = File::open(work_dir.join(LOCK)) else {
+    let Ok(file) = open_nofollow(&work_dir.join(LOCK), false) else {
         return false;
     };
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
@@ -85,8 +111,12 @@ mod tests {
     #[test]
     fn second_lock_is_refused_with_the_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Lock::acquire(dir.path()).unwrap();
-        let err = Lock::acquire(dir.path()).unwrap_err().to_string();
+        let me = Owner::from_uid(
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let first = Lock::acquire(dir.path(), &me).unwrap();
+        let err = Lock::acquire(dir.path(), &me).unwrap_err().to_string();
         assert!(
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
@@ -94,6 +124,6 @@ mod tests {
         assert!(is_locked(dir.path()));
         drop(first);
         assert!(!is_locked(dir.path()));
-        assert!(Lock::acquire(dir.path()).is_ok());
+        assert!(Lock::acquire(dir.path(), &me).is_ok());
     }
 }

@@ -16,25 +16,11 @@ pub(crate) mod undo;
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::exec::process::Owner;
-use crate::exec::server;
 
-/// Creates `dir` (and missing parents) owned by `owner`, mode 0700.
+/// Creates `dir` (and missing parents) owned by `owner`, mode 0700; see
+/// [`crate::exec::ownerfs::create_owned_dir`].
 pub(crate) fn create_owned_dir(dir: &Path, owner: &Owner) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    if !dir.exists() {
-        if let Some(parent) = dir.parent() {
-            if !parent.exists() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| Error::io("cannot create directory", parent, e))?;
-                // Parents like /var/lib/postgresql/17 belong to the cluster owner too.
-                server::chown(parent, owner)?;
-            }
-        }
-        std::fs::create_dir(dir).map_err(|e| Error::io("cannot create directory", dir, e))?;
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::io("cannot chmod", dir, e))?;
-    server::chown(dir, owner)
+    crate::exec::ownerfs::create_owned_dir(dir, owner)
 }

@@ -66,7 +66,7 @@ pub(crate) fn pg_upgrade(
         out
     })?;
     progress.finish();
-    let moved = move_output_dir(new_datadir, log_dir, check);
+    let moved = move_output_dir(p.runner.owner(), new_datadir, log_dir, check);
     if out.status.success() {
         Ok(out)
     } else {
@@ -193,7 +193,12 @@ fn new_tablespace_dir(location: &Path, new_major: u32) -> Option<PathBuf> {
 }
 
 /// Moves `NEW/pg_upgrade_output.d` into the log directory; returns where it went.
-fn move_output_dir(new_datadir: &Path, log_dir: &Path, check: bool) -> Option<PathBuf> {
+fn move_output_dir(
+    owner: &crate::exec::process::Owner,
+    new_datadir: &Path,
+    log_dir: &Path,
+    check: bool,
+) -> Option<PathBuf> {
     let from = new_datadir.join("pg_upgrade_output.d");
     if !from.exists() {
         return None;
@@ -205,7 +210,7 @@ fn move_output_dir(new_datadir: &Path, log_dir: &Path, check: bool) -> Option<Pa
         "pg_upgrade{}-{stamp}",
         if check { "-check" } else { "" }
     ));
-    match std::fs::rename(&from, &to) {
+    match crate::exec::ownerfs::rename_as(owner, &from, &to) {
         Ok(()) => Some(to),
         Err(e) => {
             tracing::warn!("could not move {} to {}: {e}", from.display(), to.display());

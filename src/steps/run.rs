@@ -13,6 +13,7 @@ use crate::exec::server::{self, Fence};
 use crate::inspect::db;
 use crate::plan::STEPS;
 use crate::plan::prepare::Prepared;
+use crate::state::identity;
 use crate::state::journal::{Journal, State, now_millis};
 use crate::steps;
 use crate::steps::servers::{self};
@@ -72,12 +73,23 @@ impl Run<'_> {
 pub(crate) fn build_new(run: &mut Run<'_>) -> Result<()> {
     let new = run.p.plan.new.datadir.clone();
     let confdir = run.p.plan.new.conf_dir();
+    // Recorded before initdb: from here on, undo removes only this very directory.
+    let owner = run.p.runner.owner();
+    steps::create_owned_dir(&new, owner)?;
+    run.journal.record.identity = identity::begin(&run.p.plan.old.datadir, &new)?;
+    run.journal.write()?;
+    let id = run.journal.record.identity.clone();
     run.step(
         "initdb",
         State::NewInitialized,
         &format!("{} with the old cluster's options", new.display()),
-        |r| steps::initdb::initdb(r.p, &new),
+        |r| {
+            steps::initdb::initdb(r.p, &new)?;
+            identity::mark_new(&id, owner, &new)
+        },
     )?;
+    identity::record_new(&mut run.journal.record.identity, &new);
+    run.journal.write()?;
     let what = if run.p.plan.new.confdir.is_some() {
         format!(
             "postgresql.conf, pg_hba.conf, pg_ident.conf, start.conf, pg_ctl.conf, environment, conf.d into {}",
@@ -137,6 +149,10 @@ pub(crate) fn switch(run: &mut Run<'_>) -> Result<()> {
     run.step("pg_upgrade", State::Upgraded, &what, |r| {
         steps::pg_upgrade::pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, false)
     })?;
+    // pg_upgrade started and stopped the old cluster; from now on nothing should.
+    run.journal.record.identity.old_control_mtime =
+        identity::control_mtime(&run.p.plan.old.datadir);
+    run.journal.write()?;
     Ok(())
 }
 

@@ -153,8 +153,7 @@ pub(crate) fn disable_old_at_boot(p: &Prepared) -> Result<Option<String>> {
     };
     match boot {
         Boot::StartConf { path, .. } => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
+            let text = read_start_conf(p, path)?;
             if boot::start_mode(&text) == Some("manual") {
                 return Ok(None);
             }
@@ -163,8 +162,7 @@ pub(crate) fn disable_old_at_boot(p: &Prepared) -> Result<Option<String>> {
                 p.plan.new.major,
                 p.plan.new.datadir.display()
             );
-            std::fs::write(path, boot::manual_start_conf(&text, &why))
-                .map_err(|e| Error::io("cannot write", path, e))?;
+            write_start_conf(p, path, &boot::manual_start_conf(&text, &why))?;
             daemon_reload(p)?;
             Ok(Some(format!(
                 "set {} to manual: the old cluster no longer starts at boot",
@@ -196,6 +194,19 @@ pub(crate) fn disable_old_at_boot(p: &Prepared) -> Result<Option<String>> {
     }
 }
 
+/// start.conf sits in the owner's configuration directory: read and written as the owner
+/// (by root itself only where root alone controls its directory).
+fn read_start_conf(p: &Prepared, path: &Path) -> Result<String> {
+    let bytes = crate::exec::ownerfs::read_where(p.runner.owner(), path)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn write_start_conf(p: &Prepared, path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::symlink_metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    crate::exec::ownerfs::write_where(p.runner.owner(), path, text.as_bytes(), mode)
+}
+
 /// Rollback: undoes [`disable_old_at_boot`] (nothing when it did not run).
 pub(crate) fn restore_boot(p: &Prepared) -> Result<Option<String>> {
     let Some(boot) = &p.plan.host.boot else {
@@ -203,13 +214,13 @@ pub(crate) fn restore_boot(p: &Prepared) -> Result<Option<String>> {
     };
     match boot {
         Boot::StartConf { path, was } => {
-            let Ok(text) = std::fs::read_to_string(path) else {
+            let Ok(text) = read_start_conf(p, path) else {
                 return Ok(None);
             };
             let Some(restored) = boot::restore_start_conf(&text, was) else {
                 return Ok(None);
             };
-            std::fs::write(path, restored).map_err(|e| Error::io("cannot write", path, e))?;
+            write_start_conf(p, path, &restored)?;
             daemon_reload(p)?;
             Ok(Some(format!("restored {} to {was}", path.display())))
         }

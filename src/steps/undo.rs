@@ -10,10 +10,13 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Finding;
 use crate::error::{Error, Result};
+use crate::exec::ownerfs;
 use crate::exec::postmaster::{self, Liveness};
+use crate::exec::process::Owner;
 use crate::exec::server;
 use crate::plan::Mode;
 use crate::plan::prepare::Prepared;
+use crate::state::identity;
 use crate::state::journal::{Journal, State};
 use crate::steps::servers::{self, Which};
 
@@ -59,6 +62,10 @@ pub(crate) fn impossible(j: &Journal) -> Option<Finding> {
 
 /// Undoes everything the upgrade did, leaving the old cluster as it was (running again if it
 /// was running) and the journal in `rolled-back`. Returns notes on what was done.
+///
+/// The old cluster comes first: stop servers, restore its control file, start it if it was
+/// running, mark the journal; only then is the new cluster discarded, and a failure there
+/// (a mount point inside it, EXDEV, EBUSY) becomes a note, never a down old server.
 pub(crate) fn roll_back(
     p: &Prepared,
     j: &mut Journal,
@@ -66,36 +73,69 @@ pub(crate) fn roll_back(
     log_dir: &Path,
 ) -> Result<Vec<String>> {
     if let Some(f) = impossible(j) {
-        return Err(f.into());
+        return Err(Error::Refused { findings: vec![f] });
     }
-    let mut notes = undo_new(p, j, discard)?;
+    // Proofs first: a refusal here has changed nothing.
+    let targets = Targets::proven(p, j)?;
+    let mut notes = stop_servers(p, j)?;
+    notes.extend(restore_control(p.runner.owner(), &p.plan.old.datadir)?);
     // Before the old server comes back: it may start at boot again.
     notes.extend(servers::restore_boot(p)?);
+    notes.push(restart_old(p, j, log_dir)?);
+    // A full disk may keep the journal from being written until the new cluster is gone:
+    // then it is written again once that space is free.
+    let marked = j.set_state(State::RolledBack);
+    for (path, result) in targets.discard(p, j, discard) {
+        notes.push(result.unwrap_or_else(|e| {
+            format!(
+                "could not {} {}: {e}; the old cluster is back, remove it yourself",
+                discard.verb(),
+                path.display()
+            )
+        }));
+    }
+    if let Err(e) = marked {
+        j.set_state(State::RolledBack).map_err(|_| e)?;
+    }
+    Ok(notes)
+}
+
+fn restart_old(p: &Prepared, j: &Journal, log_dir: &Path) -> Result<String> {
     let old = &p.plan.old.datadir;
     let running = matches!(postmaster::liveness(old), Liveness::Running(_));
     if j.record.old_was_running && !running {
         let log = server::logfile(log_dir, "old");
         let how = servers::start(p, Which::Old, &log)?;
-        notes.push(
+        Ok(
             if p.plan.host.old.start == crate::host::service::Manager::PgCtl {
                 format!("started the old server again (log: {})", log.display())
             } else {
                 format!("started the old server again ({how})")
             },
-        );
+        )
     } else if j.record.old_was_running {
-        notes.push("the old server is still running".into());
+        Ok("the old server is still running".into())
     } else {
-        notes.push("the old cluster is stopped, as it was before the upgrade".into());
+        Ok("the old cluster is stopped, as it was before the upgrade".into())
     }
-    j.set_state(State::RolledBack)?;
-    Ok(notes)
 }
 
 /// Undoes the new cluster and pg_upgrade's change to the old one, without starting the old
 /// server: stops servers pgleap or pg_upgrade left running, restores `pg_control`, and
-/// discards the new data directory and the new major's tablespace subdirectories.
+/// discards the new data directory and the new major's tablespace subdirectories, each
+/// only once it has proved to be this upgrade's.
 pub(crate) fn undo_new(p: &Prepared, j: &Journal, discard: Discard) -> Result<Vec<String>> {
+    let targets = Targets::proven(p, j)?;
+    let mut notes = stop_servers(p, j)?;
+    notes.extend(restore_control(p.runner.owner(), &p.plan.old.datadir)?);
+    for (_, result) in targets.discard(p, j, discard) {
+        notes.push(result?);
+    }
+    Ok(notes)
+}
+
+/// Stops a new server, and a server on the old directory that pg_upgrade left.
+fn stop_servers(p: &Prepared, j: &Journal) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     let new = &p.plan.new.datadir;
     if matches!(postmaster::liveness(new), Liveness::Running(_)) {
@@ -122,100 +162,164 @@ pub(crate) fn undo_new(p: &Prepared, j: &Journal, discard: Discard) -> Result<Ve
         server::stop(&p.runner, &p.old.bindir, old)?;
         notes.push("stopped a server left running on the old data directory".into());
     }
-    if let Some(n) = restore_control(old)? {
-        notes.push(n);
-    }
-    let stamp = crate::state::journal::now();
-    let new_prefix = format!("PG_{}_", p.plan.new.major);
-    for t in &p.plan.tablespaces {
-        let Ok(rd) = std::fs::read_dir(t) else {
-            continue;
+    Ok(notes)
+}
+
+/// What a rollback may discard, each proven to be this upgrade's.
+struct Targets {
+    new: Option<PathBuf>,
+    tablespaces: Vec<PathBuf>,
+    confdir: Option<PathBuf>,
+}
+
+impl Targets {
+    fn proven(p: &Prepared, j: &Journal) -> Result<Targets> {
+        let id = &j.record.identity;
+        let new = &p.plan.new.datadir;
+        let new = if std::fs::symlink_metadata(new).is_ok() {
+            let initialized = j.record.state >= State::NewInitialized;
+            identity::prove_new(id, new, initialized)?;
+            Some(new.clone())
+        } else {
+            None
         };
-        for e in rd.filter_map(std::result::Result::ok) {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&new_prefix) && !name.contains(".rolled-back-") {
-                notes.push(discard_path(&e.path(), discard, stamp)?);
+        // Locations from the old cluster's own pg_tblspc links, not from the journal.
+        let locations: Vec<PathBuf> = p
+            .cluster
+            .tablespaces
+            .iter()
+            .map(|t| t.location.clone())
+            .collect();
+        let tablespaces = identity::new_tablespace_dirs(id, p.plan.new.major, &locations)
+            .into_iter()
+            .filter(|d| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()))
+            .collect();
+        let confdir = p.plan.new.confdir.clone().filter(|c| c.exists());
+        if let Some(c) = &confdir {
+            // Debian's /etc/postgresql/<new major>/<name>, and nothing else.
+            let expected = p
+                .plan
+                .host
+                .root
+                .join(format!("etc/postgresql/{}", p.plan.new.major));
+            if c.parent() != Some(expected.as_path()) || c.is_symlink() {
+                return Err(Error::Refused {
+                    findings: vec![Finding::error(
+                        "identity",
+                        format!(
+                            "{} is not a configuration directory of PostgreSQL {} ({}/NAME); pgleap removes only what it can prove it made",
+                            c.display(),
+                            p.plan.new.major,
+                            expected.display()
+                        ),
+                        "Find out who changed the journal",
+                    )],
+                });
             }
         }
+        Ok(Targets {
+            new,
+            tablespaces,
+            confdir,
+        })
     }
-    if new.exists() {
-        notes.push(discard_path(new, discard, stamp)?);
+
+    /// Discards every target, returning each one's note or error.
+    fn discard(
+        &self,
+        p: &Prepared,
+        j: &Journal,
+        discard: Discard,
+    ) -> Vec<(PathBuf, Result<String>)> {
+        let owner = p.runner.owner();
+        let stamp = crate::state::journal::now();
+        let mut out = Vec::new();
+        for t in &self.tablespaces {
+            out.push((t.clone(), discard_path(owner, t, discard, stamp)));
+        }
+        if let Some(new) = &self.new {
+            let linked = p.plan.mode == Mode::Link
+                && (j.record.state >= State::Upgraded
+                    || j.record.running.as_deref() == Some("pg_upgrade"));
+            let result = if linked && discard == Discard::MoveAside {
+                disable_linked(owner, new).and_then(|note| {
+                    discard_path(owner, new, discard, stamp).map(|n| format!("{n}; {note}"))
+                })
+            } else {
+                discard_path(owner, new, discard, stamp)
+            };
+            out.push((new.clone(), result));
+        }
+        if let Some(confdir) = &self.confdir {
+            let new = &p.plan.new.datadir;
+            out.push((
+                confdir.clone(),
+                discard_confdir(owner, confdir, new, discard, stamp),
+            ));
+        }
+        out
     }
-    if let Some(confdir) = p.plan.new.confdir.as_ref().filter(|c| c.exists()) {
-        notes.push(discard_confdir(confdir, new, discard, stamp)?);
+}
+
+impl Discard {
+    fn verb(self) -> &'static str {
+        match self {
+            Discard::MoveAside => "move aside",
+            Discard::Remove => "remove",
+        }
     }
-    Ok(notes)
+}
+
+/// Link mode: the new cluster's data files are hard links into the restored old cluster.
+/// Kept for inspection, it must not be startable: its control file is renamed first.
+fn disable_linked(owner: &Owner, new: &Path) -> Result<String> {
+    let control = new.join("global/pg_control");
+    if !control.exists() {
+        return Ok(String::new());
+    }
+    let disabled = new.join("global/pg_control.disabled");
+    ownerfs::rename_as(owner, &control, &disabled)?;
+    Ok("its global/pg_control was renamed to pg_control.disabled: its data files are hard links into the old cluster, and starting it would change the old cluster's files".into())
 }
 
 /// Debian's new configuration directory. Moved aside, it goes beside the moved-aside data
 /// directory rather than staying in /etc/postgresql/N/, where postgresql-common would list
 /// it as a cluster.
-fn discard_confdir(confdir: &Path, new: &Path, discard: Discard, stamp: u64) -> Result<String> {
+fn discard_confdir(
+    owner: &Owner,
+    confdir: &Path,
+    new: &Path,
+    discard: Discard,
+    stamp: u64,
+) -> Result<String> {
     let note = match discard {
         Discard::Remove => {
-            std::fs::remove_dir_all(confdir).map_err(|e| Error::io("cannot remove", confdir, e))?;
+            ownerfs::remove_tree_as(owner, confdir)?;
             format!("removed {}", confdir.display())
         }
         Discard::MoveAside => {
             let mut to = aside(new, stamp).into_os_string();
             to.push(".config");
             let to = PathBuf::from(to);
-            move_dir(confdir, &to)?;
+            ownerfs::move_tree_as(owner, confdir, &to)?;
             format!("moved {} to {}", confdir.display(), to.display())
         }
     };
-    // /etc/postgresql/17 when it held only this cluster.
+    // /etc/postgresql/17 when it held only this cluster (root's directory: root removes
+    // it, and only when empty).
     if let Some(parent) = confdir.parent() {
         let _ = std::fs::remove_dir(parent);
     }
     Ok(note)
 }
 
-/// `rename`, or copy and remove across filesystems (/etc and /var often differ).
-fn move_dir(from: &Path, to: &Path) -> Result<()> {
-    match std::fs::rename(from, to) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
-            copy_tree(from, to)?;
-            std::fs::remove_dir_all(from).map_err(|e| Error::io("cannot remove", from, e))
-        }
-        Err(e) => Err(Error::io("cannot move aside", from, e)),
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt as _;
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.map_err(|source| Error::Walk {
-            path: from.to_path_buf(),
-            source,
-        })?;
-        let rel = entry.path().strip_prefix(from).unwrap_or(entry.path());
-        let target = to.join(rel);
-        let meta = entry.metadata().map_err(|source| Error::Walk {
-            path: entry.path().to_path_buf(),
-            source,
-        })?;
-        if meta.is_dir() {
-            std::fs::create_dir_all(&target)
-                .map_err(|e| Error::io("cannot create directory", &target, e))?;
-        } else {
-            std::fs::copy(entry.path(), &target)
-                .map_err(|e| Error::io("cannot copy", entry.path(), e))?;
-        }
-        let _ = nix::unistd::chown(&target, Some(meta.uid().into()), Some(meta.gid().into()));
-    }
-    Ok(())
-}
-
 /// Link mode: pg_upgrade disables the old cluster by renaming `global/pg_control`. While the
 /// new cluster never started, the old data files are unchanged and renaming back restores it.
-pub(crate) fn restore_control(old: &Path) -> Result<Option<String>> {
+pub(crate) fn restore_control(owner: &Owner, old: &Path) -> Result<Option<String>> {
     let control = old.join("global/pg_control");
     let renamed = old.join("global/pg_control.old");
     if renamed.exists() && !control.exists() {
-        std::fs::rename(&renamed, &control)
-            .map_err(|e| Error::io("cannot restore pg_control", &renamed, e))?;
+        ownerfs::rename_as(owner, &renamed, &control)?;
         return Ok(Some(
             "restored global/pg_control from pg_control.old".into(),
         ));
@@ -223,15 +327,15 @@ pub(crate) fn restore_control(old: &Path) -> Result<Option<String>> {
     Ok(None)
 }
 
-fn discard_path(path: &Path, discard: Discard, stamp: u64) -> Result<String> {
+fn discard_path(owner: &Owner, path: &Path, discard: Discard, stamp: u64) -> Result<String> {
     match discard {
         Discard::Remove => {
-            std::fs::remove_dir_all(path).map_err(|e| Error::io("cannot remove", path, e))?;
+            ownerfs::remove_tree_as(owner, path)?;
             Ok(format!("removed {}", path.display()))
         }
         Discard::MoveAside => {
             let to = aside(path, stamp);
-            std::fs::rename(path, &to).map_err(|e| Error::io("cannot move aside", path, e))?;
+            ownerfs::rename_as(owner, path, &to)?;
             Ok(format!("moved {} to {}", path.display(), to.display()))
         }
     }

@@ -1,0 +1,484 @@
+//! File work inside directories the cluster owner can write, done as the owner.
+//!
+//! When pgleap runs as root, root never opens, creates, truncates, chmods, chowns, renames
+//! or removes a path inside a directory the owner (or any non-root user) can write: the
+//! owner could have planted a symlink there, or swap one in between a check and the use.
+//! Such work is sent to a child re-executed as the owner (`pgleap __fs`), so a lie can at
+//! most make the owner touch the owner's own files. When pgleap is not root it already is
+//! the owner, and the same functions run in-process.
+
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::error::{Error, Result};
+use crate::exec::user::Owner;
+
+/// The requests of the hidden `__fs` subcommand, each run by the owner.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub(crate) enum Request {
+    /// Create a directory (not its parents) with a mode.
+    Mkdir {
+        path: PathBuf,
+        #[arg(value_parser = octal)]
+        mode: u32,
+    },
+    /// Replace a file atomically with stdin: temp file, fsync, rename, fsync the directory.
+    Write {
+        path: PathBuf,
+        #[arg(value_parser = octal)]
+        mode: u32,
+    },
+    /// Print a file on stdout.
+    Read { path: PathBuf },
+    /// Copy a file, giving the copy a mode.
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        #[arg(value_parser = octal)]
+        mode: u32,
+    },
+    /// Set a file's or directory's mode.
+    Chmod {
+        path: PathBuf,
+        #[arg(value_parser = octal)]
+        mode: u32,
+    },
+    /// Remove a directory tree (a symlink is removed, not followed).
+    RemoveTree { path: PathBuf },
+    /// Remove a file.
+    RemoveFile { path: PathBuf },
+    /// Rename within a filesystem.
+    Rename { from: PathBuf, to: PathBuf },
+    /// Rename, or copy and remove across filesystems.
+    MoveTree { from: PathBuf, to: PathBuf },
+}
+
+fn octal(mode: &str) -> std::result::Result<u32, std::num::ParseIntError> {
+    u32::from_str_radix(mode, 8)
+}
+
+/// Entry point of `__fs`, and the in-process path when no identity switch is needed.
+pub(crate) fn serve(request: Request) -> Result<()> {
+    serve_with(request, &mut std::io::stdin(), &mut std::io::stdout())
+}
+
+fn serve_with(
+    request: Request,
+    input: &mut dyn std::io::Read,
+    output: &mut dyn std::io::Write,
+) -> Result<()> {
+    match request {
+        Request::Mkdir { path, mode } => {
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .mode(mode)
+                .create(&path)
+                .map_err(|e| Error::io("cannot create directory", &path, e))?;
+            chmod(&path, mode)
+        }
+        Request::Write { path, mode } => {
+            let mut bytes = Vec::new();
+            input
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::io("cannot read the contents for", &path, e))?;
+            write_atomic(&path, &bytes, mode)
+        }
+        Request::Read { path } => {
+            let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+            output
+                .write_all(&bytes)
+                .map_err(|e| Error::io("cannot pass on", &path, e))
+        }
+        Request::Copy { from, to, mode } => {
+            std::fs::copy(&from, &to).map_err(|e| Error::io("cannot copy", &from, e))?;
+            chmod(&to, mode)
+        }
+        Request::Chmod { path, mode } => chmod(&path, mode),
+        Request::RemoveTree { path } => remove_tree(&path),
+        Request::RemoveFile { path } => {
+            std::fs::remove_file(&path).map_err(|e| Error::io("cannot remove", &path, e))
+        }
+        Request::Rename { from, to } => {
+            std::fs::rename(&from, &to).map_err(|e| Error::io("cannot rename", &from, e))
+        }
+        Request::MoveTree { from, to } => move_tree(&from, &to),
+    }
+}
+
+fn chmod(path: &Path, mode: u32) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("cannot chmod", path, e))
+}
+
+fn remove_tree(path: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io("cannot remove", path, e))?;
+    if meta.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+    .map_err(|e| Error::io("cannot remove", path, e))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.set_permissions(std::fs::Permissions::from_mode(mode)))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot write", path, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("cannot sync the directory", dir, e))
+}
+
+/// `rename`, or copy and remove across filesystems (/etc and /var often differ).
+fn move_tree(from: &Path, to: &Path) -> Result<()> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
+            copy_tree(from, to)?;
+            remove_tree(from)
+        }
+        Err(e) => Err(Error::io("cannot move", from, e)),
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.map_err(|source| Error::Walk {
+            path: from.to_path_buf(),
+            source,
+        })?;
+        let rel = entry.path().strip_prefix(from).unwrap_or(entry.path());
+        let target = to.join(rel);
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir_all(&target)
+                .map_err(|e| Error::io("cannot create directory", &target, e))?;
+        } else if ft.is_symlink() {
+            let link = std::fs::read_link(entry.path())
+                .map_err(|e| Error::io("cannot read", entry.path(), e))?;
+            std::os::unix::fs::symlink(&link, &target)
+                .map_err(|e| Error::io("cannot create", &target, e))?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .map_err(|e| Error::io("cannot copy", entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `request` as `owner`: in a child switched to the owner when pgleap is root, else
+/// here. `input` feeds a `Write`; the child's stdout is returned (a `Read`).
+fn run(owner: &Owner, request: Request, args: &[String], input: &[u8]) -> Result<Vec<u8>> {
+    if !owner.needs_switch() {
+        let mut out = Vec::new();
+        serve_with(request, &mut &input[..], &mut out)?;
+        return Ok(out);
+    }
+    let exe = crate::exec::owner::owner_executable(owner)?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg("__fs")
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LANG", "C")
+        .current_dir("/");
+    crate::exec::user::switch(&mut cmd, owner);
+    // Own process group, and no outliving pgleap (after the switch, which clears it).
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let what = |source| Error::OwnerRun {
+        request: format!("__fs {}", args.join(" ")),
+        source,
+    };
+    let mut child = cmd.spawn().map_err(what)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input);
+    }
+    let out = child.wait_with_output().map_err(what)?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reason = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map_or_else(
+            || out.status.to_string(),
+            |l| l.trim_start_matches("pgleap: ").to_string(),
+        );
+    Err(Error::AsOwner {
+        owner: owner.name.clone(),
+        reason,
+    })
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn mode_arg(mode: u32) -> String {
+    format!("{mode:o}")
+}
+
+/// Creates `path` (its parent must exist) as the owner, with `mode`.
+pub(crate) fn mkdir(owner: &Owner, path: &Path, mode: u32) -> Result<()> {
+    let req = Request::Mkdir {
+        path: path.into(),
+        mode,
+    };
+    run(owner, req, &["mkdir".into(), p(path), mode_arg(mode)], &[]).map(|_| ())
+}
+
+/// Replaces `path` atomically with `bytes`, as the owner.
+pub(crate) fn write(owner: &Owner, path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let req = Request::Write {
+        path: path.into(),
+        mode,
+    };
+    run(
+        owner,
+        req,
+        &["write".into(), p(path), mode_arg(mode)],
+        bytes,
+    )
+    .map(|_| ())
+}
+
+/// Reads `path` with the owner's rights: a link to a file the owner may not read fails.
+pub(crate) fn read(owner: &Owner, path: &Path) -> Result<Vec<u8>> {
+    let req = Request::Read { path: path.into() };
+    run(owner, req, &["read".into(), p(path)], &[])
+}
+
+/// Copies `from` to `to` with the owner's rights.
+pub(crate) fn copy(owner: &Owner, from: &Path, to: &Path, mode: u32) -> Result<()> {
+    let req = Request::Copy {
+        from: from.into(),
+        to: to.into(),
+        mode,
+    };
+    run(
+        owner,
+        req,
+        &["copy".into(), p(from), p(to), mode_arg(mode)],
+        &[],
+    )
+    .map(|_| ())
+}
+
+pub(crate) fn chmod_as(owner: &Owner, path: &Path, mode: u32) -> Result<()> {
+    let req = Request::Chmod {
+        path: path.into(),
+        mode,
+    };
+    run(owner, req, &["chmod".into(), p(path), mode_arg(mode)], &[]).map(|_| ())
+}
+
+pub(crate) fn remove_tree_as(owner: &Owner, path: &Path) -> Result<()> {
+    let req = Request::RemoveTree { path: path.into() };
+    run(owner, req, &["remove-tree".into(), p(path)], &[]).map(|_| ())
+}
+
+pub(crate) fn remove_file_as(owner: &Owner, path: &Path) -> Result<()> {
+    let req = Request::RemoveFile { path: path.into() };
+    run(owner, req, &["remove-file".into(), p(path)], &[]).map(|_| ())
+}
+
+pub(crate) fn rename_as(owner: &Owner, from: &Path, to: &Path) -> Result<()> {
+    let req = Request::Rename {
+        from: from.into(),
+        to: to.into(),
+    };
+    run(owner, req, &["rename".into(), p(from), p(to)], &[]).map(|_| ())
+}
+
+pub(crate) fn move_tree_as(owner: &Owner, from: &Path, to: &Path) -> Result<()> {
+    let req = Request::MoveTree {
+        from: from.into(),
+        to: to.into(),
+    };
+    run(owner, req, &["move-tree".into(), p(from), p(to)], &[]).map(|_| ())
+}
+
+/// [`write`], done by root itself when only root controls `path`'s directory (root's own
+/// files, as a root-owned /etc/postgresql/N/NAME holds).
+pub(crate) fn write_where(owner: &Owner, path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    if root_controlled(path.parent().unwrap_or(Path::new("/"))) {
+        write_atomic(path, bytes, mode)
+    } else {
+        write(owner, path, bytes, mode)
+    }
+}
+
+/// [`read`], done by root itself when only root controls `path`'s directory.
+pub(crate) fn read_where(owner: &Owner, path: &Path) -> Result<Vec<u8>> {
+    if root_controlled(path.parent().unwrap_or(Path::new("/"))) {
+        std::fs::read(path).map_err(|e| Error::io("cannot read", path, e))
+    } else {
+        read(owner, path)
+    }
+}
+
+/// Gives a directory root created to the owner.
+fn hand_over(path: &Path, owner: &Owner) -> Result<()> {
+    nix::unistd::chown(path, Some(owner.uid.into()), Some(owner.gid.into()))
+        .map_err(|e| Error::io("cannot change owner of", path, e.into()))
+}
+
+/// True when only root can change the entries of `dir` (root-owned, no group or other
+/// write; or world-writable with the sticky bit, like /tmp, where a name root creates stays
+/// root's).
+pub(crate) fn root_controlled(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(dir).is_ok_and(|m| {
+        m.is_dir() && m.uid() == 0 && (m.mode() & 0o022 == 0 || m.mode() & 0o1000 != 0)
+    })
+}
+
+/// Creates `dir` for `owner`, mode 0700, with any missing parents: root itself creates what
+/// lies in root-controlled parents and hands it over; below the first owner-writable
+/// directory the owner creates the rest. An existing `dir` must be a real directory (a
+/// symbolic link is refused, naming it).
+pub(crate) fn create_owned_dir(dir: &Path, owner: &Owner) -> Result<()> {
+    if let Ok(m) = std::fs::symlink_metadata(dir) {
+        if m.file_type().is_symlink() {
+            return Err(Error::Planted {
+                path: dir.to_path_buf(),
+                what: "is a symbolic link where pgleap creates its own directory".into(),
+            });
+        }
+        let parent = dir.parent().unwrap_or(Path::new("/"));
+        if owner.needs_switch() && m.uid() == 0 && root_controlled(parent) {
+            // Root's own directory in a directory only root controls: root hands it over.
+            chmod(dir, 0o700)?;
+            return hand_over(dir, owner);
+        }
+        return chmod_as(owner, dir, 0o700);
+    }
+    create_missing(owner, dir, &|_| 0o700)
+}
+
+/// Creates the missing directories down to `dir` for `owner`, each with `mode_of(it)`:
+/// root creates those whose parent only root controls and hands them over, the owner the
+/// rest.
+pub(crate) fn create_missing(
+    owner: &Owner,
+    dir: &Path,
+    mode_of: &dyn Fn(&Path) -> u32,
+) -> Result<()> {
+    let mut missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| std::fs::symlink_metadata(a).is_err())
+        .collect();
+    missing.reverse();
+    for d in missing {
+        let parent = d.parent().unwrap_or(Path::new("/"));
+        if owner.needs_switch() && root_controlled(parent) {
+            std::fs::create_dir(d).map_err(|e| Error::io("cannot create directory", d, e))?;
+            chmod(d, mode_of(d))?;
+            // Parents like /var/lib/postgresql/17 belong to the cluster owner too.
+            hand_over(d, owner)?;
+        } else {
+            mkdir(owner, d, mode_of(d))?;
+        }
+    }
+    Ok(())
+}
+
+/// A directory the owner creates under `parent` with a fresh name, removed (as the owner)
+/// when dropped.
+#[derive(Debug)]
+pub(crate) struct OwnerTempDir {
+    path: PathBuf,
+    owner: Owner,
+}
+
+impl OwnerTempDir {
+    pub(crate) fn new(owner: &Owner, parent: &Path, prefix: &str) -> Result<OwnerTempDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = parent.join(format!("{prefix}{}-{nanos:08x}", std::process::id()));
+        mkdir(owner, &path, 0o700)?;
+        Ok(OwnerTempDir {
+            path,
+            owner: owner.clone(),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for OwnerTempDir {
+    fn drop(&mut self) {
+        if let Err(e) = remove_tree_as(&self.owner, &self.path) {
+            tracing::warn!("could not remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> Owner {
+        Owner::from_uid(
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    }
+
+    #[test]
+    fn writes_atomically_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("j.json");
+        write(&me(), &f, b"one", 0o600).unwrap();
+        write(&me(), &f, b"two", 0o600).unwrap();
+        assert_eq!(read(&me(), &f).unwrap(), b"two");
+        assert!(!dir.path().join(".j.json.tmp").exists());
+    }
+
+    #[test]
+    fn refuses_a_symlinked_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("work");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let err = create_owned_dir(&link, &me()).unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link"), "{err}");
+        create_owned_dir(&dir.path().join("a/b"), &me()).unwrap();
+        assert!(dir.path().join("a/b").is_dir());
+    }
+}
