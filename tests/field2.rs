@@ -102,3 +102,77 @@ fn removed_setting_in_an_outside_include_dir_is_refused() {
             .starts_with("16")
     );
 }
+
+/// The single JSON document on stdout; fails when there are none or several.
+#[track_caller]
+fn one_document(run: &common::Run) -> serde_json::Value {
+    let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&run.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                run.stdout, run.stderr
+            )
+        });
+    assert_eq!(
+        docs.len(),
+        1,
+        "expected one JSON document on stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    docs.into_iter().next().unwrap()
+}
+
+// `--json` printed nothing for `upgrade` on a finished upgrade, `finalize` on a finalized one
+// and usage errors, and two documents for a refused `check`. Every outcome prints one.
+#[test]
+fn every_json_outcome_prints_one_document() {
+    let fx = Fixture::new(16).build();
+    let new = fx.new_datadir(17);
+
+    // Usage error: exit 2, and the document says so.
+    let run = fx.pgleap(fx.args("check", 17, &["--json", "--mode", "sideways"]));
+    assert_eq!(run.code(), 2, "{}", run.stderr);
+    let doc = one_document(&run);
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["exit_code"], 2);
+    assert!(doc["error"].as_str().unwrap().contains("sideways"), "{doc}");
+
+    // A refusal found by the preflight.
+    std::fs::create_dir(&new).unwrap();
+    std::fs::write(new.join("stray"), "x").unwrap();
+    let run = fx.pgleap(fx.args("check", 17, &["--json"]));
+    assert_eq!(run.code(), 3, "{}", run.stderr);
+    let doc = one_document(&run);
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["exit_code"], 3);
+    assert!(doc["findings"].to_string().contains("not empty"), "{doc}");
+    std::fs::remove_dir_all(&new).unwrap();
+
+    let run = fx.pgleap(fx.args("upgrade", 17, &["--json", "--no-analyze"]));
+    run.success();
+    assert_eq!(one_document(&run)["ok"], true);
+    // Again: nothing to do, said in JSON too.
+    let run = fx.pgleap(fx.args("upgrade", 17, &["--json", "--no-analyze"]));
+    run.success();
+    let doc = one_document(&run);
+    assert_eq!(doc["ok"], true, "{doc}");
+    assert_eq!(doc["state"], "done", "{doc}");
+    assert_eq!(doc["new_datadir"], new.display().to_string(), "{doc}");
+
+    let target = ["-d", &fx.datadir.display().to_string(), "--json"];
+    let run = fx.pgleap(["status"].iter().chain(&target));
+    run.success();
+    assert_eq!(one_document(&run)["state"], "done");
+    let run = fx.pgleap(["finalize", "--yes"].iter().chain(&target));
+    run.success();
+    assert_eq!(one_document(&run)["ok"], true);
+    let run = fx.pgleap(["finalize", "--yes"].iter().chain(&target));
+    run.success();
+    let doc = one_document(&run);
+    assert_eq!(doc["ok"], true, "{doc}");
+    assert_eq!(doc["state"], "finalized", "{doc}");
+    assert_eq!(doc["removed"], serde_json::json!([]), "{doc}");
+}

@@ -60,7 +60,13 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
     ui.plan(&p.plan);
     ui.findings(&p.findings.0);
     let ok = !p.findings.has_errors();
-    ui.json(&json!({ "ok": ok, "plan": p.plan, "findings": p.findings, "config": carried }));
+    let mut doc = json!({ "ok": ok, "plan": p.plan, "findings": p.findings, "config": carried });
+    if let Err(e) = p.findings.clone().into_result() {
+        // The shape of every failure under --json, with the plan and configuration besides.
+        doc["exit_code"] = e.exit_code().into();
+        doc["error"] = e.to_string().into();
+    }
+    ui.json(&doc);
     if ok && p.plan.initdb.is_none() {
         ui.line("check incomplete: the static checks passed, but the catalog checks and pg_upgrade --check could not run (see the warnings above).");
     } else if ok {

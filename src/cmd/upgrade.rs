@@ -47,6 +47,14 @@ pub(crate) fn execute(args: &UpgradeArgs) -> Result<()> {
                     j.record.plan.new.datadir.display(),
                     j.path().display()
                 ));
+                ui.json(&serde_json::json!({
+                    "ok": true,
+                    "state": j.record.state,
+                    "nothing_to_do": true,
+                    "plan": j.record.plan,
+                    "new_datadir": j.record.plan.new.datadir,
+                    "journal": j.path(),
+                }));
                 return Ok(());
             }
             s if s.terminal() => j.archive()?,
