@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Fixture, chown};
+use common::{Fixture, Run, bindir, chown};
 
 /// Appends lines to the old cluster's postgresql.conf.
 fn append_conf(fx: &Fixture, text: &str) {
@@ -23,6 +23,50 @@ fn check_json(fx: &Fixture, new: u32, extra: &[&str]) -> (common::Run, serde_jso
     let run = fx.pgleap(fx.args("check", new, &args));
     let doc = run.json();
     (run, doc)
+}
+
+/// Runs pgleap and asserts a refusal quoting each of `messages`, with nothing below `root`
+/// changed and `new_datadir` not created.
+#[track_caller]
+fn assert_refused(root: &Path, args: &[String], messages: &[&str], new_datadir: &Path) -> Run {
+    let before = common::snapshot(root);
+    let run = common::pgleap(args);
+    for m in messages {
+        run.refused(m);
+    }
+    assert!(
+        run.stderr.contains("Nothing was changed."),
+        "a refusal says nothing was changed:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        before,
+        common::snapshot(root),
+        "{} changed files on disk",
+        args[0]
+    );
+    assert!(
+        std::fs::symlink_metadata(new_datadir).is_err(),
+        "{} refused but created {}",
+        args[0],
+        new_datadir.display()
+    );
+    run
+}
+
+/// pgleap args for `cmd` on `datadir` with explicit bindirs and new data directory.
+fn args(cmd: &str, datadir: &Path, old: u32, new: u32, new_datadir: &Path) -> Vec<String> {
+    vec![
+        cmd.to_string(),
+        "--old-datadir".into(),
+        datadir.display().to_string(),
+        "--old-bindir".into(),
+        bindir(old).display().to_string(),
+        "--new-bindir".into(),
+        bindir(new).display().to_string(),
+        "--new-datadir".into(),
+        new_datadir.display().to_string(),
+    ]
 }
 
 fn write_owned(path: &Path, text: &str) {
@@ -175,4 +219,119 @@ fn every_json_outcome_prints_one_document() {
     assert_eq!(doc["ok"], true, "{doc}");
     assert_eq!(doc["state"], "finalized", "{doc}");
     assert_eq!(doc["removed"], serde_json::json!([]), "{doc}");
+}
+
+// A data directory whose PG_VERSION says 15 while pg_control holds 16's catalog: pg_ctl
+// failed after the preflight had passed (exit 1).
+#[test]
+fn pg_version_not_matching_pg_control_is_refused() {
+    let fx = Fixture::new(16).build();
+    write_owned(&fx.datadir.join("PG_VERSION"), "15\n");
+    let new = fx.root.path().join("data/17");
+    for cmd in ["check", "upgrade"] {
+        assert_refused(
+            fx.root.path(),
+            &args(cmd, &fx.datadir, 15, 17, &new),
+            &[
+                &format!(
+                    "{}/PG_VERSION says 15, but global/pg_control holds catalog version 202307071, which is PostgreSQL 16's",
+                    fx.datadir.display()
+                ),
+                "Put the cluster's real major in PG_VERSION",
+            ],
+            &new,
+        );
+    }
+}
+
+// An empty or corrupt global/pg_control: pg_controldata's failure surfaced as exit 1, or its
+// garbage was trusted.
+#[test]
+fn empty_or_corrupt_pg_control_is_refused() {
+    let fx = Fixture::new(16).build();
+    let control = fx.datadir.join("global/pg_control");
+    let good = std::fs::read(&control).unwrap();
+    let new = fx.new_datadir(17);
+    let mut corrupt = good.clone();
+    for b in &mut corrupt[16..64] {
+        *b = !*b;
+    }
+    for (what, bytes, says) in [
+        ("empty", Vec::new(), "could not read"),
+        ("corrupt", corrupt, "CRC"),
+    ] {
+        std::fs::write(&control, &bytes).unwrap();
+        for cmd in ["check", "upgrade"] {
+            let run = assert_refused(
+                fx.root.path(),
+                &args(cmd, &fx.datadir, 16, 17, &new),
+                &[
+                    &format!("{} cannot be trusted", control.display()),
+                    "Restore global/pg_control from a backup of this cluster",
+                ],
+                &new,
+            );
+            assert!(run.stderr.contains(says), "{what}: {}", run.stderr);
+        }
+    }
+    std::fs::write(&control, good).unwrap();
+}
+
+// A new data directory whose parent is a file, is not writable by the owner, or is a
+// dangling symlink: initdb or the journal failed after the preflight passed (exit 1).
+#[test]
+fn unusable_parent_of_the_new_datadir_is_refused() {
+    let fx = Fixture::new(16).build();
+    let root = fx.root.path();
+    let file = root.join("a-file");
+    write_owned(&file, "x");
+    let locked = root.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    // Another user's directory that the owner cannot write (root would create the new data
+    // directory in root's own directories and hand it over).
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    if common::is_root() {
+        nix::unistd::chown(&locked, Some(65534.into()), Some(65534.into())).unwrap();
+    }
+    let dangling = root.join("dangling");
+    std::os::unix::fs::symlink(root.join("nowhere"), &dangling).unwrap();
+    let owner = common::owner().name;
+    let cases = [
+        (
+            file.join("17"),
+            format!("{} is not a directory", file.display()),
+        ),
+        (
+            dangling.join("17"),
+            format!(
+                "{} is a symbolic link to {}, which does not exist",
+                dangling.display(),
+                root.join("nowhere").display()
+            ),
+        ),
+        (
+            locked.join("17"),
+            format!(
+                "{} is not writable by {owner} (it belongs to uid 65534, mode 755)",
+                locked.display()
+            ),
+        ),
+    ];
+    for (new, why) in &cases {
+        if new.starts_with(&locked) && !common::is_root() {
+            // As the owner, the parent is the owner's own: only root can set this up.
+            continue;
+        }
+        for cmd in ["check", "upgrade"] {
+            assert_refused(
+                root,
+                &args(cmd, &fx.datadir, 16, 17, new),
+                &[
+                    &format!("{} cannot be created: {why}", new.display()),
+                    "Pass --new-datadir with a directory the cluster owner can create",
+                ],
+                new,
+            );
+        }
+    }
 }

@@ -65,6 +65,14 @@ fn inspect_old(args: &CheckArgs) -> Result<(PathBuf, layout::Layout, Cluster)> {
     Ok((root, old_layout, cluster))
 }
 
+/// Refuses with `f` and every static finding so far: all problems at once.
+fn refuse_with(findings: &mut Findings, f: Finding) -> Error {
+    findings.push(f);
+    Error::Refused {
+        findings: std::mem::take(&mut findings.0),
+    }
+}
+
 pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     let (f, findings) = static_phase(args)?;
     // Static checks refuse here, before any server is started or stopped.
@@ -138,7 +146,9 @@ fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
         check_new_confdir(confdir, &cluster.owner, &mut findings);
     }
 
-    let control = cluster.control_data(&runner, &old)?;
+    let control = cluster
+        .control_data_checked(&runner, &old)?
+        .map_err(|f| refuse_with(&mut findings, f))?;
     let crashed =
         (!cluster.is_running() && !control.cleanly_shut_down()).then(|| control.state.clone());
     let old_state = if cluster.is_running() {

@@ -61,6 +61,7 @@ pub(crate) const CHECKS: &[Check] = {
     const TARGET: &str =
         "the new data directory can be chosen, does not overlap the old one, is absent or empty";
     const STATE: &str = "the server state from `pg_controldata`";
+    const CONTROL: &str = "`global/pg_control` is sound (`pg_controldata` reads it and its checksum matches) and holds\n  the catalog of the major `PG_VERSION` names";
     const LAYOUT: &str = "the host layout (see [Hosts](#hosts))";
     const MODE: &str = "the mode: its minimum target major, one filesystem for `link`, `clone` and `swap`, reflink\n  support for `clone`";
     const SPACE: &str = "free space (what the owner may use, not root's reserve)";
@@ -68,6 +69,7 @@ pub(crate) const CHECKS: &[Check] = {
         "the old catalog, read as the owner over the running server's Unix socket";
     const EXTENSIONS: &str = "every extension, every C\n  library used by functions, and every `shared_preload_libraries` entry exists in the new\n  installation";
     const SCRATCH: &str = "`check` only: `initdb` of a scratch cluster";
+    const OUTSIDE: &str = "in an included file outside the data directory they are refused, with the file\n  and line";
     &[
         check("root-missing", Static, LAYOUT),
         check("no-old-cluster", Static, LAYOUT),
@@ -76,6 +78,8 @@ pub(crate) const CHECKS: &[Check] = {
         check("old-datadir-unreadable", Static, DATADIR),
         check("not-a-datadir", Static, DATADIR),
         check("old-disabled", Static, DISABLED),
+        check("old-control-unreadable", Static, CONTROL),
+        check("old-version-mismatch", Static, CONTROL),
         check("cluster-version-mismatch", Static, LAYOUT),
         check("owned-by-root", Static, OWNER),
         check("wrong-user", Static, OWNER),
@@ -109,6 +113,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("preload-library-missing", Catalog, EXTENSIONS),
         check("new-bindir-not-debian", Catalog, LAYOUT),
         check("config-setting-dropped", PgUpgradeCheck, SCRATCH),
+        check("config-setting-outside", PgUpgradeCheck, OUTSIDE),
         check("pg-upgrade-check", PgUpgradeCheck, SCRATCH),
         check("no-journal", Command, ""),
         check("locked", Command, ""),

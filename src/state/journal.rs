@@ -136,7 +136,16 @@ impl Journal {
         let path = work_dir.join(FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // A work directory below a file (a mistaken --new-datadir) holds no journal
+            // either; the preflight then says what is wrong with the path.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(None);
+            }
             Err(e) => return Err(Error::io("cannot read the journal", &path, e)),
         };
         let record: Record =
