@@ -335,3 +335,52 @@ fn unusable_parent_of_the_new_datadir_is_refused() {
         }
     }
 }
+
+// A cluster without a `postgres` database was refused ("database postgres does not exist",
+// with an unrelated authentication fix); pg_upgrade handles it, and PostgreSQL's own tools
+// fall back to template1.
+#[test]
+fn cluster_without_postgres_database_is_upgraded() {
+    let fx = Fixture::new(16).running().build();
+    fx.sql("template1", "DROP DATABASE postgres");
+    fx.sql("template1", "CREATE DATABASE app");
+    fx.sql("app", "CREATE TABLE kept AS SELECT 42 AS answer");
+    // Read from the live server.
+    let (run, doc) = check_json(&fx, 17, &[]);
+    run.success();
+    assert_eq!(doc["ok"], true, "{}", run.stderr);
+    // Read through a fenced start of the stopped server, then upgraded.
+    fx.stop();
+    let run = fx.pgleap(fx.args("upgrade", 17, &[]));
+    run.success();
+    // The old server was stopped, so the new one is left stopped too.
+    common::start_server(
+        17,
+        &fx.new_datadir(17),
+        &fx.root.path().join("server-17.log"),
+    );
+    assert!(fx.sql("app", "SHOW server_version_num").starts_with("17"));
+    assert_eq!(fx.sql("app", "SELECT answer FROM kept").trim(), "42");
+}
+
+// initdb -U admin, and a role `postgres` that is no superuser: pgleap connected as
+// `postgres` and failed on the catalog without saying which role to use.
+#[test]
+fn non_superuser_postgres_role_suggests_the_real_superuser() {
+    let fx = Fixture::new(16).superuser("admin").running().build();
+    fx.sql("postgres", "CREATE ROLE postgres LOGIN");
+    let new = fx.new_datadir(17);
+    for cmd in ["check", "upgrade"] {
+        assert_refused(
+            fx.root.path(),
+            &fx.args(cmd, 17, &[]),
+            &[
+                "connected as postgres, which is not a superuser: the bootstrap superuser is admin",
+                "Pass --username admin",
+            ],
+            &new,
+        );
+    }
+    fx.pgleap(fx.args("check", 17, &["--username", "admin"]))
+        .success();
+}

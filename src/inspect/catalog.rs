@@ -184,6 +184,17 @@ pub(crate) fn bootstrap_superuser(
     install: &Install,
     datadir: &Path,
 ) -> crate::error::Result<String> {
+    // A cluster may have dropped its `postgres` database; template1 is always there.
+    bootstrap_superuser_in(runner, install, datadir, "postgres")
+        .or_else(|_| bootstrap_superuser_in(runner, install, datadir, "template1"))
+}
+
+fn bootstrap_superuser_in(
+    runner: &Runner,
+    install: &Install,
+    datadir: &Path,
+    dbname: &str,
+) -> crate::error::Result<String> {
     use std::io::Write as _;
     use std::process::Stdio;
     let postgres = install.postgres();
@@ -191,7 +202,7 @@ pub(crate) fn bootstrap_superuser(
         "--single".as_ref(),
         "-D".as_ref(),
         datadir.as_os_str(),
-        "postgres".as_ref(),
+        dbname.as_ref(),
     ];
     let mut cmd = runner.command(&postgres, &args, &Opts::default());
     cmd.stdin(Stdio::piped())

@@ -235,12 +235,20 @@ async fn connect(
     Ok(client)
 }
 
-/// Connects with the first role that works; the error of the last one otherwise.
+/// Connects with the first role that works and is a superuser (pgleap reads pg_authid, and
+/// pg_upgrade needs the bootstrap superuser); the error of the last one otherwise. Without a
+/// `postgres` database (it may be dropped) it connects to template1, as PostgreSQL's own
+/// tools do.
 async fn connect_any(target: &Target, dbname: &str) -> Result<(Client, String)> {
     let mut last = None;
+    let mut not_super = Vec::new();
     for user in &target.users {
-        match connect(target, user, dbname).await {
-            Ok(c) => return Ok((c, user.clone())),
+        match connect_db_or_template1(target, user, dbname).await {
+            Ok(c) => match superusers_unless_super(&c).await {
+                Ok(None) => return Ok((c, user.clone())),
+                Ok(Some(supers)) => not_super.push((user.clone(), supers)),
+                Err(e) => last = Some(pg_error("reading pg_roles", &e)),
+            },
             Err(e) => {
                 last = Some(pg_error(
                     &format!(
@@ -252,7 +260,58 @@ async fn connect_any(target: &Target, dbname: &str) -> Result<(Client, String)> 
             }
         }
     }
+    if let Some((user, supers)) = not_super.first() {
+        return Err(not_superuser(user, supers));
+    }
     Err(last.unwrap_or(Error::NoRole))
+}
+
+/// [`connect`], falling back to template1 when `dbname` is `postgres` and does not exist.
+async fn connect_db_or_template1(
+    target: &Target,
+    user: &str,
+    dbname: &str,
+) -> Result<Client, tokio_postgres::Error> {
+    match connect(target, user, dbname).await {
+        Err(e)
+            if dbname == "postgres"
+                && e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) =>
+        {
+            connect(target, user, "template1").await
+        }
+        other => other,
+    }
+}
+
+/// `None` when the session's role is a superuser; the superusers' names otherwise, the
+/// bootstrap superuser (oid 10) first. pg_roles is readable by every role.
+async fn superusers_unless_super(
+    client: &Client,
+) -> Result<Option<Vec<String>>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT rolname::text, rolname = current_user FROM pg_catalog.pg_roles \
+             WHERE rolsuper ORDER BY oid <> 10, rolname",
+            &[],
+        )
+        .await?;
+    if rows.iter().any(|r| r.get::<_, bool>(1)) {
+        return Ok(None);
+    }
+    Ok(Some(rows.iter().map(|r| r.get(0)).collect()))
+}
+
+fn not_superuser(user: &str, superusers: &[String]) -> Error {
+    let detail = match superusers.first() {
+        Some(first) => {
+            format!("the bootstrap superuser is {first}. Pass --username {first}")
+        }
+        None => "and no superuser can log in. Pass --username with a superuser's name".into(),
+    };
+    Error::Database {
+        what: format!("connected as {user}, which is not a superuser"),
+        detail,
+    }
 }
 
 /// Relations that ANALYZE should visit. `missing_only` (18 targets, whose pg_upgrade carries
