@@ -384,3 +384,66 @@ fn non_superuser_postgres_role_suggests_the_real_superuser() {
     fx.pgleap(fx.args("check", 17, &["--username", "admin"]))
         .success();
 }
+
+/// Runs pgleap with `PGPASSFILE` set (and `PGPASSWORD` unset).
+fn pgleap_with_passfile(args: &[String], passfile: &Path) -> Run {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgleap"))
+        .args(args)
+        .env_remove("PGLEAP_OLD_DATADIR")
+        .env_remove("PGLEAP_NEW_DATADIR")
+        .env_remove("PGPASSWORD")
+        .env("PGPASSFILE", passfile)
+        .output()
+        .unwrap();
+    Run::from(out)
+}
+
+// PGPASSFILE and ~/.pgpass were ignored by pgleap's own connections (only PGPASSWORD
+// worked), and the refusal read "invalid configuration" without naming the method.
+#[test]
+fn password_file_is_honoured_with_libpq_rules() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let fx = Fixture::new(16).running().build();
+    fx.sql("postgres", "ALTER ROLE postgres PASSWORD 'sekrit'");
+    write_owned(
+        &fx.datadir.join("pg_hba.conf"),
+        "local all all scram-sha-256\n",
+    );
+    fx.sql("postgres", "SELECT pg_reload_conf()");
+    let passfile = fx.root.path().join("pgpass");
+    // Comments and escapes as libpq reads them; the first matching line wins.
+    write_owned(
+        &passfile,
+        &format!(
+            "# pgleap test\nelsewhere:*:*:postgres:wrong\n*:{}:*:postgres:sekrit\n*:*:*:*:wrong\n",
+            fx.port
+        ),
+    );
+    let new = fx.new_datadir(17);
+    let args = fx.args("check", 17, &[]);
+
+    // A password file others may read is ignored, as libpq does, and the refusal says so.
+    std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = common::snapshot(fx.root.path());
+    let run = pgleap_with_passfile(&args, &passfile);
+    run.refused("the server asks postgres for a password (scram-sha-256 authentication)");
+    assert!(
+        run.stderr.contains(&format!(
+            "{} was ignored: it has group or world access (chmod 0600 it)",
+            passfile.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(before, common::snapshot(fx.root.path()));
+    assert!(!new.exists());
+
+    std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    pgleap_with_passfile(&args, &passfile).success();
+
+    // A wrong password: the server's own words, with the method.
+    write_owned(&passfile, "*:*:*:postgres:wrong\n");
+    std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    pgleap_with_passfile(&args, &passfile)
+        .refused("password authentication failed for user \"postgres\"");
+}
