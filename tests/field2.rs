@@ -447,3 +447,108 @@ fn password_file_is_honoured_with_libpq_rules() {
     pgleap_with_passfile(&args, &passfile)
         .refused("password authentication failed for user \"postgres\"");
 }
+
+// Prepared transactions: pg_upgrade --check refused without naming them or the way out.
+#[test]
+fn prepared_transactions_are_listed_with_the_fix() {
+    let fx = Fixture::new(16).build();
+    append_conf(&fx, "max_prepared_transactions = 5\n");
+    fx.start();
+    fx.sql("postgres", "CREATE DATABASE app");
+    fx.sql(
+        "postgres",
+        "BEGIN; CREATE TABLE a (); PREPARE TRANSACTION 'pay-1'",
+    );
+    fx.sql(
+        "app",
+        "BEGIN; CREATE TABLE b (); PREPARE TRANSACTION 'pay-2'",
+    );
+    let new = fx.new_datadir(17);
+    for cmd in ["check", "upgrade"] {
+        let run = fx.pgleap(fx.args(cmd, 17, &[]));
+        run.refused(
+            "the old cluster has 2 prepared transactions, which pg_upgrade cannot carry: 'pay-1' (database postgres, owner postgres), 'pay-2' (database app, owner postgres)",
+        );
+        run.refused(
+            "Finish each in its database with COMMIT PREPARED 'gid' or ROLLBACK PREPARED 'gid'",
+        );
+        assert!(
+            run.stderr.contains("Nothing was changed."),
+            "{}",
+            run.stderr
+        );
+        // Refused by the preflight: no new directory, no work directory.
+        assert!(!new.exists(), "{cmd} created {}", new.display());
+        let work = fx.root.path().join("data/.pgleap-17-16-to-17");
+        assert!(!work.exists(), "{cmd} created {}", work.display());
+    }
+    assert_eq!(
+        fx.sql(
+            "postgres",
+            "SELECT string_agg(gid, ',' ORDER BY gid) FROM pg_prepared_xacts"
+        )
+        .trim(),
+        "pay-1,pay-2"
+    );
+}
+
+/// The report file a refusal quotes (a path ending in `name`).
+fn quoted_file(stderr: &str, name: &str) -> std::path::PathBuf {
+    let word = stderr
+        .split_whitespace()
+        .find(|w| w.trim_end_matches([':', '.']).ends_with(name))
+        .unwrap_or_else(|| panic!("no {name} quoted:\n{stderr}"));
+    std::path::PathBuf::from(word.trim_end_matches([':', '.']))
+}
+
+// pg_upgrade's report files were quoted at paths inside directories already removed, and
+// the offending objects were only in those files.
+#[test]
+fn pg_upgrade_report_files_are_quoted_from_the_kept_copy() {
+    let fx = Fixture::new(16).running().build();
+    fx.sql("postgres", "CREATE DATABASE closed");
+    fx.sql("postgres", "ALTER DATABASE closed ALLOW_CONNECTIONS false");
+    for cmd in ["check", "upgrade"] {
+        let run = fx.pgleap(fx.args(cmd, 17, &[]));
+        run.refused("pg_upgrade --check failed");
+        let file = quoted_file(&run.stderr, "databases_with_datallowconn_false.txt");
+        assert!(
+            file.is_file(),
+            "{cmd} quotes {} which is gone:\n{}",
+            file.display(),
+            run.stderr
+        );
+        assert!(std::fs::read_to_string(&file).unwrap().contains("closed"));
+        // The list itself, in the message.
+        assert!(
+            run.stderr
+                .contains(&format!("{}:\n      closed", file.display())),
+            "{}",
+            run.stderr
+        );
+        if cmd == "check" {
+            // check keeps its logs outside the fixture: clean up.
+            let logs = file.ancestors().find(|a| {
+                a.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("pgleap-check-"))
+            });
+            std::fs::remove_dir_all(logs.unwrap()).unwrap();
+        }
+    }
+}
+
+// A missing extension's package hint named a package that does not exist: adminpack left
+// PostgreSQL's contrib in 17, and no postgresql-17-adminpack was ever built.
+#[test]
+fn removed_contrib_extension_names_no_package() {
+    let fx = Fixture::new(16).running().build();
+    fx.sql("postgres", "CREATE EXTENSION adminpack");
+    let run = fx.pgleap(fx.args("check", 17, &[]));
+    run.refused("extension adminpack 2.1 (database postgres) is not installed for PostgreSQL 17");
+    run.refused("adminpack was removed from PostgreSQL in 17, so no package provides it: DROP EXTENSION adminpack in database postgres");
+    assert!(
+        !run.stderr.contains("postgresql-17-adminpack"),
+        "{}",
+        run.stderr
+    );
+}

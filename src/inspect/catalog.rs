@@ -38,6 +38,14 @@ pub(crate) struct Database {
     pub(crate) relations: u64,
 }
 
+/// A transaction prepared for two-phase commit and not yet finished.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct PreparedXact {
+    pub(crate) gid: String,
+    pub(crate) database: String,
+    pub(crate) owner: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Catalog {
     pub(crate) server_version_num: u32,
@@ -45,6 +53,9 @@ pub(crate) struct Catalog {
     pub(crate) template0: LocaleInfo,
     pub(crate) databases: Vec<Database>,
     pub(crate) shared_preload_libraries: Vec<String>,
+    /// pg_upgrade refuses a cluster with any.
+    #[serde(default)]
+    pub(crate) prepared: Vec<PreparedXact>,
 }
 
 impl Catalog {
@@ -93,12 +104,26 @@ where
         let client = connect(name.clone()).await?;
         databases.push(read_database(&client, name, r.get(1)).await?);
     }
+    let prepared = first
+        .query(
+            "SELECT gid, database::text, owner::text FROM pg_catalog.pg_prepared_xacts ORDER BY prepared, gid",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| PreparedXact {
+            gid: r.get(0),
+            database: r.get(1),
+            owner: r.get(2),
+        })
+        .collect();
     Ok(Catalog {
         server_version_num: version,
         bootstrap_superuser,
         template0,
         databases,
         shared_preload_libraries: split_library_list(&spl),
+        prepared,
     })
 }
 

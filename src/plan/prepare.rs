@@ -65,6 +65,17 @@ fn inspect_old(args: &CheckArgs) -> Result<(PathBuf, layout::Layout, Cluster)> {
     Ok((root, old_layout, cluster))
 }
 
+/// What the old catalog says the new installation or pg_upgrade will not accept.
+fn catalog_findings(c: &Catalog, new: &Install, runner: &Runner, findings: &mut Findings) {
+    let known = |pkg: &str| install::apt_knows(runner, pkg);
+    for f in crate::preflight::extensions::missing_in(c, new, &known) {
+        findings.push(f);
+    }
+    if let Some(f) = crate::preflight::prepared::prepared_finding(c) {
+        findings.push(f);
+    }
+}
+
 /// Refuses with `f` and every static finding so far: all problems at once.
 fn refuse_with(findings: &mut Findings, f: Finding) -> Error {
     findings.push(f);
@@ -79,9 +90,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     let mut findings = findings.into_result()?;
     let catalog = read_catalog(args, purpose, &f, &mut findings)?;
     if let Some(c) = &catalog {
-        for finding in crate::preflight::extensions::missing_in(c, &f.new) {
-            findings.push(finding);
-        }
+        catalog_findings(c, &f.new, &f.runner, &mut findings);
     }
     let host = service::plan_host(
         &f.runner,

@@ -7,6 +7,7 @@ pub(crate) mod extensions;
 pub(crate) mod layout;
 pub(crate) mod mode;
 pub(crate) mod owner;
+pub(crate) mod prepared;
 pub(crate) mod space;
 pub(crate) mod target;
 pub(crate) mod versions;
@@ -68,6 +69,7 @@ pub(crate) const CHECKS: &[Check] = {
     const CATALOG: &str =
         "the old catalog, read as the owner over the running server's Unix socket";
     const EXTENSIONS: &str = "every extension, every C\n  library used by functions, and every `shared_preload_libraries` entry exists in the new\n  installation";
+    const PREPARED: &str = "that no prepared\n  transactions are pending";
     const SCRATCH: &str = "`check` only: `initdb` of a scratch cluster";
     const OUTSIDE: &str = "in an included file outside the data directory they are refused, with the file\n  and line";
     &[
@@ -111,6 +113,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("extension-missing", Catalog, EXTENSIONS),
         check("library-missing", Catalog, EXTENSIONS),
         check("preload-library-missing", Catalog, EXTENSIONS),
+        check("prepared-transactions", Catalog, PREPARED),
         check("new-bindir-not-debian", Catalog, LAYOUT),
         check("config-setting-dropped", PgUpgradeCheck, SCRATCH),
         check("config-setting-outside", PgUpgradeCheck, OUTSIDE),
