@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
 use common::{Fixture, Run, bindir, chown};
@@ -551,4 +552,173 @@ fn removed_contrib_extension_names_no_package() {
         "{}",
         run.stderr
     );
+}
+
+// server.key as a symbolic link to a key that root owns and the group ssl-cert may read
+// (Debian's snakeoil arrangement): it was carried as a postgres-owned 0640 copy, which
+// PostgreSQL rejects, and check and upgrade refused with "could not connect".
+#[test]
+fn server_key_symlink_to_a_group_readable_key_is_kept() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !common::is_root() {
+        eprintln!("skipped: needs root (a root-owned key)");
+        return;
+    }
+    let fx = Fixture::new(16).running().build();
+    let ssl = fx.root.path().join("ssl");
+    std::fs::create_dir(&ssl).unwrap();
+    let (key, crt) = (ssl.join("snakeoil.key"), ssl.join("snakeoil.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    common::ok(&out, "openssl req");
+    // Debian's group is ssl-cert; the fixture starts servers with the owner's primary group
+    // only, so that group stands in for it: root owns the key, the owner's group reads it.
+    nix::unistd::chown(&key, Some(0.into()), Some(common::owner().gid.into())).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(&crt, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&key, fx.datadir.join("server.key")).unwrap();
+    std::os::unix::fs::symlink(&crt, fx.datadir.join("server.crt")).unwrap();
+    append_conf(&fx, "ssl = on\n");
+    fx.stop();
+    fx.start();
+    assert_eq!(fx.sql("postgres", "SHOW ssl").trim(), "on");
+
+    fx.pgleap(fx.args("check", 17, &[])).success();
+    fx.pgleap(fx.args("upgrade", 17, &[])).success();
+    let new = fx.new_datadir(17);
+    for (name, to) in [("server.key", &key), ("server.crt", &crt)] {
+        let link = new.join(name);
+        assert!(
+            link.symlink_metadata().unwrap().file_type().is_symlink(),
+            "{name} is no longer a symbolic link"
+        );
+        assert_eq!(&std::fs::read_link(&link).unwrap(), to);
+    }
+    assert!(
+        fx.sql("postgres", "SHOW server_version_num")
+            .starts_with("17")
+    );
+    assert_eq!(fx.sql("postgres", "SHOW ssl").trim(), "on");
+}
+
+// A copied key keeps PostgreSQL's rules: root may own a 0640 key, the owner only a 0600 one.
+#[test]
+fn copied_server_key_keeps_postgres_key_rules() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !common::is_root() {
+        eprintln!("skipped: needs root (a root-owned key)");
+        return;
+    }
+    let fx = Fixture::new(16).running().build();
+    let (key, crt) = (fx.datadir.join("server.key"), fx.datadir.join("server.crt"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    common::ok(&out, "openssl req");
+    // Root's own key, readable by the owner's group: PostgreSQL accepts 0640 from root only.
+    nix::unistd::chown(&key, Some(0.into()), Some(common::owner().gid.into())).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    chown(&crt);
+    append_conf(&fx, "ssl = on\n");
+    fx.stop();
+    fx.start();
+    assert_eq!(fx.sql("postgres", "SHOW ssl").trim(), "on");
+    fx.pgleap(fx.args("upgrade", 17, &[])).success();
+    let copied = fx.new_datadir(17).join("server.key");
+    let meta = std::fs::metadata(&copied).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), common::owner().uid);
+    assert_eq!(fx.sql("postgres", "SHOW ssl").trim(), "on");
+}
+
+// When the new server does not start, the refusal quotes its FATAL line instead of only
+// pg_upgrade's "could not connect".
+#[test]
+fn new_server_fatal_is_quoted_in_the_refusal() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !common::is_root() {
+        eprintln!("skipped: needs root (a root-owned key)");
+        return;
+    }
+    let fx = Fixture::new(16).running().build();
+    let ssl = fx.root.path().join("ssl");
+    std::fs::create_dir(&ssl).unwrap();
+    let (key, crt) = (ssl.join("server.key"), ssl.join("server.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    common::ok(&out, "openssl req");
+    nix::unistd::chown(&key, Some(0.into()), Some(common::owner().gid.into())).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(&crt, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&key, fx.datadir.join("server.key")).unwrap();
+    std::os::unix::fs::symlink(&crt, fx.datadir.join("server.crt")).unwrap();
+    append_conf(&fx, "ssl = on\n");
+    fx.stop();
+    fx.start();
+    // The running server has loaded its key; a server starting now cannot read it.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = fx.pgleap(fx.args("check", 17, &[]));
+    run.refused("pg_upgrade --check failed");
+    run.refused(
+        "a server pg_upgrade started said: FATAL:  could not load private key file \"server.key\": Permission denied",
+    );
+    assert!(
+        !run.stderr.contains("postmaster.pid\" already exists"),
+        "{}",
+        run.stderr
+    );
+    if let Some(logs) = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("pg_upgrade --check logs kept in "))
+    {
+        let _ = std::fs::remove_dir_all(logs.trim());
+    }
 }

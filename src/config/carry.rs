@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::CarryReport;
 use crate::config::files::{
-    ConfFile, Dirs, comment_out, copy_owned, create_dirs_owned, file_mode, set_mode, write_owned,
+    ConfFile, Dirs, carry_other, comment_out, create_dirs_owned, file_mode, set_mode, write_owned,
 };
 use crate::config::outside::{read_outside, refuse_unknown_outside};
 use crate::config::parse::{Setting, is_directive, parse_line, rewrite_path, rewrite_version_word};
@@ -90,7 +90,7 @@ pub(crate) fn carry(
             )?;
             files.push(file);
         } else {
-            copy_owned(&old, &target, runner.owner(), dirs)?;
+            carry_other(&old, &target, runner.owner(), dirs)?;
         }
         report.copied.push(PathBuf::from(dirs.show(&target)));
     }

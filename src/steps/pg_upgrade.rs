@@ -84,7 +84,7 @@ pub(crate) fn pg_upgrade(
                 }),
                 moved.as_deref(),
                 &[new_datadir, new_confdir],
-            );
+            ) + &server_fatal(moved.as_deref());
             Err(check_refused(&quoted, &report))
         } else {
             Err(crate::exec::process::failure(
@@ -165,6 +165,39 @@ fn check_refused(quoted: &str, report: &str) -> Error {
             ),
         )],
     }
+}
+
+/// The FATAL lines of the servers pg_upgrade started (its `pg_upgrade_server.log`, below
+/// the kept output directory): when one did not start, pg_upgrade only says it could not
+/// connect, and the reason is there.
+fn server_fatal(moved: Option<&Path>) -> String {
+    let Some(dir) = moved else {
+        return String::new();
+    };
+    let mut fatal: Vec<String> = Vec::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(std::result::Result::ok)
+        .filter(|e| e.file_name() == "pg_upgrade_server.log")
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        // A live check's probe of the old server's lock file is no failure of anything.
+        let lines = text
+            .lines()
+            .filter_map(|l| l.find("FATAL:").map(|i| &l[i..]))
+            .filter(|l| !l.contains("lock file \"postmaster.pid\" already exists"));
+        for l in lines {
+            if !fatal.iter().any(|f| f == l) && fatal.len() < 3 {
+                fatal.push(l.to_string());
+            }
+        }
+    }
+    let mut out = String::new();
+    for l in fatal {
+        out.push_str("\n    a server pg_upgrade started said: ");
+        out.push_str(&l);
+    }
+    out
 }
 
 /// pg_upgrade's findings with the report files it names pointing at the copy pgleap kept
