@@ -94,6 +94,7 @@ fn fresh(args: &UpgradeArgs, ui: Ui, old_was_running: Option<bool>) -> Result<()
         log_dir,
         warnings: p.findings.0.clone(),
         carried: None,
+        estimate: None,
         analyzed: None,
         boot: None,
     };
@@ -161,6 +162,7 @@ fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
         log_dir,
         warnings: Vec::new(),
         carried: None,
+        estimate: None,
         analyzed: None,
         boot: None,
     };
@@ -226,6 +228,7 @@ fn report(run: &Run<'_>) {
         "plan": p.plan,
         "steps": r.steps,
         "downtime_seconds": r.downtime_seconds,
+        "downtime_estimate": run.estimate,
         "new_running": run.leave_running(),
         "config": run.carried,
         "analyze": run.analyzed,

@@ -36,6 +36,9 @@ pub(crate) struct Database {
     /// `probin` of C-language functions, e.g. `$libdir/hstore`.
     pub(crate) libraries: Vec<String>,
     pub(crate) relations: u64,
+    /// Relations created by users (oid 16384 and up): what pg_upgrade dumps and restores.
+    #[serde(default)]
+    pub(crate) user_relations: u64,
 }
 
 /// A transaction prepared for two-phase commit and not yet finished.
@@ -56,12 +59,6 @@ pub(crate) struct Catalog {
     /// pg_upgrade refuses a cluster with any.
     #[serde(default)]
     pub(crate) prepared: Vec<PreparedXact>,
-}
-
-impl Catalog {
-    pub(crate) fn relations(&self) -> u64 {
-        self.databases.iter().map(|d| d.relations).sum()
-    }
 }
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
@@ -188,16 +185,20 @@ async fn read_database(client: &Client, name: String, encoding: String) -> PgRes
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let relations: i64 = client
-        .query_one("SELECT count(*) FROM pg_catalog.pg_class", &[])
-        .await?
-        .get(0);
+    let counts = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE oid >= 16384) FROM pg_catalog.pg_class",
+            &[],
+        )
+        .await?;
+    let (relations, user_relations): (i64, i64) = (counts.get(0), counts.get(1));
     Ok(Database {
         name,
         encoding,
         extensions,
         libraries,
         relations: relations.try_into().unwrap_or(0),
+        user_relations: user_relations.try_into().unwrap_or(0),
     })
 }
 

@@ -153,6 +153,7 @@ mod tests {
                 }],
                 libraries: vec!["$libdir/postgis-3".into()],
                 relations: 10,
+                user_relations: 0,
             }],
             shared_preload_libraries: vec!["timescaledb".into()],
             prepared: Vec::new(),

@@ -35,6 +35,8 @@ pub(crate) struct Run<'a> {
     pub(crate) analyzed: Option<db::AnalyzeReport>,
     /// What was done so the old cluster does not start at boot.
     pub(crate) boot: Option<String>,
+    /// The downtime estimate scaled to this machine by initdb's time (fresh upgrades).
+    pub(crate) estimate: Option<crate::plan::estimate::Estimate>,
 }
 
 impl Run<'_> {
@@ -72,12 +74,22 @@ impl Run<'_> {
 pub(crate) fn build_new(run: &mut Run<'_>) -> Result<()> {
     let new = run.p.plan.new.datadir.clone();
     let confdir = run.p.plan.new.conf_dir();
+    let started = std::time::Instant::now();
     run.step(
         "initdb",
         State::NewInitialized,
         &format!("{} with the old cluster's options", new.display()),
         |r| steps::initdb::initdb(r.p, &new),
     )?;
+    let e = crate::plan::estimate::estimate(
+        &run.p.plan.downtime_inputs,
+        Some(started.elapsed().as_secs_f64()),
+    );
+    run.ui.line(&format!(
+        "      downtime estimate: {:.1}s ({})",
+        e.seconds, e.basis
+    ));
+    run.estimate = Some(e);
     let what = if run.p.plan.new.confdir.is_some() {
         format!(
             "postgresql.conf, pg_hba.conf, pg_ident.conf, start.conf, pg_ctl.conf, environment, conf.d into {}",

@@ -205,9 +205,10 @@ fn size_rows(out: &mut String, plan: &Plan) {
         out,
         "downtime",
         format!(
-            "about {} (estimate: stop, pg_upgrade {}, start)",
+            "about {} (estimate: stop, pg_upgrade {}, start; {})",
             secs(Duration::from_secs(plan.estimated_downtime_secs)),
-            plan.mode.name()
+            plan.mode.name(),
+            plan.downtime_basis
         ),
     );
     row(
