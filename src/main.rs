@@ -32,11 +32,17 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(error::EXIT_USAGE)
-            } else {
-                ExitCode::SUCCESS
-            };
+            if !e.use_stderr() {
+                return ExitCode::SUCCESS;
+            }
+            if json_requested() {
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or_default();
+                let message = first.strip_prefix("error: ").unwrap_or(first);
+                let doc = serde_json::json!({ "ok": false, "exit_code": error::EXIT_USAGE, "error": message, "findings": [] });
+                ui::report::Ui { json: true }.json(&doc);
+            }
+            return ExitCode::from(error::EXIT_USAGE);
         }
     };
     let level = match cli.verbose {
@@ -75,11 +81,7 @@ fn main() -> ExitCode {
                     _ => serde_json::Value::Array(Vec::new()),
                 };
                 let doc = serde_json::json!({ "ok": false, "exit_code": e.exit_code(), "error": e.to_string(), "findings": findings });
-                let _ = writeln!(
-                    std::io::stdout(),
-                    "{}",
-                    serde_json::to_string_pretty(&doc).unwrap_or_default()
-                );
+                ui::report::Ui { json: true }.json(&doc);
             }
             // A closed stdout or stderr (`pgleap ... | head`) is not an error of pgleap's.
             let _ = writeln!(std::io::stderr(), "pgleap: {e}");
@@ -92,6 +94,17 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Whether `--json` (or `PGLEAP_JSON`) was asked for, read from the raw arguments: a usage
+/// error leaves no parsed value to ask, and a script reading stdout still needs its document.
+fn json_requested() -> bool {
+    let truthy = |v: &str| matches!(v, "1" | "true" | "yes" | "on" | "y" | "t");
+    std::env::args().skip(1).take_while(|a| a != "--").any(|a| {
+        a == "--json"
+            || a.strip_prefix("--json=")
+                .is_some_and(|v| truthy(&v.to_ascii_lowercase()))
+    }) || std::env::var("PGLEAP_JSON").is_ok_and(|v| truthy(&v.to_ascii_lowercase()))
 }
 
 fn run(command: Command) -> error::Result<()> {

@@ -18,6 +18,7 @@ use crate::exec::process::Owner;
 use crate::exec::server;
 use crate::inspect::space;
 use crate::plan::args::CheckArgs;
+use crate::plan::estimate::Estimate;
 use crate::plan::prepare::{Prepared, Purpose, prepare};
 use crate::steps;
 use crate::ui::report::Ui;
@@ -57,15 +58,26 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
         .filter(|d| !matches!(postmaster::liveness(d), Liveness::Running(_)))
         .and_then(|d| owner_of(&d).map(|o| StopOnDrop(d, o, true)));
     let mut p = prepare(args, Purpose::Check)?;
-    let carried = if !p.findings.has_errors() && p.plan.initdb.is_some() {
-        Some(scratch_check(&mut p, ui)?)
+    let (carried, estimate) = if !p.findings.has_errors() && p.plan.initdb.is_some() {
+        let (c, e) = scratch_check(&mut p, ui)?;
+        ui.line(&format!(
+            "downtime estimate for this machine: {:.1}s ({})",
+            e.seconds, e.basis
+        ));
+        (Some(c), Some(e))
     } else {
-        None
+        (None, None)
     };
     ui.plan(&p.plan);
     ui.findings(&p.findings.0);
     let ok = !p.findings.has_errors();
-    ui.json(&json!({ "ok": ok, "plan": p.plan, "findings": p.findings, "config": carried }));
+    let mut doc = json!({ "ok": ok, "plan": p.plan, "findings": p.findings, "config": carried, "downtime_estimate": estimate });
+    if let Err(e) = p.findings.clone().into_result() {
+        // The shape of every failure under --json, with the plan and configuration besides.
+        doc["exit_code"] = e.exit_code().into();
+        doc["error"] = e.to_string().into();
+    }
+    ui.json(&doc);
     if ok && p.plan.initdb.is_none() {
         ui.line("check incomplete: the static checks passed, but the catalog checks and pg_upgrade --check could not run (see the warnings above).");
     } else if ok {
@@ -76,7 +88,7 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
 
 /// pg_upgrade --check against a scratch cluster beside where the new one will be: initdb,
 /// the configuration carried, then the check. Its findings join the plan's.
-fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<CarryReport> {
+fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<(CarryReport, Estimate)> {
     let parent =
         space::existing_ancestor(p.plan.new.datadir.parent().unwrap_or(&p.plan.new.datadir));
     // The owner makes (and later removes) the scratch directory: its parent is the owner's
@@ -101,7 +113,12 @@ fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<CarryReport> {
     };
     let _scratch_guard = StopOnDrop(new.clone(), p.runner.owner().clone(), false);
     ui.line("checking: initdb of a scratch cluster, configuration carry-over, pg_upgrade --check");
+    let started = std::time::Instant::now();
     steps::initdb::initdb(p, &new)?;
+    let estimate = crate::plan::estimate::estimate(
+        &p.plan.downtime_inputs,
+        Some(started.elapsed().as_secs_f64()),
+    );
     let report = steps::carry_config::carry_config(p, &new, &confdir)?;
     for c in &report.commented {
         p.findings.push(crate::error::Finding::warning(
@@ -122,5 +139,5 @@ fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<CarryReport> {
         }
         Err(e) => return Err(e),
     }
-    Ok(report)
+    Ok((report, estimate))
 }

@@ -27,6 +27,9 @@ pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
     match j.record.state {
         State::Finalized => {
             ui.line("already finalized.");
+            ui.json(
+                &json!({ "ok": true, "state": j.record.state, "removed": [], "freed_bytes": 0 }),
+            );
             return Ok(());
         }
         State::Done => {}

@@ -53,6 +53,14 @@ pub(crate) fn execute(args: &UpgradeArgs) -> Result<()> {
                     j.record.plan.new.datadir.display(),
                     j.path().display()
                 ));
+                ui.json(&serde_json::json!({
+                    "ok": true,
+                    "state": j.record.state,
+                    "nothing_to_do": true,
+                    "plan": j.record.plan,
+                    "new_datadir": j.record.plan.new.datadir,
+                    "journal": j.path(),
+                }));
                 return Ok(());
             }
             s if s.terminal() => j.archive()?,
@@ -93,6 +101,7 @@ fn fresh(args: &UpgradeArgs, ui: Ui, old_was_running: Option<bool>) -> Result<()
         log_dir,
         warnings: p.findings.0.clone(),
         carried: None,
+        estimate: None,
         analyzed: None,
         boot: None,
     };
@@ -177,6 +186,7 @@ fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
         log_dir,
         warnings: Vec::new(),
         carried: None,
+        estimate: None,
         analyzed: None,
         boot: None,
     };
@@ -242,6 +252,7 @@ fn report(run: &Run<'_>) {
         "plan": p.plan,
         "steps": r.steps,
         "downtime_seconds": r.downtime_seconds,
+        "downtime_estimate": run.estimate,
         "new_running": run.leave_running(),
         "config": run.carried,
         "analyze": run.analyzed,

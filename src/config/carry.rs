@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use crate::config::CarryReport;
 use crate::config::files::{
-    ConfFile, Dirs, comment_out, copy_owned, create_dirs_owned, file_mode, read_as_owner, set_mode,
-    write_owned,
+    ConfFile, Dirs, carry_other, comment_out, create_dirs_owned, file_mode, read_as_owner,
+    set_mode, write_owned,
 };
-use crate::config::parse::{Setting, parse_line, rewrite_path, rewrite_version_word};
+use crate::config::outside::{read_outside, refuse_unknown_outside};
+use crate::config::parse::{Setting, is_directive, parse_line, rewrite_path, rewrite_version_word};
 use crate::config::validate::{valid_settings, validate};
 use crate::error::Result;
 use crate::exec::process::{Owner, Runner};
@@ -66,11 +67,15 @@ pub(crate) fn carry(
         created_dirs: Vec::new(),
     };
     let mut seen = BTreeSet::new();
+    let mut outside: Vec<(PathBuf, Vec<String>)> = Vec::new();
     while let Some((old, settings)) = found.queue.pop() {
         if !seen.insert(old.clone()) || !old.is_file() {
             continue;
         }
         let Some(target) = dirs.map(&old) else {
+            if settings {
+                outside.push(read_outside(&old)?);
+            }
             report.shared_outside.push(old);
             continue;
         };
@@ -87,11 +92,12 @@ pub(crate) fn carry(
             );
             files.push(file);
         } else {
-            copy_owned(&old, &target, runner.owner(), dirs)?;
+            carry_other(&old, &target, runner.owner(), dirs)?;
         }
         report.copied.push(PathBuf::from(dirs.show(&target)));
     }
-    let valid = valid_settings(runner, new)?;
+    let valid = valid_settings(runner, new, dirs.new_data, setting_names(&files, &outside))?;
+    refuse_unknown_outside(&outside, &valid, new.major)?;
     comment_unknown(&mut files, &valid, new.major, dirs, &mut report);
     set_port(
         &mut files,
@@ -113,8 +119,20 @@ pub(crate) fn carry(
     if dirs.separate() {
         remove_initdb_config(dirs, runner.owner())?;
     }
-    validate(runner, new, dirs, &mut files, &mut report)?;
+    validate(runner, new, dirs, &mut files, &outside, &mut report)?;
     Ok(report)
+}
+
+/// The setting names the carried files and the settings files outside set.
+fn setting_names(files: &[ConfFile], outside: &[(PathBuf, Vec<String>)]) -> BTreeSet<String> {
+    files
+        .iter()
+        .filter(|f| f.settings)
+        .map(|f| &f.lines)
+        .chain(outside.iter().map(|(_, lines)| lines))
+        .flat_map(|lines| lines.iter().filter_map(|l| parse_line(l)))
+        .map(|s| s.name)
+        .collect()
 }
 
 /// What reading the files discovers: files still to read (`true`: they hold settings),
@@ -220,11 +238,7 @@ fn comment_unknown(
         for i in 0..f.lines.len() {
             if let Some(s) = parse_line(&f.lines[i]) {
                 let custom = s.name.contains('.');
-                let directive = matches!(
-                    s.name.as_str(),
-                    "include" | "include_if_exists" | "include_dir"
-                );
-                if !custom && !directive && !valid.contains(&s.name) {
+                if !custom && !is_directive(&s.name) && !valid.contains(&s.name) {
                     comment_out(
                         &mut f.lines,
                         i,

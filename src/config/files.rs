@@ -113,6 +113,51 @@ pub(crate) fn copy_owned(from: &Path, to: &Path, owner: &Owner, dirs: &Dirs<'_>)
     crate::exec::ownerfs::copy(owner, from, to, mode)
 }
 
+/// Carries a file that holds no settings (certificates, keys, CRLs): a link stays a link, a
+/// copied key stays private.
+pub(crate) fn carry_other(old: &Path, target: &Path, owner: &Owner, dirs: &Dirs<'_>) -> Result<()> {
+    if old
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return link_owned(old, target, owner, dirs);
+    }
+    copy_owned(old, target, owner, dirs)?;
+    if old.extension().is_some_and(|e| e == "key") {
+        keep_key_private(target, owner)?;
+    }
+    Ok(())
+}
+
+/// Carries a symbolic link as a link to the same file (mapped when it points into the old
+/// directories): Debian's `server.key` links to a key that root owns and the ssl-cert group
+/// reads, which PostgreSQL accepts from root only, never as a copy the owner owns.
+fn link_owned(from: &Path, to: &Path, owner: &Owner, dirs: &Dirs<'_>) -> Result<()> {
+    let link = std::fs::read_link(from).map_err(|e| Error::io("cannot read the link", from, e))?;
+    let absolute = from
+        .parent()
+        .map_or_else(|| link.clone(), |p| p.join(&link));
+    let dest = dirs.map(&absolute).unwrap_or(absolute);
+    if let Some(parent) = to.parent() {
+        create_dirs_owned(parent, owner, dirs)?;
+    }
+    // The owner makes the link in its own directory: a link grants nothing the owner could
+    // not make itself, so no file is read or written through it here.
+    if to.symlink_metadata().is_ok() {
+        crate::exec::ownerfs::remove_file_as(owner, to)?;
+    }
+    crate::exec::ownerfs::symlink_as(owner, &dest, to)
+}
+
+/// A private key copied for the owner: PostgreSQL accepts group access (0640) only when root
+/// owns the key, so the owner's copy gets 0600.
+fn keep_key_private(path: &Path, owner: &Owner) -> Result<()> {
+    match file_mode(path) {
+        Some(mode) if mode & 0o077 != 0 => set_mode(path, mode & 0o600, owner),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn set_mode(path: &Path, mode: u32, owner: &Owner) -> Result<()> {
     crate::exec::ownerfs::chmod_as(owner, path, mode)
 }

@@ -6,8 +6,11 @@
 //! start.conf, pg_ctl.conf, environment and conf.d. Paths naming the old directories are
 //! rewritten, and so is the major in postgresql-common's versioned values (external_pid_file,
 //! cluster_name); settings the new server rejects are commented out with a note,
-//! learning the valid set from the new server itself (`postgres --describe-config`, then
-//! `postgres -C` until it accepts the files). The old files are only read.
+//! learning the valid set from the new server itself (`postgres --describe-config`, and
+//! `postgres -C name` for names that list leaves out, then `postgres -C` until it accepts
+//! the files). A setting it does not know in an included file outside the data and
+//! configuration directories, which pgleap does not carry, is refused. The old files are
+//! only read.
 
 use std::path::PathBuf;
 
@@ -15,6 +18,7 @@ use serde::Serialize;
 
 pub(crate) mod carry;
 pub(crate) mod files;
+pub(crate) mod outside;
 pub(crate) mod parse;
 pub(crate) mod validate;
 

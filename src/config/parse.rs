@@ -88,6 +88,11 @@ pub(crate) fn rewrite_version_word(line: &str, old: u32, new: u32) -> String {
     out
 }
 
+/// The directives that name other files rather than set anything.
+pub(crate) fn is_directive(name: &str) -> bool {
+    matches!(name, "include" | "include_if_exists" | "include_dir")
+}
+
 /// The parameter named by the server's complaint about a configuration file.
 pub(crate) fn rejected_setting(stderr: &str) -> Option<String> {
     for line in stderr.lines() {

@@ -53,6 +53,8 @@ pub(crate) enum Request {
     RemoveFile { path: PathBuf },
     /// Rename within a filesystem.
     Rename { from: PathBuf, to: PathBuf },
+    /// Create a symbolic link `link` pointing at `target`.
+    Symlink { target: PathBuf, link: PathBuf },
     /// Rename, or copy and remove across filesystems.
     MoveTree { from: PathBuf, to: PathBuf },
 }
@@ -106,6 +108,8 @@ fn serve_with(
             std::fs::rename(&from, &to).map_err(|e| Error::io("cannot rename", &from, e))
         }
         Request::MoveTree { from, to } => move_tree(&from, &to),
+        Request::Symlink { target, link } => std::os::unix::fs::symlink(&target, &link)
+            .map_err(|e| Error::io("cannot create the link", &link, e)),
     }
 }
 
@@ -321,6 +325,15 @@ pub(crate) fn rename_as(owner: &Owner, from: &Path, to: &Path) -> Result<()> {
         to: to.into(),
     };
     run(owner, req, &["rename".into(), p(from), p(to)], &[]).map(|_| ())
+}
+
+/// Creates the symbolic link `link` to `target` as the owner.
+pub(crate) fn symlink_as(owner: &Owner, target: &Path, link: &Path) -> Result<()> {
+    let req = Request::Symlink {
+        target: target.into(),
+        link: link.into(),
+    };
+    run(owner, req, &["symlink".into(), p(target), p(link)], &[]).map(|_| ())
 }
 
 pub(crate) fn move_tree_as(owner: &Owner, from: &Path, to: &Path) -> Result<()> {

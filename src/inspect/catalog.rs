@@ -36,6 +36,17 @@ pub(crate) struct Database {
     /// `probin` of C-language functions, e.g. `$libdir/hstore`.
     pub(crate) libraries: Vec<String>,
     pub(crate) relations: u64,
+    /// Relations created by users (oid 16384 and up): what pg_upgrade dumps and restores.
+    #[serde(default)]
+    pub(crate) user_relations: u64,
+}
+
+/// A transaction prepared for two-phase commit and not yet finished.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct PreparedXact {
+    pub(crate) gid: String,
+    pub(crate) database: String,
+    pub(crate) owner: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,12 +56,9 @@ pub(crate) struct Catalog {
     pub(crate) template0: LocaleInfo,
     pub(crate) databases: Vec<Database>,
     pub(crate) shared_preload_libraries: Vec<String>,
-}
-
-impl Catalog {
-    pub(crate) fn relations(&self) -> u64 {
-        self.databases.iter().map(|d| d.relations).sum()
-    }
+    /// pg_upgrade refuses a cluster with any.
+    #[serde(default)]
+    pub(crate) prepared: Vec<PreparedXact>,
 }
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
@@ -93,12 +101,26 @@ where
         let client = connect(name.clone()).await?;
         databases.push(read_database(&client, name, r.get(1)).await?);
     }
+    let prepared = first
+        .query(
+            "SELECT gid, database::text, owner::text FROM pg_catalog.pg_prepared_xacts ORDER BY prepared, gid",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| PreparedXact {
+            gid: r.get(0),
+            database: r.get(1),
+            owner: r.get(2),
+        })
+        .collect();
     Ok(Catalog {
         server_version_num: version,
         bootstrap_superuser,
         template0,
         databases,
         shared_preload_libraries: split_library_list(&spl),
+        prepared,
     })
 }
 
@@ -163,16 +185,20 @@ async fn read_database(client: &Client, name: String, encoding: String) -> PgRes
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let relations: i64 = client
-        .query_one("SELECT count(*) FROM pg_catalog.pg_class", &[])
-        .await?
-        .get(0);
+    let counts = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE oid >= 16384) FROM pg_catalog.pg_class",
+            &[],
+        )
+        .await?;
+    let (relations, user_relations): (i64, i64) = (counts.get(0), counts.get(1));
     Ok(Database {
         name,
         encoding,
         extensions,
         libraries,
         relations: relations.try_into().unwrap_or(0),
+        user_relations: user_relations.try_into().unwrap_or(0),
     })
 }
 
@@ -184,6 +210,17 @@ pub(crate) fn bootstrap_superuser(
     install: &Install,
     datadir: &Path,
 ) -> crate::error::Result<String> {
+    // A cluster may have dropped its `postgres` database; template1 is always there.
+    bootstrap_superuser_in(runner, install, datadir, "postgres")
+        .or_else(|_| bootstrap_superuser_in(runner, install, datadir, "template1"))
+}
+
+fn bootstrap_superuser_in(
+    runner: &Runner,
+    install: &Install,
+    datadir: &Path,
+    dbname: &str,
+) -> crate::error::Result<String> {
     use std::io::Write as _;
     use std::process::Stdio;
     let postgres = install.postgres();
@@ -191,7 +228,7 @@ pub(crate) fn bootstrap_superuser(
         "--single".as_ref(),
         "-D".as_ref(),
         datadir.as_os_str(),
-        "postgres".as_ref(),
+        dbname.as_ref(),
     ];
     let mut cmd = runner.command(&postgres, &args, &Opts::default());
     cmd.stdin(Stdio::piped())

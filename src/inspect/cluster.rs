@@ -174,6 +174,71 @@ impl Cluster {
         })
     }
 
+    /// [`Cluster::control_data`] for the preflight: a control file that pg_controldata cannot
+    /// read or whose checksum fails, or whose catalog is another major's than `PG_VERSION`
+    /// says, is refused with the fix rather than failing later in pg_ctl or pg_upgrade.
+    pub(crate) fn control_data_checked(
+        &self,
+        runner: &Runner,
+        install: &Install,
+    ) -> crate::error::Result<Result<ControlData, Finding>> {
+        let out = runner.run_unchecked(
+            &install.pg_controldata(),
+            &[self.datadir.as_os_str()],
+            &Opts {
+                log_name: Some("pg_controldata-old"),
+                ..Opts::default()
+            },
+        )?;
+        let (stdout, stderr) = (out.stdout(), out.stderr());
+        let control = self.datadir.join("global/pg_control");
+        let untrusted = |says: &str| {
+            Finding::error(
+                "old-control-unreadable",
+                format!(
+                    "{} cannot be trusted: pg_controldata says: {}",
+                    control.display(),
+                    says.trim()
+                ),
+                "Restore global/pg_control from a backup of this cluster (pg_resetwal can rebuild one as a last resort, at the risk of losing data); pgleap upgrades only a cluster whose control file is sound",
+            )
+        };
+        // A failed checksum is only a warning to pg_controldata, which then prints garbage.
+        let warning = stdout
+            .lines()
+            .chain(stderr.lines())
+            .find(|l| l.contains("CRC") || l.contains("byte ordering mismatch"));
+        if let Some(w) = warning {
+            return Ok(Err(untrusted(w)));
+        }
+        let parsed = ControlData::parse(&stdout).filter(|_| out.status.success());
+        let Some(data) = parsed else {
+            let says = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no usable output");
+            return Ok(Err(untrusted(
+                says.trim_start_matches("pg_controldata: error: "),
+            )));
+        };
+        if let Some(major) = major_of_catalog(&data.catalog_version).filter(|m| *m != self.major) {
+            return Ok(Err(Finding::error(
+                "old-version-mismatch",
+                format!(
+                    "{}/PG_VERSION says {}, but global/pg_control holds catalog version {}, which is PostgreSQL {major}'s",
+                    self.datadir.display(),
+                    self.major,
+                    data.catalog_version
+                ),
+                format!(
+                    "Put the cluster's real major in PG_VERSION (here probably {major}, with --old-bindir of PostgreSQL {major}), or pass --old-datadir with the right directory; a directory mixed from two clusters cannot be upgraded"
+                ),
+            )));
+        }
+        Ok(Ok(data))
+    }
+
     /// Asks the old server binary for a setting (`postgres -C name`), with the real config
     /// (read from the configuration directory, which names the data directory).
     pub(crate) fn setting(
@@ -197,6 +262,27 @@ impl Cluster {
         )?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
+}
+
+/// The catalog version of each released major (`CATALOG_VERSION_NO`), fixed at its release.
+const CATALOG_VERSIONS: [(u32, &str); 9] = [
+    (10, "201707211"),
+    (11, "201809051"),
+    (12, "201909212"),
+    (13, "202007201"),
+    (14, "202107181"),
+    (15, "202209061"),
+    (16, "202307071"),
+    (17, "202406281"),
+    (18, "202506291"),
+];
+
+/// The released major a catalog version belongs to; `None` for others (betas, newer majors).
+pub(crate) fn major_of_catalog(catalog_version: &str) -> Option<u32> {
+    CATALOG_VERSIONS
+        .iter()
+        .find(|(_, v)| *v == catalog_version)
+        .map(|(m, _)| *m)
 }
 
 pub(crate) fn parse_pg_version(text: &str) -> Option<u32> {
@@ -299,6 +385,14 @@ Data page checksum version:           1
         let c = ControlData::parse(&text).unwrap();
         assert!(!c.cleanly_shut_down());
         assert!(!c.checksums);
+    }
+
+    #[test]
+    fn catalog_versions_name_their_major() {
+        assert_eq!(major_of_catalog("202307071"), Some(16));
+        assert_eq!(major_of_catalog("202506291"), Some(18));
+        // A beta or development catalog is nobody's release.
+        assert_eq!(major_of_catalog("202504091"), None);
     }
 
     #[test]

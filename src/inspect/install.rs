@@ -291,6 +291,25 @@ fn writable_by_others(bindir: &Path, programs: &[&str]) -> Option<(PathBuf, Stri
     })
 }
 
+/// Whether the host's apt knows a package named `name` (false without apt): lets a hint name
+/// a package only when it exists.
+pub(crate) fn apt_knows(runner: &Runner, name: &str) -> bool {
+    let apt_cache = std::path::Path::new("/usr/bin/apt-cache");
+    if !apt_cache.exists() {
+        return false;
+    }
+    runner
+        .run_unchecked(
+            apt_cache,
+            &["show", "--no-all-versions", name],
+            &Opts {
+                log_name: Some("apt-cache"),
+                ..Opts::default()
+            },
+        )
+        .is_ok_and(|out| out.status.success() && !out.stdout().trim().is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

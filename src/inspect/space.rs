@@ -136,6 +136,51 @@ pub(crate) fn existing_ancestor(path: &Path) -> PathBuf {
         .to_path_buf()
 }
 
+/// Why `path` cannot be created for `owner`, looking at its nearest ancestors: one that is
+/// not a directory, or a symbolic link to nothing (initdb and the journal would fail inside
+/// the window otherwise); or, when running as root, an existing parent that the owner cannot
+/// write and that is not root's own (root creates directories only in root's directories and
+/// hands them over). Not being root, the caller checks write access itself.
+pub(crate) fn unusable_parent(path: &Path, owner: &crate::exec::process::Owner) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for a in path.ancestors().skip(1) {
+        if std::fs::symlink_metadata(a).is_err() {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(a) else {
+            let to = std::fs::read_link(a).unwrap_or_default();
+            return Some(format!(
+                "{} is a symbolic link to {}, which does not exist",
+                a.display(),
+                to.display()
+            ));
+        };
+        if !meta.is_dir() {
+            return Some(format!("{} is not a directory", a.display()));
+        }
+        let root = nix::unistd::geteuid().is_root();
+        let bits = meta.permissions().mode();
+        let writable = if meta.uid() == owner.uid {
+            bits & 0o300 == 0o300
+        } else if meta.gid() == owner.gid {
+            bits & 0o030 == 0o030
+        } else {
+            bits & 0o003 == 0o003
+        };
+        if root && !writable && meta.uid() != 0 {
+            return Some(format!(
+                "{} is not writable by {} (it belongs to uid {}, mode {:o})",
+                a.display(),
+                owner.name,
+                meta.uid(),
+                bits & 0o7777
+            ));
+        }
+        return None;
+    }
+    None
+}
+
 pub(crate) fn device_of(path: &Path) -> u64 {
     std::fs::metadata(existing_ancestor(path)).map_or(0, |m| m.dev())
 }

@@ -3,6 +3,7 @@
 //! A plain serializable value: `check --json` prints it, `upgrade` executes it.
 
 pub(crate) mod args;
+pub(crate) mod estimate;
 pub(crate) mod prepare;
 
 use std::path::PathBuf;
@@ -198,6 +199,11 @@ pub(crate) struct Plan {
     #[serde(default)]
     pub(crate) user_relation_bytes: u64,
     pub(crate) estimated_downtime_secs: u64,
+    /// What the estimate was computed from, and how.
+    #[serde(default)]
+    pub(crate) downtime_inputs: estimate::Inputs,
+    #[serde(default)]
+    pub(crate) downtime_basis: String,
     pub(crate) analyze: bool,
     pub(crate) leave_stopped: bool,
     pub(crate) steps: Vec<String>,
@@ -215,18 +221,6 @@ pub(crate) const STEPS: [&str; 9] = [
     "analyze",
     "finish",
 ];
-
-/// A rough downtime estimate: stop and start, the schema dump/restore of each database,
-/// and for copying modes the bytes at a conservative disk rate.
-pub(crate) fn estimate_downtime(mode: Mode, databases: u64, relations: u64, bytes: u64) -> u64 {
-    const COPY_RATE: u64 = 200 * 1024 * 1024; // bytes/s, a modest SSD
-    let fixed = 4 + 2 * databases + relations / 500;
-    if mode.copies_data() {
-        fixed + bytes / COPY_RATE
-    } else {
-        fixed
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -314,16 +308,5 @@ mod tests {
         assert_eq!(Mode::CopyFileRange.min_target_major(), 17);
         assert!(!Mode::Link.old_survives_start());
         assert!(Mode::Clone.old_survives_start());
-    }
-
-    #[test]
-    fn copy_estimate_grows_with_bytes() {
-        let small = estimate_downtime(Mode::Copy, 2, 100, 0);
-        let big = estimate_downtime(Mode::Copy, 2, 100, 10 * 200 * 1024 * 1024);
-        assert_eq!(big - small, 10);
-        assert_eq!(
-            estimate_downtime(Mode::Link, 2, 100, 10 * 200 * 1024 * 1024),
-            small
-        );
     }
 }

@@ -65,15 +65,32 @@ fn inspect_old(args: &CheckArgs) -> Result<(PathBuf, layout::Layout, Cluster)> {
     Ok((root, old_layout, cluster))
 }
 
+/// What the old catalog says the new installation or pg_upgrade will not accept.
+fn catalog_findings(c: &Catalog, new: &Install, runner: &Runner, findings: &mut Findings) {
+    let known = |pkg: &str| install::apt_knows(runner, pkg);
+    for f in crate::preflight::extensions::missing_in(c, new, &known) {
+        findings.push(f);
+    }
+    if let Some(f) = crate::preflight::prepared::prepared_finding(c) {
+        findings.push(f);
+    }
+}
+
+/// Refuses with `f` and every static finding so far: all problems at once.
+fn refuse_with(findings: &mut Findings, f: Finding) -> Error {
+    findings.push(f);
+    Error::Refused {
+        findings: std::mem::take(&mut findings.0),
+    }
+}
+
 pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     let (f, findings) = static_phase(args)?;
     // Static checks refuse here, before any server is started or stopped.
     let mut findings = findings.into_result()?;
     let catalog = read_catalog(args, purpose, &f, &mut findings)?;
     if let Some(c) = &catalog {
-        for finding in crate::preflight::extensions::missing_in(c, &f.new) {
-            findings.push(finding);
-        }
+        catalog_findings(c, &f.new, &f.runner, &mut findings);
     }
     let host = service::plan_host(
         &f.runner,
@@ -138,7 +155,9 @@ fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
         check_new_confdir(confdir, &cluster.owner, &mut findings);
     }
 
-    let control = cluster.control_data(&runner, &old)?;
+    let control = cluster
+        .control_data_checked(&runner, &old)?
+        .map_err(|f| refuse_with(&mut findings, f))?;
     let crashed =
         (!cluster.is_running() && !control.cleanly_shut_down()).then(|| control.state.clone());
     let old_state = if cluster.is_running() {
@@ -197,6 +216,16 @@ fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
 
 /// The plan from the facts, the old catalog (when it could be read) and the host's way of
 /// running servers.
+/// What the downtime estimate is computed from: the user relations of every database the
+/// catalog lists (without a catalog, as many empty databases as `base/` holds).
+fn downtime_inputs(f: &Facts, catalog: Option<&Catalog>, jobs: usize) -> plan::estimate::Inputs {
+    let per_database = catalog.map_or_else(
+        || vec![0; usize::try_from(f.usage.databases).unwrap_or(1)],
+        |c| c.databases.iter().map(|d| d.user_relations).collect(),
+    );
+    plan::estimate::Inputs::new(f.mode, per_database, jobs as u64, f.usage.total_relations())
+}
+
 fn build_plan(
     args: &CheckArgs,
     purpose: Purpose,
@@ -212,8 +241,12 @@ fn build_plan(
             leave_stopped,
         } => (port.unwrap_or(f.old_port), analyze, leave_stopped),
     };
-    let databases = catalog.map_or(f.usage.databases, |c| c.databases.len() as u64);
-    let relations = catalog.map_or(0, Catalog::relations);
+    let jobs = args.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        |j| j as usize,
+    );
+    let downtime_inputs = downtime_inputs(f, catalog, jobs);
+    let estimate = plan::estimate::estimate(&downtime_inputs, None);
     let side = |install: &Install, datadir: &Path, layout: &layout::Layout, port: u16| Side {
         datadir: datadir.to_path_buf(),
         confdir: layout.confdir().map(Path::to_path_buf),
@@ -229,10 +262,7 @@ fn build_plan(
         host,
         mode: f.mode,
         mode_reason: f.mode_reason.clone(),
-        jobs: args.jobs.map_or_else(
-            || std::thread::available_parallelism().map_or(1, usize::from),
-            |j| j as usize,
-        ),
+        jobs,
         owner: f.cluster.owner.clone(),
         work_dir: layout::work_dir(&f.new_datadir, f.old.major, f.new.major),
         old_running: f.cluster.is_running(),
@@ -242,12 +272,9 @@ fn build_plan(
         space: f.space.clone(),
         relation_bytes: f.usage.total_relations(),
         user_relation_bytes: user_bytes(&f.cluster),
-        estimated_downtime_secs: plan::estimate_downtime(
-            f.mode,
-            databases,
-            relations,
-            f.usage.total_relations(),
-        ),
+        estimated_downtime_secs: estimate.whole_seconds(),
+        downtime_inputs,
+        downtime_basis: estimate.basis,
         analyze,
         leave_stopped,
         steps: plan::STEPS.iter().map(ToString::to_string).collect(),

@@ -5,8 +5,38 @@ use crate::error::Finding;
 use crate::inspect::catalog::{Catalog, library_path};
 use crate::inspect::install::Install;
 
+/// Extensions that left PostgreSQL's own contrib modules, with the first major without them:
+/// no package provides them for that major or later.
+const REMOVED_CONTRIB: [(&str, u32); 3] = [("tsearch2", 10), ("chkpass", 11), ("adminpack", 17)];
+
+/// What to do about extension `name` (database `db`) missing for the new major: a package
+/// is named only when it exists (`known_package` asks the host's package manager).
+fn extension_fix(name: &str, db: &str, major: u32, known_package: &dyn Fn(&str) -> bool) -> String {
+    let drop = format!("DROP EXTENSION {name} in database {db}");
+    if let Some((_, gone)) = REMOVED_CONTRIB
+        .iter()
+        .find(|(n, m)| *n == name && major >= *m)
+    {
+        return format!(
+            "{name} was removed from PostgreSQL in {gone}, so no package provides it: {drop} (after moving off what uses it), then run pgleap again"
+        );
+    }
+    let debian = format!("postgresql-{major}-{name}");
+    if known_package(&debian) {
+        format!("Install {debian}, or {drop}")
+    } else {
+        format!(
+            "Install the package that ships {name}.control for PostgreSQL {major} (its name varies by distribution and project), or {drop}"
+        )
+    }
+}
+
 /// Findings for extensions and libraries the new installation lacks.
-pub(crate) fn missing_in(catalog: &Catalog, new: &Install) -> Vec<Finding> {
+pub(crate) fn missing_in(
+    catalog: &Catalog,
+    new: &Install,
+    known_package: &dyn Fn(&str) -> bool,
+) -> Vec<Finding> {
     let mut out = Vec::new();
     let ext_dir = new.sharedir.join("extension");
     for db in &catalog.databases {
@@ -23,10 +53,7 @@ pub(crate) fn missing_in(catalog: &Catalog, new: &Install) -> Vec<Finding> {
                         new.major,
                         control.display()
                     ),
-                    format!(
-                        "Install the extension for PostgreSQL {} (on Debian postgresql-{}-{}), or DROP EXTENSION {} in database {}",
-                        new.major, new.major, ext.name, ext.name, db.name
-                    ),
+                    extension_fix(&ext.name, &db.name, new.major, known_package),
                 ));
             }
         }
@@ -82,6 +109,29 @@ mod tests {
     }
 
     #[test]
+    fn extension_hints_name_only_packages_that_exist() {
+        let fix = extension_fix("adminpack", "app", 17, &|_| true);
+        assert!(
+            fix.starts_with("adminpack was removed from PostgreSQL in 17"),
+            "{fix}"
+        );
+        assert!(!fix.contains("postgresql-17-adminpack"), "{fix}");
+        // Before 17 adminpack is contrib like any other.
+        let fix = extension_fix("adminpack", "app", 16, &|_| false);
+        assert!(!fix.contains("postgresql-16-adminpack"), "{fix}");
+        let fix = extension_fix("postgis", "app", 17, &|p| p == "postgresql-17-postgis");
+        assert_eq!(
+            fix,
+            "Install postgresql-17-postgis, or DROP EXTENSION postgis in database app"
+        );
+        let fix = extension_fix("vector", "app", 17, &|_| false);
+        assert!(
+            fix.starts_with("Install the package that ships vector.control"),
+            "{fix}"
+        );
+    }
+
+    #[test]
     fn names_each_missing_extension_with_its_database() {
         let c = Catalog {
             server_version_num: 160_000,
@@ -103,10 +153,12 @@ mod tests {
                 }],
                 libraries: vec!["$libdir/postgis-3".into()],
                 relations: 10,
+                user_relations: 0,
             }],
             shared_preload_libraries: vec!["timescaledb".into()],
+            prepared: Vec::new(),
         };
-        let f = missing_in(&c, &install());
+        let f = missing_in(&c, &install(), &|_| false);
         let codes: Vec<&str> = f.iter().map(|f| f.code).collect();
         assert_eq!(
             codes,

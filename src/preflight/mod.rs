@@ -7,6 +7,7 @@ pub(crate) mod extensions;
 pub(crate) mod layout;
 pub(crate) mod mode;
 pub(crate) mod owner;
+pub(crate) mod prepared;
 pub(crate) mod space;
 pub(crate) mod target;
 pub(crate) mod versions;
@@ -66,13 +67,16 @@ pub(crate) const CHECKS: &[Check] = {
     const BINDIR_WRITABLE: &str = "as root, no user but root can change the bin directories";
     const TABLESPACE_TARGET: &str =
         "no tablespace location already holds the new major's `PG_<major>_<catversion>`";
+    const CONTROL: &str = "`global/pg_control` is sound (`pg_controldata` reads it and its checksum matches) and holds\n  the catalog of the major `PG_VERSION` names";
     const LAYOUT: &str = "the host layout (see [Hosts](#hosts))";
     const MODE: &str = "the mode: its minimum target major, one filesystem for `link`, `clone` and `swap`, reflink\n  support for `clone`";
     const SPACE: &str = "free space (what the owner may use, not root's reserve)";
     const CATALOG: &str =
         "the old catalog, read as the owner over the running server's Unix socket";
     const EXTENSIONS: &str = "every extension, every C\n  library used by functions, and every `shared_preload_libraries` entry exists in the new\n  installation";
+    const PREPARED: &str = "that no prepared\n  transactions are pending";
     const SCRATCH: &str = "`check` only: `initdb` of a scratch cluster";
+    const OUTSIDE: &str = "in an included file outside the data directory they are refused, with the file\n  and line";
     &[
         check("root-missing", Static, LAYOUT),
         check("no-old-cluster", Static, LAYOUT),
@@ -81,6 +85,8 @@ pub(crate) const CHECKS: &[Check] = {
         check("old-datadir-unreadable", Static, DATADIR),
         check("not-a-datadir", Static, DATADIR),
         check("old-disabled", Static, DISABLED),
+        check("old-control-unreadable", Static, CONTROL),
+        check("old-version-mismatch", Static, CONTROL),
         check("cluster-version-mismatch", Static, LAYOUT),
         check("owned-by-root", Static, OWNER),
         check("wrong-user", Static, OWNER),
@@ -115,8 +121,10 @@ pub(crate) const CHECKS: &[Check] = {
         check("extension-missing", Catalog, EXTENSIONS),
         check("library-missing", Catalog, EXTENSIONS),
         check("preload-library-missing", Catalog, EXTENSIONS),
+        check("prepared-transactions", Catalog, PREPARED),
         check("new-bindir-not-debian", Catalog, LAYOUT),
         check("config-setting-dropped", PgUpgradeCheck, SCRATCH),
+        check("config-setting-outside", PgUpgradeCheck, OUTSIDE),
         check("pg-upgrade-check", PgUpgradeCheck, SCRATCH),
         check("no-journal", Command, ""),
         check("locked", Command, ""),

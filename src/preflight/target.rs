@@ -37,6 +37,14 @@ pub(crate) fn check_target(
         ));
         return;
     }
+    if let Some(why) = space::unusable_parent(new, owner) {
+        findings.push(Finding::error(
+            "target-unusable",
+            format!("{} cannot be created: {why}", new.display()),
+            "Pass --new-datadir with a directory the cluster owner can create",
+        ));
+        return;
+    }
     match std::fs::read_dir(new) {
         Ok(rd) => {
             let n = rd.count();

@@ -145,7 +145,16 @@ impl Journal {
         let path = work_dir.join(FILE);
         let text = match read_nofollow(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // A work directory below a file (a mistaken --new-datadir) holds no journal
+            // either; the preflight then says what is wrong with the path.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(None);
+            }
             Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
                 return Err(Error::Planted {
                     path,

@@ -71,10 +71,21 @@ pub(crate) fn pg_upgrade(
         Ok(out)
     } else {
         let report = moved
+            .as_ref()
             .map(|d| format!(" Its report files are in {}.", d.display()))
             .unwrap_or_default();
         if check {
-            Err(check_refused(&out, &report))
+            let quoted = with_report_files(
+                &pg_upgrade_findings(&if out.stdout().trim().is_empty() {
+                    // Usage errors go to stderr, with nothing on stdout.
+                    out.stderr()
+                } else {
+                    out.stdout()
+                }),
+                moved.as_deref(),
+                &[new_datadir, new_confdir],
+            ) + &server_fatal(moved.as_deref());
+            Err(check_refused(&quoted, &report))
         } else {
             Err(crate::exec::process::failure(
                 &p.new.pg_upgrade(),
@@ -143,25 +154,87 @@ fn arguments(p: &Prepared, fence: &Fence, new_confdir: &Path, check: bool) -> Re
     Ok(args)
 }
 
-/// The refusal of a failed `pg_upgrade --check`, quoting what it found.
-fn check_refused(out: &Logged, report: &str) -> Error {
+/// The refusal of a failed `pg_upgrade --check`, quoting what it found (`quoted`).
+fn check_refused(quoted: &str, report: &str) -> Error {
     Error::Refused {
         findings: vec![Finding::error(
             "pg-upgrade-check",
-            format!(
-                "pg_upgrade --check failed:\n{}",
-                // Usage errors go to stderr, with nothing on stdout.
-                pg_upgrade_findings(&if out.stdout().trim().is_empty() {
-                    out.stderr()
-                } else {
-                    out.stdout()
-                })
-            ),
+            format!("pg_upgrade --check failed:\n{quoted}"),
             format!(
                 "Fix what it reports (in the old cluster, or what an earlier attempt left in the new locations), then run pgleap again.{report}"
             ),
         )],
     }
+}
+
+/// The FATAL lines of the servers pg_upgrade started (its `pg_upgrade_server.log`, below
+/// the kept output directory): when one did not start, pg_upgrade only says it could not
+/// connect, and the reason is there.
+fn server_fatal(moved: Option<&Path>) -> String {
+    let Some(dir) = moved else {
+        return String::new();
+    };
+    let mut fatal: Vec<String> = Vec::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(std::result::Result::ok)
+        .filter(|e| e.file_name() == "pg_upgrade_server.log")
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        // A live check's probe of the old server's lock file is no failure of anything.
+        let lines = text
+            .lines()
+            .filter_map(|l| l.find("FATAL:").map(|i| &l[i..]))
+            .filter(|l| !l.contains("lock file \"postmaster.pid\" already exists"));
+        for l in lines {
+            if !fatal.iter().any(|f| f == l) && fatal.len() < 3 {
+                fatal.push(l.to_string());
+            }
+        }
+    }
+    let mut out = String::new();
+    for l in fatal {
+        out.push_str("\n    a server pg_upgrade started said: ");
+        out.push_str(&l);
+    }
+    out
+}
+
+/// pg_upgrade's findings with the report files it names pointing at the copy pgleap kept
+/// (`moved`, the former `pg_upgrade_output.d` of one of `new_dirs`, which are removed after a
+/// refusal), each followed by its first lines: the offending objects, in the message itself.
+fn with_report_files(findings: &str, moved: Option<&Path>, new_dirs: &[&Path]) -> String {
+    use std::fmt::Write as _;
+    const SHOWN: usize = 20;
+    let mut text = findings.to_string();
+    if let Some(moved) = moved {
+        for d in new_dirs {
+            let from = d.join("pg_upgrade_output.d").display().to_string();
+            text = text.replace(&from, &moved.display().to_string());
+        }
+    }
+    let files: Vec<PathBuf> = text
+        .split_whitespace()
+        .map(|w| w.trim_end_matches([':', '.', ',']))
+        .filter(|w| w.starts_with('/'))
+        .map(PathBuf::from)
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .filter(|p| p.is_file())
+        .collect();
+    for f in files {
+        let Ok(content) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let lines: Vec<&str> = content.lines().filter(|l| !l.trim().is_empty()).collect();
+        let _ = write!(text, "\n    {}:", f.display());
+        for l in lines.iter().take(SHOWN) {
+            let _ = write!(text, "\n      {}", l.trim_end());
+        }
+        if lines.len() > SHOWN {
+            let _ = write!(text, "\n      ... {} more lines", lines.len() - SHOWN);
+        }
+    }
+    text
 }
 
 /// pg_upgrade's phase from its latest output line: headers ("Copying user relation files")

@@ -36,6 +36,8 @@ pub(crate) struct Run<'a> {
     pub(crate) analyzed: Option<db::AnalyzeReport>,
     /// What was done so the old cluster does not start at boot.
     pub(crate) boot: Option<String>,
+    /// The downtime estimate scaled to this machine by initdb's time (fresh upgrades).
+    pub(crate) estimate: Option<crate::plan::estimate::Estimate>,
 }
 
 impl Run<'_> {
@@ -79,6 +81,8 @@ pub(crate) fn build_new(run: &mut Run<'_>) -> Result<()> {
     run.journal.record.identity = identity::begin(&run.p.plan.old.datadir, &new)?;
     run.journal.write()?;
     let id = run.journal.record.identity.clone();
+    // Timed for the downtime estimate, which scales with this machine's initdb.
+    let started = std::time::Instant::now();
     run.step(
         "initdb",
         State::NewInitialized,
@@ -90,6 +94,15 @@ pub(crate) fn build_new(run: &mut Run<'_>) -> Result<()> {
     )?;
     identity::record_new(&mut run.journal.record.identity, &new);
     run.journal.write()?;
+    let e = crate::plan::estimate::estimate(
+        &run.p.plan.downtime_inputs,
+        Some(started.elapsed().as_secs_f64()),
+    );
+    run.ui.line(&format!(
+        "      downtime estimate: {:.1}s ({})",
+        e.seconds, e.basis
+    ));
+    run.estimate = Some(e);
     let what = if run.p.plan.new.confdir.is_some() {
         format!(
             "postgresql.conf, pg_hba.conf, pg_ident.conf, start.conf, pg_ctl.conf, environment, conf.d into {}",

@@ -58,9 +58,11 @@ impl Ui {
         self.line(out.trim_end());
     }
 
-    /// Prints a JSON document on stdout.
+    /// Prints a JSON document on stdout: the one document of a run (later ones are dropped,
+    /// so that a command that printed its own outcome and then fails is not followed by a
+    /// second document from `main`).
     pub(crate) fn json(self, value: &serde_json::Value) {
-        if self.json {
+        if self.json && !JSON_PRINTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
             let _ = writeln!(
                 std::io::stdout(),
                 "{}",
@@ -69,6 +71,9 @@ impl Ui {
         }
     }
 }
+
+/// Set once a run has printed its JSON document.
+static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub(crate) fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -208,9 +213,10 @@ fn size_rows(out: &mut String, plan: &Plan) {
         out,
         "downtime",
         format!(
-            "about {} (estimate: stop, pg_upgrade {}, start)",
+            "about {} (estimate: stop, pg_upgrade {}, start; {})",
             secs(Duration::from_secs(plan.estimated_downtime_secs)),
-            plan.mode.name()
+            plan.mode.name(),
+            plan.downtime_basis
         ),
     );
 }
