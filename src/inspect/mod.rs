@@ -5,4 +5,5 @@ pub(crate) mod catalog;
 pub(crate) mod cluster;
 pub(crate) mod db;
 pub(crate) mod install;
+pub(crate) mod paths;
 pub(crate) mod space;

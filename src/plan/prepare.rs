@@ -115,6 +115,8 @@ struct Facts {
     tablespaces: Vec<PathBuf>,
     space: Vec<FsNeed>,
     old_port: u16,
+    /// The old and new WAL directories when the old cluster keeps its WAL apart.
+    waldirs: Option<(PathBuf, PathBuf)>,
 }
 
 /// The old cluster, both installations and the new data directory, inspected and checked
@@ -162,6 +164,13 @@ fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
         .iter()
         .map(|t| t.location.clone())
         .collect();
+    let waldirs = crate::preflight::placement::choose(
+        &old_datadir,
+        &new_datadir,
+        &tablespaces,
+        (cluster.major, new.major),
+        &mut findings,
+    );
     let space = space::needs(&usage, &new_datadir, &tablespaces, mode.copies_data());
     let cross_device = space::device_of(&old_datadir) != space::device_of(&new_datadir);
     space_findings(&space, mode, &new_datadir, cross_device, &mut findings);
@@ -191,6 +200,7 @@ fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
         tablespaces,
         space,
         old_port,
+        waldirs,
     };
     Ok((facts, findings))
 }
@@ -214,9 +224,14 @@ fn build_plan(
     };
     let databases = catalog.map_or(f.usage.databases, |c| c.databases.len() as u64);
     let relations = catalog.map_or(0, Catalog::relations);
-    let side = |install: &Install, datadir: &Path, layout: &layout::Layout, port: u16| Side {
+    let side = |install: &Install,
+                datadir: &Path,
+                layout: &layout::Layout,
+                port: u16,
+                waldir: Option<&PathBuf>| Side {
         datadir: datadir.to_path_buf(),
         confdir: layout.confdir().map(Path::to_path_buf),
+        waldir: waldir.cloned(),
         bindir: install.bindir.clone(),
         major: install.major,
         version: install.version.clone(),
@@ -224,8 +239,20 @@ fn build_plan(
     };
     Plan {
         layout: f.old_layout.clone(),
-        old: side(&f.old, &f.cluster.datadir, &f.old_layout, f.old_port),
-        new: side(&f.new, &f.new_datadir, &f.new_layout, port),
+        old: side(
+            &f.old,
+            &f.cluster.datadir,
+            &f.old_layout,
+            f.old_port,
+            f.waldirs.as_ref().map(|w| &w.0),
+        ),
+        new: side(
+            &f.new,
+            &f.new_datadir,
+            &f.new_layout,
+            port,
+            f.waldirs.as_ref().map(|w| &w.1),
+        ),
         host,
         mode: f.mode,
         mode_reason: f.mode_reason.clone(),
@@ -324,7 +351,7 @@ fn resolve_new_datadir(
     new_major: u32,
 ) -> Result<PathBuf, Finding> {
     if let Some(d) = &args.target.new_datadir {
-        return Ok(absolute(d));
+        return Ok(crate::inspect::paths::normalized(d));
     }
     layout::versioned_sibling(old, old_major, new_major).ok_or_else(|| {
         Finding::error(

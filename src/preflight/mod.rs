@@ -7,6 +7,7 @@ pub(crate) mod extensions;
 pub(crate) mod layout;
 pub(crate) mod mode;
 pub(crate) mod owner;
+pub(crate) mod placement;
 pub(crate) mod space;
 pub(crate) mod target;
 pub(crate) mod versions;
@@ -58,8 +59,9 @@ pub(crate) const CHECKS: &[Check] = {
     const INSTALLS: &str = "the old and new installations are found and complete";
     const VERSIONS: &str =
         "the old cluster is PostgreSQL 10 or newer, and the target is a\n  newer major";
-    const TARGET: &str =
-        "the new data directory can be chosen, does not overlap the old one, is absent or empty";
+    const TARGET: &str = "the new data directory can be chosen, does not overlap the old one or a tablespace, is\n  absent or empty";
+    const TABLESPACE_INSIDE: &str = "a tablespace inside the old data directory";
+    const WALDIR: &str = "when the old cluster keeps its WAL apart (`initdb --waldir`";
     const STATE: &str = "the server state from `pg_controldata`";
     const LAYOUT: &str = "the host layout (see [Hosts](#hosts))";
     const MODE: &str = "the mode: its minimum target major, one filesystem for `link`, `clone` and `swap`, reflink\n  support for `clone`";
@@ -93,6 +95,10 @@ pub(crate) const CHECKS: &[Check] = {
         check("target-not-empty", Static, TARGET),
         check("target-unusable", Static, TARGET),
         check("target-not-writable", Static, TARGET),
+        check("tablespace-overlaps-target", Static, TARGET),
+        check("tablespace-inside-datadir", Static, TABLESPACE_INSIDE),
+        check("waldir-overlaps", Static, WALDIR),
+        check("waldir-not-empty", Static, WALDIR),
         check("confdir-not-writable", Static, LAYOUT),
         check("new-confdir-not-empty", Static, LAYOUT),
         check("mode-unsupported", Static, MODE),
@@ -116,6 +122,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("point-of-no-return", Command, ""),
         check("swap-started", Command, ""),
         check("not-done", Command, ""),
+        check("old-datadir-identity", Command, ""),
         check("new-unhealthy", Command, ""),
         check("confirm", Command, ""),
         check("not-confirmed", Command, ""),

@@ -141,6 +141,9 @@ pub(crate) fn undo_new(p: &Prepared, j: &Journal, discard: Discard) -> Result<Ve
     if new.exists() {
         notes.push(discard_path(new, discard, stamp)?);
     }
+    if let Some(wal) = p.plan.new.waldir.as_ref().filter(|w| w.exists()) {
+        notes.push(discard_path(wal, discard, stamp)?);
+    }
     if let Some(confdir) = p.plan.new.confdir.as_ref().filter(|c| c.exists()) {
         notes.push(discard_confdir(confdir, new, discard, stamp)?);
     }

@@ -97,6 +97,13 @@ fn where_rows(out: &mut String, plan: &Plan) {
             plan.new.datadir.display()
         ),
     );
+    if let (Some(o), Some(n)) = (&plan.old.waldir, &plan.new.waldir) {
+        row(
+            out,
+            "wal",
+            format!("{} → {} (initdb --waldir)", o.display(), n.display()),
+        );
+    }
     let layout = match (&plan.layout, &plan.new.confdir) {
         (l, Some(c)) => format!("{} → {}", l.describe(), c.display()),
         (l, None) => l.describe(),
