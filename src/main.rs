@@ -52,7 +52,8 @@ fn main() -> ExitCode {
         Command::Check(a) => a.json,
         Command::Upgrade(a) => a.common.json,
         Command::Status(a) => a.json,
-        Command::Rollback(a) | Command::Finalize(a) => a.json,
+        Command::Rollback(a) => a.confirm.json,
+        Command::Finalize(a) => a.json,
         Command::Db { .. } => false,
     };
     match run(cli.command) {

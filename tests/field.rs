@@ -280,3 +280,166 @@ fn symlinked_old_datadir_is_removed_where_it_points() {
     );
     assert_eq!(fin.json()["freed_bytes"], old_bytes, "{}", fin.stdout);
 }
+
+/// A live process to name in a socket lock file; killed on drop.
+struct Holder(std::process::Child);
+
+impl Holder {
+    /// `sleep`, as the cluster owner: PostgreSQL ignores a lock naming another user's process.
+    fn spawn() -> Holder {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("600");
+        if common::is_root() {
+            let o = common::owner();
+            cmd.uid(o.uid).gid(o.gid);
+        }
+        Holder(cmd.spawn().unwrap())
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Writes the lock file PostgreSQL checks before creating `.s.PGSQL.<port>`, naming this
+    /// process.
+    fn lock(&self, socket_dir: &Path, port: u16) -> PathBuf {
+        let lock = socket_dir.join(format!(".s.PGSQL.{port}.lock"));
+        std::fs::write(&lock, format!("{}\n{}\n", self.pid(), socket_dir.display())).unwrap();
+        chown(&lock);
+        lock
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// Issue 11 #4: a port already in use was found only when the new server failed to start
+// inside the downtime window (in link mode, with rollback then refused).
+#[test]
+fn port_in_use_is_refused_before_the_window() {
+    let fx = Fixture::new(16).running().build();
+    let port = common::port();
+    let holder = Holder::spawn();
+    let lock = holder.lock(&fx.socket, port);
+    let args = fx.args(
+        "upgrade",
+        17,
+        &["--mode", "link", "--port", &port.to_string()],
+    );
+    let run = assert_refused(
+        &fx,
+        &args,
+        &format!(
+            "port {port} is in use: {} names process {} (sleep), so the new server could not create its socket there",
+            lock.display(),
+            holder.pid()
+        ),
+    );
+    assert!(
+        run.stderr
+            .contains("Stop the program that holds it, or pass --port with a free port"),
+        "{}",
+        run.stderr
+    );
+    assert!(!fx.new_datadir(17).exists());
+    assert_eq!(
+        sql_on(&fx, 16, fx.port, "SELECT count(*) FROM t").trim(),
+        "1000"
+    );
+}
+
+// Issue 11 #4: the point of no return was journaled before the new server's first start, so
+// a start that failed (the port taken meanwhile) left rollback refusing with a false "the new
+// cluster has started" in link mode.
+#[test]
+fn failed_first_start_in_link_mode_still_rolls_back() {
+    let fx = Fixture::new(16).running().build();
+    let pause = fx.root.path().join("go-on");
+    let log = fx.root.path().join("pgleap.stderr");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgleap"))
+        .args(fx.args("upgrade", 17, &["--mode", "link"]))
+        .env(
+            "PGLEAP_FAULT",
+            format!("before:start-new:pause={}", pause.display()),
+        )
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("fault point before:start-new")
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "pgleap ended early:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(started.elapsed().as_secs() < 300, "pgleap never paused");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The old server is stopped now; another program takes its socket for the new server.
+    let holder = Holder::spawn();
+    let lock = holder.lock(&fx.socket, fx.port);
+    std::fs::write(&pause, "").unwrap();
+    let status = child.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no server ran on the new cluster, so the old cluster at"),
+        "{stderr}"
+    );
+    // The cause fixed, rollback brings the old cluster back.
+    drop(holder);
+    std::fs::remove_file(&lock).unwrap();
+    let rb = after(&fx, "rollback", &["--yes"]);
+    rb.success();
+    assert_eq!(
+        sql_on(&fx, 16, fx.port, "SELECT count(*) FROM t").trim(),
+        "1000"
+    );
+}
+
+// Issue 11 #5: rollback silently discarded what clients had written to the new cluster
+// (copy mode: rows written after the upgrade vanished, exit 0, no warning).
+#[test]
+fn rollback_refuses_to_discard_writes_to_the_new_cluster() {
+    let fx = Fixture::new(16).running().build();
+    upgrade(&fx, 17, &["--mode", "copy"]);
+    for i in 0..3 {
+        sql_on(
+            &fx,
+            17,
+            fx.port,
+            &format!("INSERT INTO t VALUES ({}, 'new')", 2000 + i),
+        );
+    }
+    let before = common::snapshot(&fx.datadir);
+    let run = after(&fx, "rollback", &["--yes"]);
+    run.refused(&format!(
+        "the new cluster at {} has run 3 writing transactions since the upgrade finished",
+        fx.new_datadir(17).display()
+    ));
+    assert!(
+        run.stderr
+            .contains("pass --discard-new-writes to roll back anyway"),
+        "{}",
+        run.stderr
+    );
+    assert_unchanged(&before, &common::snapshot(&fx.datadir), "rollback");
+    assert_eq!(
+        sql_on(&fx, 17, fx.port, "SELECT count(*) FROM t").trim(),
+        "1003"
+    );
+    after(&fx, "rollback", &["--yes", "--discard-new-writes"]).success();
+    assert_eq!(
+        sql_on(&fx, 16, fx.port, "SELECT count(*) FROM t").trim(),
+        "1000"
+    );
+}

@@ -66,7 +66,8 @@ fn inspect_old(args: &CheckArgs) -> Result<(PathBuf, layout::Layout, Cluster)> {
 }
 
 pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
-    let (f, findings) = static_phase(args)?;
+    let (f, mut findings) = static_phase(args)?;
+    port_findings(&f, purpose, &mut findings)?;
     // Static checks refuse here, before any server is started or stopped.
     let mut findings = findings.into_result()?;
     let catalog = read_catalog(args, purpose, &f, &mut findings)?;
@@ -93,6 +94,53 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         old: f.old,
         new: f.new,
     })
+}
+
+impl Purpose {
+    /// The new port (`--port`, else the old one), whether to analyze, whether to leave the
+    /// new cluster stopped.
+    fn settings(self, old_port: u16) -> (u16, bool, bool) {
+        match self {
+            Purpose::Check => (old_port, true, false),
+            Purpose::Upgrade {
+                port,
+                analyze,
+                leave_stopped,
+            } => (port.unwrap_or(old_port), analyze, leave_stopped),
+        }
+    }
+}
+
+/// Refuses, before the old server stops, a new port that another program holds (see
+/// `preflight::ports`): the new server carries the old configuration's socket directories
+/// and listen addresses.
+fn port_findings(f: &Facts, purpose: Purpose, findings: &mut Findings) -> Result<()> {
+    let (runner, cluster, old) = (&f.runner, &f.cluster, &f.old);
+    let listen = crate::preflight::ports::Listen {
+        port: purpose.settings(f.old_port).0,
+        socket_dirs: crate::preflight::ports::split_list(&cluster.setting(
+            runner,
+            old,
+            "unix_socket_directories",
+        )?)
+        .into_iter()
+        .filter(|d| !d.starts_with('@'))
+        .map(|d| cluster.datadir.join(d))
+        .collect(),
+        addresses: crate::preflight::ports::split_list(&cluster.setting(
+            runner,
+            old,
+            "listen_addresses",
+        )?),
+        owner_uid: cluster.owner.uid,
+    };
+    let old_server = cluster
+        .postmaster()
+        .map(|pm| (pm.pid, pm.port.unwrap_or(f.old_port)));
+    for finding in crate::preflight::ports::check(&listen, old_server) {
+        findings.push(finding);
+    }
+    Ok(())
 }
 
 /// What the static phase learned, before any server is touched.
@@ -214,14 +262,7 @@ fn build_plan(
     catalog: Option<&Catalog>,
     host: service::Host,
 ) -> Plan {
-    let (port, analyze, leave_stopped) = match purpose {
-        Purpose::Check => (f.old_port, true, false),
-        Purpose::Upgrade {
-            port,
-            analyze,
-            leave_stopped,
-        } => (port.unwrap_or(f.old_port), analyze, leave_stopped),
-    };
+    let (port, analyze, leave_stopped) = purpose.settings(f.old_port);
     let databases = catalog.map_or(f.usage.databases, |c| c.databases.len() as u64);
     let relations = catalog.map_or(0, Catalog::relations);
     let side = |install: &Install,

@@ -8,6 +8,7 @@ pub(crate) mod layout;
 pub(crate) mod mode;
 pub(crate) mod owner;
 pub(crate) mod placement;
+pub(crate) mod ports;
 pub(crate) mod space;
 pub(crate) mod target;
 pub(crate) mod versions;
@@ -66,6 +67,7 @@ pub(crate) const CHECKS: &[Check] = {
     const LAYOUT: &str = "the host layout (see [Hosts](#hosts))";
     const MODE: &str = "the mode: its minimum target major, one filesystem for `link`, `clone` and `swap`, reflink\n  support for `clone`";
     const SPACE: &str = "free space (what the owner may use, not root's reserve)";
+    const PORT: &str = "the new server's port (`--port`, else the old one) is free";
     const CATALOG: &str =
         "the old catalog, read as the owner over the running server's Unix socket";
     const EXTENSIONS: &str = "every extension, every C\n  library used by functions, and every `shared_preload_libraries` entry exists in the new\n  installation";
@@ -105,6 +107,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("cross-device", Static, MODE),
         check("no-reflink", Static, MODE),
         check("no-space", Static, SPACE),
+        check("port-in-use", Static, PORT),
         check("no-socket", Catalog, CATALOG),
         check("cannot-connect", Catalog, CATALOG),
         check("unclean-shutdown", Catalog, STATE),
@@ -123,6 +126,8 @@ pub(crate) const CHECKS: &[Check] = {
         check("swap-started", Command, ""),
         check("not-done", Command, ""),
         check("old-datadir-identity", Command, ""),
+        check("new-writes", Command, ""),
+        check("new-writes-unknown", Command, ""),
         check("new-unhealthy", Command, ""),
         check("confirm", Command, ""),
         check("not-confirmed", Command, ""),

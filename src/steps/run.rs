@@ -57,6 +57,15 @@ impl Run<'_> {
         let started = self.ui.step(n, STEPS.len(), name, what);
         self.journal.begin(name)?;
         let out = f(self)?;
+        if matches!(
+            reached,
+            State::NewStarted | State::ExtensionsUpdated | State::Analyzed
+        ) {
+            // Journaled with the state it belongs to: what clients write after it is what a
+            // rollback would discard.
+            self.journal.record.new_next_xid =
+                new_next_xid(self.p).or(self.journal.record.new_next_xid);
+        }
         let d = self.ui.step_done(started, "");
         self.journal.finish(name, reached, d.as_secs_f64())?;
         interrupt::fault(&format!("after:{name}"));
@@ -137,7 +146,20 @@ pub(crate) fn switch(run: &mut Run<'_>) -> Result<()> {
     run.step("pg_upgrade", State::Upgraded, &what, |r| {
         steps::pg_upgrade::pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, false)
     })?;
+    // Without this record, a later rollback judges a start from pg_control's state alone.
+    if let Err(e) = crate::steps::crossing::record_checkpoint(run.p, &mut run.journal) {
+        tracing::warn!("cannot record the new cluster's checkpoint: {e}");
+    }
     Ok(())
+}
+
+/// The new cluster's next transaction id, once pgleap's own work on it is done. Best effort:
+/// without it, rollback cannot count what clients wrote.
+fn new_next_xid(p: &Prepared) -> Option<u64> {
+    crate::steps::crossing::next_xid(p)
+        .inspect_err(|e| tracing::warn!("cannot read the new cluster's next transaction id: {e}"))
+        .ok()
+        .flatten()
 }
 
 /// From the new cluster's first start to the end, resuming at the journaled state. The

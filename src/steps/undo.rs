@@ -65,6 +65,17 @@ pub(crate) fn roll_back(
     discard: Discard,
     log_dir: &Path,
 ) -> Result<Vec<String>> {
+    let shares_files = !p.plan.mode.old_survives_start() && p.plan.mode != Mode::Swap;
+    if shares_files
+        && !j.record.point_of_no_return
+        && j.record.state >= State::Upgraded
+        && j.record.state < State::RolledBack
+        && crate::steps::crossing::new_has_run(p, j)?
+    {
+        // pgleap died while starting it, or someone else started it: its files are changed.
+        j.record.point_of_no_return = true;
+        j.write()?;
+    }
     if let Some(f) = impossible(j) {
         return Err(f.into());
     }
