@@ -443,3 +443,78 @@ fn rollback_refuses_to_discard_writes_to_the_new_cluster() {
         "1000"
     );
 }
+
+/// Starts the fixture's old server with `pg_ctl -o OPTIONS`, as a DBA might.
+fn start_with_options(fx: &Fixture, options: &str) {
+    let out = common::as_owner(
+        &bindir(fx.major).join("pg_ctl"),
+        &[
+            "start",
+            "-D",
+            &fx.datadir.display().to_string(),
+            "-w",
+            "-l",
+            &fx.root.path().join("server-opts.log").display().to_string(),
+            "-o",
+            options,
+        ],
+    );
+    common::ok(&out, "pg_ctl start -o");
+}
+
+// Issue 11 #3: options given on the old server's command line (postmaster.opts) were dropped:
+// the new server came back on the configuration file's socket directory and settings, and a
+// rollback restarted the old server the same wrong way.
+#[test]
+fn command_line_options_are_carried_and_rollback_restarts_with_them() {
+    let fx = Fixture::new(16).build();
+    let sock = owned_dir(&fx.root.path().join("sock2"));
+    let port = common::port();
+    start_with_options(
+        &fx,
+        &format!("-p {port} -k {} -c max_connections=33", sock.display()),
+    );
+    let on = |major: u32, sql: &str| {
+        common::psql(major, &sock, port, &fx.superuser, "postgres", sql)
+            .trim()
+            .to_string()
+    };
+    let doc = upgrade(&fx, 17, &["--mode", "copy"]);
+    // Clients reach the new server where they reached the old one.
+    assert!(on(17, "SHOW server_version_num").starts_with("17"));
+    assert_eq!(on(17, "SHOW max_connections"), "33");
+    assert_eq!(doc["plan"]["new"]["port"], port);
+    assert_eq!(
+        doc["config"]["command_line"],
+        serde_json::json!([
+            format!("unix_socket_directories = '{}'", sock.display()),
+            "max_connections = '33'"
+        ])
+    );
+    after(&fx, "rollback", &["--yes"]).success();
+    assert!(on(16, "SHOW server_version_num").starts_with("16"));
+    assert_eq!(on(16, "SHOW max_connections"), "33");
+    assert_eq!(on(16, "SELECT count(*) FROM t"), "1000");
+}
+
+// Issue 11 #3: an option that sets nothing pgleap can write into a configuration file is
+// refused before anything starts, by name.
+#[test]
+fn command_line_options_that_cannot_be_carried_are_refused_by_name() {
+    let fx = Fixture::new(16).build();
+    start_with_options(&fx, "-e");
+    let args = fx.args("upgrade", 17, &[]);
+    let run = assert_refused(
+        &fx,
+        &args,
+        &format!(
+            "the old server was started with options pgleap cannot carry into the new cluster's configuration (postmaster.opts in {}): -e",
+            fx.datadir.display()
+        ),
+    );
+    assert!(
+        run.stderr.contains("Set them in postgresql.conf instead"),
+        "{}",
+        run.stderr
+    );
+}

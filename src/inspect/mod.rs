@@ -3,6 +3,7 @@
 
 pub(crate) mod catalog;
 pub(crate) mod cluster;
+pub(crate) mod cmdline;
 pub(crate) mod db;
 pub(crate) mod install;
 pub(crate) mod paths;

@@ -16,6 +16,7 @@ use crate::host::root::{absolute, host_root, under};
 use crate::host::service;
 use crate::inspect::catalog::{self, Catalog};
 use crate::inspect::cluster::{Cluster, ControlData};
+use crate::inspect::cmdline::{self, CommandLine};
 use crate::inspect::db;
 use crate::inspect::install::{self, Install, Role};
 use crate::inspect::space::{self, FsNeed, Usage};
@@ -24,6 +25,7 @@ use crate::plan::{self, InitdbOptions, Mode, Plan, Side};
 use crate::preflight::layout::{check_layout_version, host_findings};
 use crate::preflight::mode::choose_mode;
 use crate::preflight::owner::{check_not_disabled, check_owner, explain_unreadable};
+use crate::preflight::ports;
 use crate::preflight::space::space_findings;
 use crate::preflight::target::{check_new_confdir, check_target};
 use crate::preflight::versions::check_versions;
@@ -112,35 +114,50 @@ impl Purpose {
 }
 
 /// Refuses, before the old server stops, a new port that another program holds (see
-/// `preflight::ports`): the new server carries the old configuration's socket directories
-/// and listen addresses.
+/// `preflight::ports`).
 fn port_findings(f: &Facts, purpose: Purpose, findings: &mut Findings) -> Result<()> {
-    let (runner, cluster, old) = (&f.runner, &f.cluster, &f.old);
-    let listen = crate::preflight::ports::Listen {
-        port: purpose.settings(f.old_port).0,
-        socket_dirs: crate::preflight::ports::split_list(&cluster.setting(
-            runner,
-            old,
-            "unix_socket_directories",
-        )?)
-        .into_iter()
-        .filter(|d| !d.starts_with('@'))
-        .map(|d| cluster.datadir.join(d))
-        .collect(),
-        addresses: crate::preflight::ports::split_list(&cluster.setting(
-            runner,
-            old,
-            "listen_addresses",
-        )?),
-        owner_uid: cluster.owner.uid,
-    };
-    let old_server = cluster
+    let listen = listen(f, purpose.settings(f.old_port).0)?;
+    let old_server = f
+        .cluster
         .postmaster()
         .map(|pm| (pm.pid, pm.port.unwrap_or(f.old_port)));
-    for finding in crate::preflight::ports::check(&listen, old_server) {
-        findings.push(finding);
-    }
+    findings.extend(ports::check(&listen, old_server));
     Ok(())
+}
+
+/// Where the new server will listen on `port`: the old server's socket directories and
+/// listen addresses (its command line's, else its configuration's), which it carries.
+fn listen(f: &Facts, port: u16) -> Result<ports::Listen> {
+    let get = |name: &str| match f.cmdline.value(name) {
+        Some(v) => Ok(v),
+        None => f.cluster.setting(&f.runner, &f.old, name),
+    };
+    Ok(ports::Listen {
+        port,
+        socket_dirs: ports::split_list(&get("unix_socket_directories")?)
+            .into_iter()
+            .filter(|d| !d.starts_with('@'))
+            .map(|d| f.cluster.datadir.join(d))
+            .collect(),
+        addresses: ports::split_list(&get("listen_addresses")?),
+        owner_uid: f.cluster.owner.uid,
+    })
+}
+
+/// The port the old server runs on, else the one its command line or configuration sets.
+fn old_port(
+    runner: &Runner,
+    cluster: &Cluster,
+    old: &Install,
+    cmdline: &CommandLine,
+) -> Result<u16> {
+    if let Some(p) = cluster.postmaster().and_then(|p| p.port).or(cmdline.port()) {
+        return Ok(p);
+    }
+    Ok(cluster
+        .setting(runner, old, "port")?
+        .parse()
+        .unwrap_or(5432))
 }
 
 /// What the static phase learned, before any server is touched.
@@ -165,6 +182,8 @@ struct Facts {
     old_port: u16,
     /// The old and new WAL directories when the old cluster keeps its WAL apart.
     waldirs: Option<(PathBuf, PathBuf)>,
+    /// The old server's command line (`postmaster.opts`).
+    cmdline: CommandLine,
 }
 
 /// The old cluster, both installations and the new data directory, inspected and checked
@@ -223,13 +242,10 @@ fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
     let cross_device = space::device_of(&old_datadir) != space::device_of(&new_datadir);
     space_findings(&space, mode, &new_datadir, cross_device, &mut findings);
 
-    let old_port = match cluster.postmaster().and_then(|p| p.port) {
-        Some(p) => p,
-        None => cluster
-            .setting(&runner, &old, "port")?
-            .parse()
-            .unwrap_or(5432),
-    };
+    // Read before any fenced start of the old server, which would overwrite the file.
+    let cmdline = cmdline::read(&old_datadir).unwrap_or_default();
+    findings.extend(cmdline::refusal(&cmdline, &old_datadir));
+    let old_port = old_port(&runner, &cluster, &old, &cmdline)?;
     let facts = Facts {
         root,
         old_layout,
@@ -249,6 +265,7 @@ fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
         space,
         old_port,
         waldirs,
+        cmdline,
     };
     Ok((facts, findings))
 }
@@ -269,10 +286,12 @@ fn build_plan(
                 datadir: &Path,
                 layout: &layout::Layout,
                 port: u16,
-                waldir: Option<&PathBuf>| Side {
+                waldir: Option<&PathBuf>,
+                options: &[String]| Side {
         datadir: datadir.to_path_buf(),
         confdir: layout.confdir().map(Path::to_path_buf),
         waldir: waldir.cloned(),
+        options: options.to_vec(),
         bindir: install.bindir.clone(),
         major: install.major,
         version: install.version.clone(),
@@ -286,6 +305,7 @@ fn build_plan(
             &f.old_layout,
             f.old_port,
             f.waldirs.as_ref().map(|w| &w.0),
+            &f.cmdline.args,
         ),
         new: side(
             &f.new,
@@ -293,6 +313,7 @@ fn build_plan(
             &f.new_layout,
             port,
             f.waldirs.as_ref().map(|w| &w.1),
+            &[],
         ),
         host,
         mode: f.mode,

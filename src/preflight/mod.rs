@@ -68,6 +68,7 @@ pub(crate) const CHECKS: &[Check] = {
     const MODE: &str = "the mode: its minimum target major, one filesystem for `link`, `clone` and `swap`, reflink\n  support for `clone`";
     const SPACE: &str = "free space (what the owner may use, not root's reserve)";
     const PORT: &str = "the new server's port (`--port`, else the old one) is free";
+    const CMDLINE: &str = "the options the old server was started with";
     const CATALOG: &str =
         "the old catalog, read as the owner over the running server's Unix socket";
     const EXTENSIONS: &str = "every extension, every C\n  library used by functions, and every `shared_preload_libraries` entry exists in the new\n  installation";
@@ -108,6 +109,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("no-reflink", Static, MODE),
         check("no-space", Static, SPACE),
         check("port-in-use", Static, PORT),
+        check("command-line-options", Static, CMDLINE),
         check("no-socket", Catalog, CATALOG),
         check("cannot-connect", Catalog, CATALOG),
         check("unclean-shutdown", Catalog, STATE),

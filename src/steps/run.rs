@@ -103,6 +103,11 @@ pub(crate) fn build_new(run: &mut Run<'_>) -> Result<()> {
             "      commented out {c}: the new major rejects it"
         ));
     }
+    for c in &carried.command_line {
+        run.ui.line(&format!(
+            "      carried {c} from the old server's command line into postgresql.auto.conf"
+        ));
+    }
     run.carried = Some(carried);
     run.step("check", State::Checked, "pg_upgrade --check", |r| {
         steps::pg_upgrade::pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, true)

@@ -153,6 +153,16 @@ fn how_rows(out: &mut String, plan: &Plan) {
         "port",
         format!("{} (old {})", plan.new.port, plan.old.port),
     );
+    if !plan.old.options.is_empty() {
+        row(
+            out,
+            "options",
+            format!(
+                "{} (the old server's command line: carried into the new postgresql.auto.conf)",
+                plan.old.options.join(" ")
+            ),
+        );
+    }
     match &plan.initdb {
         Some(o) => row(
             out,
