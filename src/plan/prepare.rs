@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::error::{Finding, Findings};
+use crate::exec::postmaster::Liveness;
 use crate::exec::process::{Owner, Runner};
 use crate::exec::server::{self, Fence};
 use crate::host::layout;
@@ -117,10 +118,17 @@ impl Purpose {
 /// `preflight::ports`).
 fn port_findings(f: &Facts, purpose: Purpose, findings: &mut Findings) -> Result<()> {
     let listen = listen(f, purpose.settings(f.old_port).0)?;
-    let old_server = f
-        .cluster
-        .postmaster()
-        .map(|pm| (pm.pid, pm.port.unwrap_or(f.old_port)));
+    let old_server = match &f.cluster.liveness {
+        Liveness::Running(pm) => ports::Old {
+            pid: Some(pm.pid),
+            live_port: Some(pm.port.unwrap_or(f.old_port)),
+        },
+        Liveness::Stale { pid } => ports::Old {
+            pid: Some(*pid),
+            live_port: None,
+        },
+        Liveness::Stopped => ports::Old::default(),
+    };
     findings.extend(ports::check(&listen, old_server));
     Ok(())
 }

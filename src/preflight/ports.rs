@@ -31,15 +31,23 @@ pub(crate) fn split_list(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// Refusals for what stands in the way of `listen`. `old` is the old server's postmaster pid
-/// and port when it runs: it holds its own socket and port until it stops in the window.
-pub(crate) fn check(listen: &Listen, old: Option<(i32, u16)>) -> Vec<Finding> {
+/// The old cluster's postmaster as `postmaster.pid` names it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Old {
+    /// Its pid, running or killed (a zombie waited for later): its lock file is its own.
+    pub(crate) pid: Option<i32>,
+    /// The port it listens on while it runs, until it stops in the window.
+    pub(crate) live_port: Option<u16>,
+}
+
+/// Refusals for what stands in the way of `listen`; what the old server holds is not in the
+/// way.
+pub(crate) fn check(listen: &Listen, old: Old) -> Vec<Finding> {
     let mut out = Vec::new();
     let fix = "Stop the program that holds it, or pass --port with a free port";
     for dir in &listen.socket_dirs {
         let lock = dir.join(format!(".s.PGSQL.{}.lock", listen.port));
-        if let Some(pid) =
-            lock_holder(&lock, listen.owner_uid).filter(|pid| Some(*pid) != old.map(|o| o.0))
+        if let Some(pid) = lock_holder(&lock, listen.owner_uid).filter(|pid| Some(*pid) != old.pid)
         {
             out.push(Finding::error(
                 "port-in-use",
@@ -56,7 +64,7 @@ pub(crate) fn check(listen: &Listen, old: Option<(i32, u16)>) -> Vec<Finding> {
         }
     }
     // The old server's own listening sockets are on its port: they go when it stops.
-    if old.is_some_and(|o| o.1 == listen.port) {
+    if old.live_port == Some(listen.port) {
         return out;
     }
     for ip in listen.addresses.iter().flat_map(|a| addresses(a)) {
@@ -131,20 +139,29 @@ mod tests {
             addresses: Vec::new(),
             owner_uid: nix::unistd::geteuid().as_raw(),
         };
-        let found = check(&listen, None);
+        let found = check(&listen, Old::default());
         assert_eq!(found.len(), 1);
         assert!(found[0].message.contains(&format!("names process {me}")));
         // The old server's own lock is not in the way: it goes when the old server stops.
-        assert!(check(&listen, Some((i32::try_from(me).unwrap(), 5432))).is_empty());
+        assert!(
+            check(
+                &listen,
+                Old {
+                    pid: Some(i32::try_from(me).unwrap()),
+                    live_port: Some(5432)
+                }
+            )
+            .is_empty()
+        );
         // Another user's process cannot be this owner's server.
         let other = Listen {
             owner_uid: nix::unistd::geteuid().as_raw() + 1,
             ..listen.clone()
         };
-        assert!(check(&other, None).is_empty());
+        assert!(check(&other, Old::default()).is_empty());
         // A stale lock (dead pid) is removed by PostgreSQL itself.
         std::fs::write(dir.path().join(".s.PGSQL.5999.lock"), "999999999\n").unwrap();
-        assert!(check(&listen, None).is_empty());
+        assert!(check(&listen, Old::default()).is_empty());
     }
 
     #[test]
@@ -157,8 +174,17 @@ mod tests {
             addresses: vec!["127.0.0.1".into()],
             owner_uid: 0,
         };
-        assert_eq!(check(&listen, None).len(), 1);
-        assert!(check(&listen, Some((1, port))).is_empty());
+        assert_eq!(check(&listen, Old::default()).len(), 1);
+        assert!(
+            check(
+                &listen,
+                Old {
+                    pid: Some(1),
+                    live_port: Some(port)
+                }
+            )
+            .is_empty()
+        );
         assert_eq!(
             split_list("'/run/postgresql', /tmp"),
             vec!["/run/postgresql", "/tmp"]
