@@ -39,7 +39,7 @@ pub(crate) enum Command {
     /// Go back to the old cluster (copy, clone and copy-file-range modes: until finalize;
     /// link: until the new cluster's first start; swap: until pg_upgrade starts).
     #[command(after_help = EXIT_CODES)]
-    Rollback(ConfirmArgs),
+    Rollback(RollbackArgs),
     /// Remove the old data directory once the new cluster is healthy.
     #[command(after_help = EXIT_CODES)]
     Finalize(ConfirmArgs),
@@ -114,6 +114,18 @@ pub(crate) struct ConfirmArgs {
     /// Print one JSON document on stdout.
     #[arg(long, env = "PGLEAP_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub(crate) json: bool,
+}
+
+/// `rollback`'s options: those of `finalize`, and consent to lose what clients wrote.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RollbackArgs {
+    #[command(flatten)]
+    pub(crate) confirm: ConfirmArgs,
+
+    /// Roll back even though clients wrote to the new cluster after the upgrade: what they
+    /// wrote is lost (without it, rollback refuses and says how many transactions).
+    #[arg(long, env = "PGLEAP_DISCARD_NEW_WRITES", value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) discard_new_writes: bool,
 }
 
 #[cfg(test)]

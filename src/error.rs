@@ -333,6 +333,10 @@ impl Findings {
         self.0.push(f);
     }
 
+    pub(crate) fn extend(&mut self, fs: impl IntoIterator<Item = Finding>) {
+        self.0.extend(fs);
+    }
+
     pub(crate) fn has_errors(&self) -> bool {
         self.0.iter().any(Finding::is_error)
     }

@@ -65,7 +65,8 @@ fn main() -> ExitCode {
         Command::Check(a) => a.json,
         Command::Upgrade(a) => a.common.json,
         Command::Status(a) => a.json,
-        Command::Rollback(a) | Command::Finalize(a) => a.json,
+        Command::Rollback(a) => a.confirm.json,
+        Command::Finalize(a) => a.json,
         Command::Db { .. } | Command::Fs { .. } | Command::Manual { .. } => false,
     };
     let result = run(cli.command);

@@ -1,11 +1,11 @@
-//! `pgleap finalize`: once the new cluster is healthy, remove the old data directory and the
-//! old major's tablespace subdirectories, and say how much space that freed.
+//! `pgleap finalize`: once the new cluster is healthy, remove the old data directory, the
+//! old major's tablespace subdirectories and WAL directory, and say how much space that freed
+//! (what is removed, and what must stay, is decided in `removal`).
 //!
 //! Invariant: nothing is removed unless the journal says `done` and the new cluster answers
 //! a query with the new major; without `--yes` it asks on a terminal and refuses without one.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -19,6 +19,7 @@ use crate::inspect::db;
 use crate::inspect::space::human;
 use crate::plan::prepare::Prepared;
 use crate::state::journal::State;
+use crate::steps::removal;
 use crate::ui::report::Ui;
 
 pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
@@ -59,19 +60,31 @@ pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
             "Make it start and answer queries before removing the old cluster (see its log)",
         ))
     })?;
-    let targets = old_paths(&p);
-    let freed = freed_bytes(&targets);
+    let removal = removal::plan(&plan)?;
+    let kept = removal.kept_inside();
+    let freed = removal.freed_bytes();
+    let mut targets = removal.targets.clone();
+    targets.extend(removal.links.iter().cloned());
     if !args.yes {
         confirm(&targets, freed)?;
     }
-    for (i, t) in targets.iter().enumerate() {
-        crate::exec::ownerfs::remove_tree_as(p.runner.owner(), t).map_err(|e| {
-            Error::PartlyRemoved {
-                source: Box::new(e),
-                removed: targets[..i].to_vec(),
-            }
+    let owner = p.runner.owner();
+    for (i, t) in removal.targets.iter().enumerate() {
+        removal.remove(owner, t).map_err(|e| Error::PartlyRemoved {
+            source: Box::new(e),
+            removed: removal.targets[..i].to_vec(),
         })?;
         ui.line(&format!("  removed {}", t.display()));
+    }
+    removal.remove_links(owner)?;
+    for l in &removal.links {
+        ui.line(&format!("  removed the symlink {}", l.display()));
+    }
+    for k in &kept {
+        ui.line(&format!(
+            "  kept {}: the new cluster uses it (it lies inside the old cluster's directory)",
+            k.display()
+        ));
     }
     j.set_state(State::Finalized)?;
     ui.line(&format!(
@@ -79,7 +92,7 @@ pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
         human(freed),
         plan.new.major
     ));
-    ui.json(&json!({ "ok": true, "removed": targets, "freed_bytes": freed }));
+    ui.json(&json!({ "ok": true, "removed": targets, "kept": kept, "freed_bytes": freed }));
     Ok(())
 }
 
@@ -212,40 +225,6 @@ fn healthy(p: &Prepared) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// The old data directory, its configuration directory when apart (Debian's
-/// /etc/postgresql/N/NAME, as pg_dropcluster removes it), and the old major's subdirectory
-/// of each tablespace.
-fn old_paths(p: &Prepared) -> Vec<PathBuf> {
-    let mut out = vec![p.plan.old.datadir.clone()];
-    out.extend(p.plan.old.confdir.iter().filter(|c| c.exists()).cloned());
-    let prefix = format!("PG_{}_", p.plan.old.major);
-    for t in &p.plan.tablespaces {
-        if let Ok(rd) = std::fs::read_dir(t) {
-            out.extend(
-                rd.filter_map(std::result::Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                    .map(|e| e.path()),
-            );
-        }
-    }
-    out
-}
-
-/// Bytes freed by removing `paths`: files hard-linked into the new cluster (link mode) stay.
-fn freed_bytes(paths: &[PathBuf]) -> u64 {
-    paths
-        .iter()
-        .flat_map(|p| {
-            walkdir::WalkDir::new(p)
-                .into_iter()
-                .filter_map(std::result::Result::ok)
-        })
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file() && m.nlink() == 1)
-        .map(|m| m.len())
-        .sum()
 }
 
 fn confirm(targets: &[PathBuf], freed: u64) -> Result<()> {

@@ -1,15 +1,17 @@
-//! `pgleap rollback`: go back to the old cluster while that is possible.
+//! `pgleap rollback`: go back to the old cluster while that is possible, refusing to discard
+//! what clients wrote to the new cluster unless told to (`--discard-new-writes`).
 
 use serde_json::json;
 
-use crate::cli::ConfirmArgs;
+use crate::cli::RollbackArgs;
 use crate::error::Result;
 use crate::plan::prepare::Prepared;
 use crate::state::journal::State;
 use crate::steps::undo::{self, Discard};
 use crate::ui::report::Ui;
 
-pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
+pub(crate) fn execute(rargs: &RollbackArgs) -> Result<()> {
+    let args = &rargs.confirm;
     let ui = Ui { json: args.json };
     let (_lock, mut j) = super::locked_journal(&args.target)?;
     if j.record.state == State::RolledBack {
@@ -27,6 +29,11 @@ pub(crate) fn execute(args: &ConfirmArgs) -> Result<()> {
         &mut j,
     )?;
     let p = Prepared::from_plan(plan)?;
+    if !rargs.discard_new_writes {
+        if let Some(f) = crate::steps::crossing::lost_writes(&p, &j)? {
+            return Err(f.into());
+        }
+    }
     let discard = if args.yes {
         Discard::Remove
     } else {

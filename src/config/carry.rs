@@ -55,6 +55,7 @@ pub(crate) fn carry(
     layout: &Layout,
     new: &Install,
     port: u16,
+    command_line: &[(String, String)],
 ) -> Result<CarryReport> {
     let mut report = CarryReport::default();
     let versions = match layout {
@@ -96,6 +97,8 @@ pub(crate) fn carry(
         }
         report.copied.push(PathBuf::from(dirs.show(&target)));
     }
+    let auto = dirs.new_data.join("postgresql.auto.conf");
+    report.command_line = carry_command_line(&mut files, &auto, command_line);
     let valid = valid_settings(runner, new, dirs.new_data, setting_names(&files, &outside))?;
     refuse_unknown_outside(&outside, &valid, new.major)?;
     comment_unknown(&mut files, &valid, new.major, dirs, &mut report);
@@ -311,6 +314,42 @@ fn referenced_files(s: &Setting, conf_dir: &Path, old_datadir: &Path) -> Vec<Pat
 /// Makes the new cluster listen on `port`: rewrites the last `port` line in effect, or
 /// appends one to postgresql.conf (`main`). postgresql.auto.conf (`auto`) is read last and
 /// wins; then postgresql.conf.
+/// Appends the settings the old server got on its command line to the new
+/// postgresql.auto.conf, which like the command line wins over postgresql.conf: the new server
+/// then runs as the old one did. Returns them as `name = value`.
+fn carry_command_line(
+    files: &mut Vec<ConfFile>,
+    auto: &Path,
+    settings: &[(String, String)],
+) -> Vec<String> {
+    if settings.is_empty() {
+        return Vec::new();
+    }
+    if !files.iter().any(|f| f.new == auto) {
+        files.push(ConfFile {
+            new: auto.to_path_buf(),
+            lines: Vec::new(),
+            settings: true,
+            mode: None,
+        });
+    }
+    let Some(f) = files.iter_mut().find(|f| f.new == auto) else {
+        return Vec::new();
+    };
+    f.lines.push(
+        "# pgleap: from the old server's command line (postmaster.opts), which overrode the configuration files"
+            .into(),
+    );
+    settings
+        .iter()
+        .map(|(name, value)| {
+            let line = format!("{name} = '{}'", value.replace('\'', "''"));
+            f.lines.push(line.clone());
+            line
+        })
+        .collect()
+}
+
 fn set_port(files: &mut [ConfFile], main: &Path, auto: &Path, port: u16) {
     for path in [auto, main] {
         if let Some(f) = files.iter_mut().find(|f| f.new == path) {

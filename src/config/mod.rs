@@ -29,4 +29,7 @@ pub(crate) struct CarryReport {
     pub(crate) rewritten: Vec<String>,
     pub(crate) commented: Vec<String>,
     pub(crate) shared_outside: Vec<PathBuf>,
+    /// Settings carried from the old server's command line (`name = value`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) command_line: Vec<String>,
 }

@@ -77,6 +77,31 @@ pub(crate) fn start(
     fence: Option<(&Fence, u16)>,
     logfile: &Path,
 ) -> Result<()> {
+    let options = fence.map(|(f, port)| f.server_options(port));
+    start_with(runner, bindir, datadir, options, logfile)
+}
+
+/// Starts a server with the command-line options it last ran with (`postmaster.opts`, the
+/// old server in a rollback), and waits until it accepts connections.
+pub(crate) fn start_as_ran(
+    runner: &Runner,
+    bindir: &Path,
+    datadir: &Path,
+    options: &[String],
+    logfile: &Path,
+) -> Result<()> {
+    let options = (!options.is_empty()).then(|| shell_words::join(options));
+    start_with(runner, bindir, datadir, options, logfile)
+}
+
+/// `pg_ctl start`, with `options` for the server (pg_ctl hands them to a shell).
+fn start_with(
+    runner: &Runner,
+    bindir: &Path,
+    datadir: &Path,
+    options: Option<String>,
+    logfile: &Path,
+) -> Result<()> {
     let mut args: Vec<String> = vec![
         "start".into(),
         "-D".into(),
@@ -87,9 +112,9 @@ pub(crate) fn start(
         "-l".into(),
         logfile.display().to_string(),
     ];
-    if let Some((f, port)) = fence {
+    if let Some(o) = options {
         args.push("-o".into());
-        args.push(f.server_options(port));
+        args.push(o);
     }
     runner
         .run(

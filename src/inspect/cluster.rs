@@ -22,6 +22,12 @@ pub(crate) struct ControlData {
     pub(crate) wal_segment_bytes: u64,
     pub(crate) block_size: u64,
     pub(crate) catalog_version: String,
+    /// "Latest checkpoint location": moves whenever a server on the directory checkpoints,
+    /// its shutdown included.
+    pub(crate) checkpoint: String,
+    /// "Latest checkpoint's NextXID" as one 64-bit number (epoch << 32 | xid): after a clean
+    /// shutdown, the next transaction id the cluster would assign.
+    pub(crate) next_xid: Option<u64>,
 }
 
 impl ControlData {
@@ -39,6 +45,12 @@ impl ControlData {
             wal_segment_bytes: fields.get("Bytes per WAL segment")?.parse().ok()?,
             block_size: fields.get("Database block size")?.parse().ok()?,
             catalog_version: (*fields.get("Catalog version number")?).to_string(),
+            checkpoint: fields
+                .get("Latest checkpoint location")
+                .map_or_else(String::new, |v| (*v).to_string()),
+            next_xid: fields
+                .get("Latest checkpoint's NextXID")
+                .and_then(|v| parse_full_xid(v)),
         })
     }
 
@@ -46,6 +58,33 @@ impl ControlData {
     pub(crate) fn cleanly_shut_down(&self) -> bool {
         self.state == "shut down" || self.state == "shut down in recovery"
     }
+}
+
+/// `epoch:xid` (pg_controldata's NextXID) as one 64-bit transaction id.
+fn parse_full_xid(v: &str) -> Option<u64> {
+    let (epoch, xid) = v.split_once(':')?;
+    Some((epoch.trim().parse::<u64>().ok()? << 32) | xid.trim().parse::<u64>().ok()?)
+}
+
+/// Runs `pg_controldata` of `install` on any data directory (the new cluster's, say).
+pub(crate) fn control_data_of(
+    runner: &Runner,
+    install: &Install,
+    datadir: &Path,
+) -> crate::error::Result<ControlData> {
+    let out = runner.run(
+        &install.pg_controldata(),
+        &[datadir.as_os_str()],
+        &Opts {
+            log_name: Some("pg_controldata"),
+            ..Opts::default()
+        },
+    )?;
+    ControlData::parse(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+        crate::error::Error::ControlDataUnreadable {
+            datadir: datadir.to_path_buf(),
+        }
+    })
 }
 
 /// One tablespace: the symlink in `pg_tblspc` and where it points.
@@ -364,6 +403,8 @@ Database cluster state:               shut down
 Database block size:                  8192
 Bytes per WAL segment:                16777216
 Data page checksum version:           1
+Latest checkpoint location:           0/1A2B3C8
+Latest checkpoint's NextXID:          1:760
 ";
 
     #[test]
@@ -374,6 +415,8 @@ Data page checksum version:           1
         assert_eq!(c.wal_segment_bytes, 16 * 1024 * 1024);
         assert_eq!(c.block_size, 8192);
         assert_eq!(c.catalog_version, "202307071");
+        assert_eq!(c.checkpoint, "0/1A2B3C8");
+        assert_eq!(c.next_xid, Some((1 << 32) + 760));
         assert!(c.cleanly_shut_down());
     }
 

@@ -70,6 +70,11 @@ pub(crate) enum Request {
         #[command(flatten)]
         target: Target,
     },
+    /// The next transaction id the server would assign (JSON), without assigning one.
+    NextXid {
+        #[command(flatten)]
+        target: Target,
+    },
     /// CHECKPOINT, so that a shutdown right after has little left to write.
     Checkpoint {
         #[command(flatten)]
@@ -172,6 +177,19 @@ pub(crate) fn serve(request: Request) -> Result<()> {
                     .map_err(|e| pg_error("querying the server", &e))?
                     .get(0);
                 Ok(serde_json::to_string(&v.parse::<u32>().unwrap_or(0)))
+            }
+            Request::NextXid { target } => {
+                let (client, _) = connect_any(&target, "postgres").await?;
+                // txid_* (10+; pg_current_snapshot is 13+): xmax is the next id to assign.
+                let v: String = client
+                    .query_one(
+                        "SELECT txid_snapshot_xmax(txid_current_snapshot())::text",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| pg_error("querying the server", &e))?
+                    .get(0);
+                Ok(serde_json::to_string(&v.parse::<u64>().unwrap_or(0)))
             }
             Request::Analyze {
                 target,

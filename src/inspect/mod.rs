@@ -3,7 +3,9 @@
 
 pub(crate) mod catalog;
 pub(crate) mod cluster;
+pub(crate) mod cmdline;
 pub(crate) mod db;
 pub(crate) mod install;
+pub(crate) mod paths;
 pub(crate) mod pgpass;
 pub(crate) mod space;

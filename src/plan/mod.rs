@@ -159,6 +159,13 @@ pub(crate) struct Side {
     /// `/etc/postgresql/N/NAME`): what `pg_ctl -D`, `postgres -D` and pg_upgrade are given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) confdir: Option<PathBuf>,
+    /// Where `pg_wal` points when the WAL lives apart (`initdb --waldir`), resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) waldir: Option<PathBuf>,
+    /// The server's command-line options (`postmaster.opts`, `-D` left out): the old one is
+    /// started with them again on rollback, and the settings they give are carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) options: Vec<String>,
     pub(crate) bindir: PathBuf,
     pub(crate) major: u32,
     pub(crate) version: String,

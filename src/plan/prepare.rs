@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::error::{Finding, Findings};
+use crate::exec::postmaster::Liveness;
 use crate::exec::process::{Owner, Runner};
 use crate::exec::server::{self, Fence};
 use crate::host::layout;
@@ -16,6 +17,7 @@ use crate::host::root::{absolute, host_root, under};
 use crate::host::service;
 use crate::inspect::catalog::{self, Catalog};
 use crate::inspect::cluster::{Cluster, ControlData};
+use crate::inspect::cmdline::{self, CommandLine};
 use crate::inspect::db;
 use crate::inspect::install::{self, Install, Role};
 use crate::inspect::space::{self, FsNeed, Usage};
@@ -24,6 +26,7 @@ use crate::plan::{self, InitdbOptions, Mode, Plan, Side};
 use crate::preflight::layout::{check_layout_version, host_findings};
 use crate::preflight::mode::choose_mode;
 use crate::preflight::owner::{check_not_disabled, check_owner, explain_unreadable};
+use crate::preflight::ports;
 use crate::preflight::space::space_findings;
 use crate::preflight::target::{check_new_confdir, check_target};
 use crate::preflight::versions::check_versions;
@@ -85,7 +88,8 @@ fn refuse_with(findings: &mut Findings, f: Finding) -> Error {
 }
 
 pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
-    let (f, findings) = static_phase(args)?;
+    let (f, mut findings) = static_phase(args)?;
+    port_findings(&f, purpose, &mut findings)?;
     // Static checks refuse here, before any server is started or stopped.
     let mut findings = findings.into_result()?;
     let catalog = read_catalog(args, purpose, &f, &mut findings)?;
@@ -112,6 +116,75 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     })
 }
 
+impl Purpose {
+    /// The new port (`--port`, else the old one), whether to analyze, whether to leave the
+    /// new cluster stopped.
+    fn settings(self, old_port: u16) -> (u16, bool, bool) {
+        match self {
+            Purpose::Check => (old_port, true, false),
+            Purpose::Upgrade {
+                port,
+                analyze,
+                leave_stopped,
+            } => (port.unwrap_or(old_port), analyze, leave_stopped),
+        }
+    }
+}
+
+/// Refuses, before the old server stops, a new port that another program holds (see
+/// `preflight::ports`).
+fn port_findings(f: &Facts, purpose: Purpose, findings: &mut Findings) -> Result<()> {
+    let listen = listen(f, purpose.settings(f.old_port).0)?;
+    let old_server = match &f.cluster.liveness {
+        Liveness::Running(pm) => ports::Old {
+            pid: Some(pm.pid),
+            live_port: Some(pm.port.unwrap_or(f.old_port)),
+        },
+        Liveness::Stale { pid } => ports::Old {
+            pid: Some(*pid),
+            live_port: None,
+        },
+        Liveness::Stopped => ports::Old::default(),
+    };
+    findings.extend(ports::check(&listen, old_server));
+    Ok(())
+}
+
+/// Where the new server will listen on `port`: the old server's socket directories and
+/// listen addresses (its command line's, else its configuration's), which it carries.
+fn listen(f: &Facts, port: u16) -> Result<ports::Listen> {
+    let get = |name: &str| match f.cmdline.value(name) {
+        Some(v) => Ok(v),
+        None => f.cluster.setting(&f.runner, &f.old, name),
+    };
+    Ok(ports::Listen {
+        port,
+        socket_dirs: ports::split_list(&get("unix_socket_directories")?)
+            .into_iter()
+            .filter(|d| !d.starts_with('@'))
+            .map(|d| f.cluster.datadir.join(d))
+            .collect(),
+        addresses: ports::split_list(&get("listen_addresses")?),
+        owner_uid: f.cluster.owner.uid,
+    })
+}
+
+/// The port the old server runs on, else the one its command line or configuration sets.
+fn old_port(
+    runner: &Runner,
+    cluster: &Cluster,
+    old: &Install,
+    cmdline: &CommandLine,
+) -> Result<u16> {
+    if let Some(p) = cluster.postmaster().and_then(|p| p.port).or(cmdline.port()) {
+        return Ok(p);
+    }
+    Ok(cluster
+        .setting(runner, old, "port")?
+        .parse()
+        .unwrap_or(5432))
+}
+
 /// What the static phase learned, before any server is touched.
 struct Facts {
     root: PathBuf,
@@ -132,6 +205,10 @@ struct Facts {
     tablespaces: Vec<PathBuf>,
     space: Vec<FsNeed>,
     old_port: u16,
+    /// The old and new WAL directories when the old cluster keeps its WAL apart.
+    waldirs: Option<(PathBuf, PathBuf)>,
+    /// The old server's command line (`postmaster.opts`).
+    cmdline: CommandLine,
 }
 
 /// The old cluster, both installations and the new data directory, inspected and checked
@@ -181,17 +258,21 @@ fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
         .iter()
         .map(|t| t.location.clone())
         .collect();
+    let waldirs = crate::preflight::placement::choose(
+        &old_datadir,
+        &new_datadir,
+        &tablespaces,
+        (cluster.major, new.major),
+        &mut findings,
+    );
     let space = space::needs(&usage, &new_datadir, &tablespaces, mode.copies_data());
     let cross_device = space::device_of(&old_datadir) != space::device_of(&new_datadir);
     space_findings(&space, mode, &new_datadir, cross_device, &mut findings);
 
-    let old_port = match cluster.postmaster().and_then(|p| p.port) {
-        Some(p) => p,
-        None => cluster
-            .setting(&runner, &old, "port")?
-            .parse()
-            .unwrap_or(5432),
-    };
+    // Read before any fenced start of the old server, which would overwrite the file.
+    let cmdline = cmdline::read(&old_datadir).unwrap_or_default();
+    findings.extend(cmdline::refusal(&cmdline, &old_datadir));
+    let old_port = old_port(&runner, &cluster, &old, &cmdline)?;
     let facts = Facts {
         root,
         old_layout,
@@ -210,6 +291,8 @@ fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
         tablespaces,
         space,
         old_port,
+        waldirs,
+        cmdline,
     };
     Ok((facts, findings))
 }
@@ -233,23 +316,23 @@ fn build_plan(
     catalog: Option<&Catalog>,
     host: service::Host,
 ) -> Plan {
-    let (port, analyze, leave_stopped) = match purpose {
-        Purpose::Check => (f.old_port, true, false),
-        Purpose::Upgrade {
-            port,
-            analyze,
-            leave_stopped,
-        } => (port.unwrap_or(f.old_port), analyze, leave_stopped),
-    };
+    let (port, analyze, leave_stopped) = purpose.settings(f.old_port);
     let jobs = args.jobs.map_or_else(
         || std::thread::available_parallelism().map_or(1, usize::from),
         |j| j as usize,
     );
     let downtime_inputs = downtime_inputs(f, catalog, jobs);
     let estimate = plan::estimate::estimate(&downtime_inputs, None);
-    let side = |install: &Install, datadir: &Path, layout: &layout::Layout, port: u16| Side {
+    let side = |install: &Install,
+                datadir: &Path,
+                layout: &layout::Layout,
+                port: u16,
+                waldir: Option<&PathBuf>,
+                options: &[String]| Side {
         datadir: datadir.to_path_buf(),
         confdir: layout.confdir().map(Path::to_path_buf),
+        waldir: waldir.cloned(),
+        options: options.to_vec(),
         bindir: install.bindir.clone(),
         major: install.major,
         version: install.version.clone(),
@@ -257,8 +340,22 @@ fn build_plan(
     };
     Plan {
         layout: f.old_layout.clone(),
-        old: side(&f.old, &f.cluster.datadir, &f.old_layout, f.old_port),
-        new: side(&f.new, &f.new_datadir, &f.new_layout, port),
+        old: side(
+            &f.old,
+            &f.cluster.datadir,
+            &f.old_layout,
+            f.old_port,
+            f.waldirs.as_ref().map(|w| &w.0),
+            &f.cmdline.args,
+        ),
+        new: side(
+            &f.new,
+            &f.new_datadir,
+            &f.new_layout,
+            port,
+            f.waldirs.as_ref().map(|w| &w.1),
+            &[],
+        ),
         host,
         mode: f.mode,
         mode_reason: f.mode_reason.clone(),
@@ -356,7 +453,7 @@ fn resolve_new_datadir(
     new_major: u32,
 ) -> Result<PathBuf, Finding> {
     if let Some(d) = &args.target.new_datadir {
-        return Ok(absolute(d));
+        return Ok(crate::inspect::paths::normalized(d));
     }
     layout::versioned_sibling(old, old_major, new_major).ok_or_else(|| {
         Finding::error(

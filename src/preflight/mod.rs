@@ -7,6 +7,8 @@ pub(crate) mod extensions;
 pub(crate) mod layout;
 pub(crate) mod mode;
 pub(crate) mod owner;
+pub(crate) mod placement;
+pub(crate) mod ports;
 pub(crate) mod prepared;
 pub(crate) mod space;
 pub(crate) mod target;
@@ -61,8 +63,9 @@ pub(crate) const CHECKS: &[Check] = {
         "the old cluster is PostgreSQL 10 or newer, and the target is a\n  newer major";
     const NEW_VERSION: &str =
         "`--new-version`, when given beside `--new-bindir`, names that installation's major";
-    const TARGET: &str =
-        "the new data directory can be chosen, does not overlap the old one, is absent or empty";
+    const TARGET: &str = "the new data directory can be chosen, does not overlap the old one or a tablespace, is\n  absent or empty";
+    const TABLESPACE_INSIDE: &str = "a tablespace inside the old data directory";
+    const WALDIR: &str = "when the old cluster keeps its WAL apart (`initdb --waldir`";
     const STATE: &str = "the server state from `pg_controldata`";
     const BINDIR_WRITABLE: &str = "as root, no user but root can change the bin directories";
     const TABLESPACE_TARGET: &str =
@@ -71,6 +74,8 @@ pub(crate) const CHECKS: &[Check] = {
     const LAYOUT: &str = "the host layout (see [Hosts](#hosts))";
     const MODE: &str = "the mode: its minimum target major, one filesystem for `link`, `clone` and `swap`, reflink\n  support for `clone`";
     const SPACE: &str = "free space (what the owner may use, not root's reserve)";
+    const PORT: &str = "the new server's port (`--port`, else the old one) is free";
+    const CMDLINE: &str = "the options the old server was started with";
     const CATALOG: &str =
         "the old catalog, read as the owner over the running server's Unix socket";
     const EXTENSIONS: &str = "every extension, every C\n  library used by functions, and every `shared_preload_libraries` entry exists in the new\n  installation";
@@ -107,12 +112,18 @@ pub(crate) const CHECKS: &[Check] = {
         check("target-not-empty", Static, TARGET),
         check("target-unusable", Static, TARGET),
         check("target-not-writable", Static, TARGET),
+        check("tablespace-overlaps-target", Static, TARGET),
+        check("tablespace-inside-datadir", Static, TABLESPACE_INSIDE),
+        check("waldir-overlaps", Static, WALDIR),
+        check("waldir-not-empty", Static, WALDIR),
         check("confdir-not-writable", Static, LAYOUT),
         check("new-confdir-not-empty", Static, LAYOUT),
         check("mode-unsupported", Static, MODE),
         check("cross-device", Static, MODE),
         check("no-reflink", Static, MODE),
         check("no-space", Static, SPACE),
+        check("port-in-use", Static, PORT),
+        check("command-line-options", Static, CMDLINE),
         check("no-socket", Catalog, CATALOG),
         check("cannot-connect", Catalog, CATALOG),
         check("unclean-shutdown", Catalog, STATE),
@@ -134,6 +145,9 @@ pub(crate) const CHECKS: &[Check] = {
         check("point-of-no-return", Command, ""),
         check("swap-started", Command, ""),
         check("not-done", Command, ""),
+        check("old-datadir-identity", Command, ""),
+        check("new-writes", Command, ""),
+        check("new-writes-unknown", Command, ""),
         check("new-unhealthy", Command, ""),
         check("confirm", Command, ""),
         check("not-confirmed", Command, ""),

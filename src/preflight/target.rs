@@ -7,7 +7,7 @@ use crate::error::{Finding, Findings};
 use crate::exec::process::Owner;
 use crate::inspect::cluster::Cluster;
 use crate::inspect::install::Install;
-use crate::inspect::space;
+use crate::inspect::{paths, space};
 
 pub(crate) fn check_target(
     old: &Path,
@@ -25,13 +25,21 @@ pub(crate) fn check_target(
     findings
         .0
         .extend(existing_tablespace_dirs(&locations, new_install.major));
-    if new.starts_with(old) || old.starts_with(new) {
+    if paths::overlap(old, new) {
+        let shown = |given: &Path| {
+            let real = paths::canonical(given);
+            if given == real {
+                given.display().to_string()
+            } else {
+                format!("{} (resolved: {})", given.display(), real.display())
+            }
+        };
         findings.push(Finding::error(
             "target-overlaps",
             format!(
                 "the new data directory {} overlaps the old one {}",
-                new.display(),
-                old.display()
+                shown(new),
+                shown(old)
             ),
             "Pass --new-datadir with a separate directory",
         ));

@@ -85,6 +85,14 @@ pub(crate) struct Record {
     /// resume if need be.
     #[serde(default)]
     pub(crate) window_started_ms: Option<u64>,
+    /// The new cluster's latest checkpoint location when pg_upgrade finished: a server that
+    /// ran on it since has moved it (see `crossing`).
+    #[serde(default)]
+    pub(crate) new_checkpoint: Option<String>,
+    /// The new cluster's next transaction id once pgleap's own work on it was done: writes
+    /// by clients since then are what a rollback would discard (see `crossing`).
+    #[serde(default)]
+    pub(crate) new_next_xid: Option<u64>,
     pub(crate) started_at: u64,
     pub(crate) updated_at: u64,
     /// What proves which directories are this upgrade's (see `state::identity`).
@@ -126,6 +134,8 @@ impl Journal {
             steps: Vec::new(),
             downtime_seconds: None,
             window_started_ms: None,
+            new_checkpoint: None,
+            new_next_xid: None,
             started_at: now(),
             updated_at: now(),
             identity: Identity::default(),

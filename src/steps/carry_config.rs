@@ -22,5 +22,19 @@ pub(crate) fn carry_config(p: &Prepared, datadir: &Path, confdir: &Path) -> Resu
         &p.plan.layout,
         &p.new,
         p.plan.new.port,
+        &command_line_settings(&p.plan.old.options),
     )
+}
+
+/// The settings the old server's command line gave, but its port: the new one's is set apart.
+fn command_line_settings(options: &[String]) -> Vec<(String, String)> {
+    let cl = crate::inspect::cmdline::CommandLine {
+        args: options.to_vec(),
+    };
+    cl.settings()
+        .0
+        .into_iter()
+        .filter(|g| g.name != "port")
+        .map(|g| (g.name, g.value))
+        .collect()
 }

@@ -15,6 +15,11 @@ pub(crate) fn initdb(p: &Prepared, datadir: &Path) -> Result<()> {
     create_owned_dir(datadir, p.runner.owner())?;
     let mut args = vec!["-D".to_string(), datadir.display().to_string()];
     args.extend(opts.args(p.new.major));
+    if let Some(wal) = &p.plan.new.waldir {
+        // Beside the old cluster's WAL directory, on the volume chosen for WAL.
+        create_owned_dir(wal, p.runner.owner())?;
+        args.push(format!("--waldir={}", wal.display()));
+    }
     // The new cluster's files are replaced by pg_upgrade; no need to fsync them twice.
     args.push("--no-sync".into());
     p.runner.run(

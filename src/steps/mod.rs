@@ -5,9 +5,11 @@
 
 pub(crate) mod analyze;
 pub(crate) mod carry_config;
+pub(crate) mod crossing;
 pub(crate) mod extensions;
 pub(crate) mod initdb;
 pub(crate) mod pg_upgrade;
+pub(crate) mod removal;
 pub(crate) mod run;
 pub(crate) mod servers;
 pub(crate) mod start_new;

@@ -60,6 +60,15 @@ impl Run<'_> {
         let started = self.ui.step(n, STEPS.len(), name, what);
         self.journal.begin(name)?;
         let out = f(self)?;
+        if matches!(
+            reached,
+            State::NewStarted | State::ExtensionsUpdated | State::Analyzed
+        ) {
+            // Journaled with the state it belongs to: what clients write after it is what a
+            // rollback would discard.
+            self.journal.record.new_next_xid =
+                new_next_xid(self.p).or(self.journal.record.new_next_xid);
+        }
         let d = self.ui.step_done(started, "");
         self.journal.finish(name, reached, d.as_secs_f64())?;
         interrupt::fault(&format!("after:{name}"));
@@ -119,6 +128,11 @@ pub(crate) fn build_new(run: &mut Run<'_>) -> Result<()> {
             "      commented out {c}: the new major rejects it"
         ));
     }
+    for c in &carried.command_line {
+        run.ui.line(&format!(
+            "      carried {c} from the old server's command line into postgresql.auto.conf"
+        ));
+    }
     run.carried = Some(carried);
     run.step("check", State::Checked, "pg_upgrade --check", |r| {
         steps::pg_upgrade::pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, true)
@@ -166,7 +180,20 @@ pub(crate) fn switch(run: &mut Run<'_>) -> Result<()> {
     run.journal.record.identity.old_control_mtime =
         identity::control_mtime(&run.p.plan.old.datadir);
     run.journal.write()?;
+    // Without this record, a later rollback judges a start from pg_control's state alone.
+    if let Err(e) = crate::steps::crossing::record_checkpoint(run.p, &mut run.journal) {
+        tracing::warn!("cannot record the new cluster's checkpoint: {e}");
+    }
     Ok(())
+}
+
+/// The new cluster's next transaction id, once pgleap's own work on it is done. Best effort:
+/// without it, rollback cannot count what clients wrote.
+fn new_next_xid(p: &Prepared) -> Option<u64> {
+    crate::steps::crossing::next_xid(p)
+        .inspect_err(|e| tracing::warn!("cannot read the new cluster's next transaction id: {e}"))
+        .ok()
+        .flatten()
 }
 
 /// From the new cluster's first start to the end, resuming at the journaled state. The

@@ -82,7 +82,14 @@ pub(crate) fn start(p: &Prepared, which: Which, logfile: &Path) -> Result<String
     let how = control.start.describe("start");
     match &control.start {
         Manager::PgCtl => {
-            server::start(&p.runner, &install.bindir, &s.conf_dir(), None, logfile)?;
+            // The old server comes back as it ran, command-line options included.
+            server::start_as_ran(
+                &p.runner,
+                &install.bindir,
+                &s.conf_dir(),
+                &s.options,
+                logfile,
+            )?;
             return Ok(how);
         }
         m => run_manager(p, which, m, "start")?,

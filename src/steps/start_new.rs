@@ -29,12 +29,6 @@ pub(crate) fn start_new(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
             before: "start-new".into(),
         });
     }
-    if !p.plan.mode.old_survives_start() {
-        // Journal the point of no return before crossing it: if pgleap dies during the
-        // start, rollback must not assume the old data files are unchanged.
-        run.journal.record.point_of_no_return = true;
-        run.journal.write()?;
-    }
     let what = if leave_running {
         format!("{what} ({})", p.plan.host.new.start.describe("start"))
     } else {
@@ -53,15 +47,26 @@ pub(crate) fn start_new(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
             )
         }
     });
-    if let Err(Error::Interrupted { .. }) = &started {
-        // The signal came between the check above and the step's own: nothing started.
-        run.journal.record.point_of_no_return = false;
+    // The point of no return is crossed once a postmaster has actually run on the new
+    // cluster (a start refused for a port in use never got that far). If pgleap dies during
+    // the start, rollback looks at the new data directory itself (crossing::new_has_run).
+    let crossed = !p.plan.mode.old_survives_start()
+        && (started.is_ok()
+            || !matches!(started, Err(Error::Interrupted { .. }))
+                && crate::steps::crossing::new_has_run(p, &run.journal).unwrap_or(true));
+    if crossed {
+        run.journal.record.point_of_no_return = true;
         run.journal.write()?;
     }
     started.map_err(|e| {
         let state = if p.plan.mode.old_survives_start() {
             format!(
                 "the old cluster at {} is stopped and intact; pgleap rollback brings it back",
+                p.plan.old.datadir.display()
+            )
+        } else if !crossed {
+            format!(
+                "no server ran on the new cluster, so the old cluster at {} is stopped and intact; pgleap rollback brings it back",
                 p.plan.old.datadir.display()
             )
         } else {

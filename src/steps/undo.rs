@@ -72,6 +72,17 @@ pub(crate) fn roll_back(
     discard: Discard,
     log_dir: &Path,
 ) -> Result<Vec<String>> {
+    let shares_files = !p.plan.mode.old_survives_start() && p.plan.mode != Mode::Swap;
+    if shares_files
+        && !j.record.point_of_no_return
+        && j.record.state >= State::Upgraded
+        && j.record.state < State::RolledBack
+        && crate::steps::crossing::new_has_run(p, j)?
+    {
+        // pgleap died while starting it, or someone else started it: its files are changed.
+        j.record.point_of_no_return = true;
+        j.write()?;
+    }
     if let Some(f) = impossible(j) {
         return Err(Error::Refused { findings: vec![f] });
     }
@@ -168,6 +179,9 @@ fn stop_servers(p: &Prepared, j: &Journal) -> Result<Vec<String>> {
 /// What a rollback may discard, each proven to be this upgrade's.
 struct Targets {
     new: Option<PathBuf>,
+    /// The new cluster's own WAL directory (`initdb --waldir`), proven by the new data
+    /// directory's `pg_wal` link pointing at it.
+    waldir: Option<PathBuf>,
     tablespaces: Vec<PathBuf>,
     confdir: Option<PathBuf>,
 }
@@ -217,8 +231,16 @@ impl Targets {
                 });
             }
         }
+        let waldir = p.plan.new.waldir.clone().filter(|w| {
+            new.as_ref().is_some_and(|n| {
+                std::fs::read_link(n.join("pg_wal")).is_ok_and(|l| {
+                    crate::inspect::paths::canonical(&l) == crate::inspect::paths::canonical(w)
+                })
+            })
+        });
         Ok(Targets {
             new,
+            waldir,
             tablespaces,
             confdir,
         })
@@ -249,6 +271,9 @@ impl Targets {
                 discard_path(owner, new, discard, stamp)
             };
             out.push((new.clone(), result));
+        }
+        if let Some(wal) = &self.waldir {
+            out.push((wal.clone(), discard_path(owner, wal, discard, stamp)));
         }
         if let Some(confdir) = &self.confdir {
             let new = &p.plan.new.datadir;

@@ -110,6 +110,13 @@ fn where_rows(out: &mut String, plan: &Plan) {
             plan.new.datadir.display()
         ),
     );
+    if let (Some(o), Some(n)) = (&plan.old.waldir, &plan.new.waldir) {
+        row(
+            out,
+            "wal",
+            format!("{} → {} (initdb --waldir)", o.display(), n.display()),
+        );
+    }
     let layout = match (&plan.layout, &plan.new.confdir) {
         (l, Some(c)) => format!("{} → {}", l.describe(), c.display()),
         (l, None) => l.describe(),
@@ -159,6 +166,16 @@ fn how_rows(out: &mut String, plan: &Plan) {
         "port",
         format!("{} (old {})", plan.new.port, plan.old.port),
     );
+    if !plan.old.options.is_empty() {
+        row(
+            out,
+            "options",
+            format!(
+                "{} (the old server's command line: carried into the new postgresql.auto.conf)",
+                plan.old.options.join(" ")
+            ),
+        );
+    }
     match &plan.initdb {
         Some(o) => row(
             out,
