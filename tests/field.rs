@@ -518,3 +518,32 @@ fn command_line_options_that_cannot_be_carried_are_refused_by_name() {
         run.stderr
     );
 }
+
+// Issue 11 #3, with a `check` first: the fenced start of a stopped old cluster and
+// `pg_upgrade --check` each rewrite postmaster.opts, so a `check` before the `upgrade` lost the
+// old server's command line and the new server came back without it.
+#[test]
+fn command_line_options_survive_a_check_of_the_stopped_cluster() {
+    let fx = Fixture::new(16).build();
+    let sock = owned_dir(&fx.root.path().join("sock2"));
+    let port = common::port();
+    start_with_options(
+        &fx,
+        &format!("-p {port} -k {} -c max_connections=33", sock.display()),
+    );
+    fx.stop();
+    let opts = fx.datadir.join("postmaster.opts");
+    let before = std::fs::read_to_string(&opts).unwrap();
+    assert!(before.contains("max_connections=33"), "{before}");
+    fx.pgleap(fx.args("check", 17, &[])).success();
+    assert_eq!(std::fs::read_to_string(&opts).unwrap(), before);
+    let doc = upgrade(&fx, 17, &["--mode", "copy"]);
+    assert_eq!(doc["plan"]["new"]["port"], port);
+    assert_eq!(
+        doc["config"]["command_line"],
+        serde_json::json!([
+            format!("unix_socket_directories = '{}'", sock.display()),
+            "max_connections = '33'"
+        ])
+    );
+}

@@ -35,6 +35,38 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// Puts back, when dropped, the old cluster's `postmaster.opts` as it was before `check`
+/// started it: the fenced start and `pg_upgrade --check` each rewrite the file, and the
+/// command line it records is what `upgrade` carries to the new cluster and what rollback
+/// restarts the old server with. Declared before the guard that stops the server, so that it
+/// runs after it. The owner writes the file back.
+struct RestoreOpts {
+    path: PathBuf,
+    text: String,
+    owner: Owner,
+}
+
+impl RestoreOpts {
+    fn new(datadir: &Path, owner: Owner) -> Option<RestoreOpts> {
+        let path = datadir.join("postmaster.opts");
+        let text = crate::inspect::cmdline::read_nofollow(&path)?;
+        Some(RestoreOpts { path, text, owner })
+    }
+}
+
+impl Drop for RestoreOpts {
+    fn drop(&mut self) {
+        if crate::inspect::cmdline::read_nofollow(&self.path).as_deref() == Some(&self.text) {
+            return;
+        }
+        if let Err(e) =
+            crate::exec::ownerfs::write(&self.owner, &self.path, self.text.as_bytes(), 0o600)
+        {
+            tracing::warn!("cannot restore {}: {e}", self.path.display());
+        }
+    }
+}
+
 pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
     // A signal kills the running child at once; `Cleanup` then stops what it started.
     interrupt::install(interrupt::OnSignal::Abort);
@@ -54,9 +86,11 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
         Some(d) if d.is_dir() => crate::state::oldlock::OldLock::shared(d)?,
         _ => None,
     };
-    let _old_guard = old
-        .filter(|d| !matches!(postmaster::liveness(d), Liveness::Running(_)))
-        .and_then(|d| owner_of(&d).map(|o| StopOnDrop(d, o, true)));
+    let stopped = old.filter(|d| !matches!(postmaster::liveness(d), Liveness::Running(_)));
+    let _opts_guard = stopped
+        .as_ref()
+        .and_then(|d| owner_of(d).and_then(|o| RestoreOpts::new(d, o)));
+    let _old_guard = stopped.and_then(|d| owner_of(&d).map(|o| StopOnDrop(d, o, true)));
     let mut p = prepare(args, Purpose::Check)?;
     let (carried, estimate) = if !p.findings.has_errors() && p.plan.initdb.is_some() {
         let (c, e) = scratch_check(&mut p, ui)?;

@@ -31,7 +31,7 @@ const OWN_FILES: [&str; 2] = ["config_file", "data_directory"];
 /// Reads `DATADIR/postmaster.opts`; `None` when there is none, it cannot be parsed, or it
 /// records a start by pgleap or pg_upgrade.
 pub(crate) fn read(datadir: &Path) -> Option<CommandLine> {
-    let text = std::fs::read_to_string(datadir.join("postmaster.opts")).ok()?;
+    let text = read_nofollow(&datadir.join("postmaster.opts"))?;
     let words = shell_words::split(text.trim()).ok()?;
     let mut args = Vec::new();
     let mut it = words.into_iter().skip(1);
@@ -49,6 +49,24 @@ pub(crate) fn read(datadir: &Path) -> Option<CommandLine> {
                 && crate::exec::server::is_fence_dir(Path::new(&g.value))
         });
     (!ours).then_some(cl)
+}
+
+/// The file's text when it is a regular file of reasonable size: the data directory is the
+/// owner's, and a link planted there must not make root read (and carry) another file.
+pub(crate) fn read_nofollow(path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(64 * 1024).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 impl CommandLine {
@@ -167,6 +185,21 @@ pub(crate) fn refusal(cl: &CommandLine, datadir: &Path) -> Option<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_planted_link_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "postgres \"-c\" \"shared_buffers=1GB\"\n").unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::symlink(&secret, data.join("postmaster.opts")).unwrap();
+        assert_eq!(read_nofollow(&data.join("postmaster.opts")), None);
+        assert_eq!(read(&data), None);
+        std::fs::remove_file(data.join("postmaster.opts")).unwrap();
+        std::fs::copy(&secret, data.join("postmaster.opts")).unwrap();
+        assert_eq!(read(&data).unwrap().args, ["-c", "shared_buffers=1GB"]);
+    }
 
     fn from(text: &str) -> Option<CommandLine> {
         let dir = tempfile::tempdir().unwrap();
