@@ -1,5 +1,6 @@
-//! One test per way major upgrades fail in the field (/work/shared/FIELD-FAILURES.md), each
-//! named by the comment above it. Small fixtures; real clusters, binaries and pg_upgrade.
+//! One test per way major upgrades fail in the field (the field-failure list of the design
+//! notes, FIELD-FAILURES.md), each named by the comment above it. Small fixtures; real
+//! clusters, binaries and pg_upgrade.
 
 mod common;
 
