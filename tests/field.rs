@@ -547,3 +547,47 @@ fn command_line_options_survive_a_check_of_the_stopped_cluster() {
         ])
     );
 }
+
+// A versioned layout under a root-owned mount point (`/data` holding `/data/16`): the owner
+// cannot add or remove entries there, so rollback left the new directory in place ("could not
+// move aside ... Permission denied") and a second upgrade was then refused.
+#[test]
+fn rollback_and_finalize_work_in_a_root_owned_parent() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !common::is_root() {
+        eprintln!("skipped: a root-owned parent needs root");
+        return;
+    }
+    let fx = Fixture::new(16).build();
+    let parent = fx.datadir.parent().unwrap().to_path_buf();
+    std::os::unix::fs::chown(&parent, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let names = || -> BTreeSet<String> {
+        std::fs::read_dir(&parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    };
+    upgrade(&fx, 17, &["--mode", "copy"]);
+    let run = after(&fx, "rollback", &[]);
+    run.success();
+    let after_rollback = names();
+    assert!(after_rollback.contains("16"), "{after_rollback:?}");
+    assert!(
+        !after_rollback.contains("17"),
+        "{after_rollback:?}\n{}",
+        run.stderr
+    );
+    assert!(
+        after_rollback
+            .iter()
+            .any(|n| n.starts_with("17.rolled-back-")),
+        "{after_rollback:?}"
+    );
+    upgrade(&fx, 17, &["--mode", "copy"]);
+    after(&fx, "finalize", &["--yes"]).success();
+    let left = names();
+    assert!(!left.contains("16"), "{left:?}");
+    assert!(parent.join("17/PG_VERSION").exists(), "{left:?}");
+}

@@ -344,6 +344,39 @@ pub(crate) fn move_tree_as(owner: &Owner, from: &Path, to: &Path) -> Result<()> 
     run(owner, req, &["move-tree".into(), p(from), p(to)], &[]).map(|_| ())
 }
 
+/// Whether `path` lies in a directory only root can change while pgleap runs as root for
+/// another owner (such as a root-owned mount point `/data` holding `/data/15`): there the owner
+/// cannot add or remove entries, and root can without being misled, since nobody else can
+/// swap what the name refers to.
+pub(crate) fn only_root_controls(owner: &Owner, path: &Path) -> bool {
+    owner.needs_switch() && root_controlled(path.parent().unwrap_or(Path::new("/")))
+}
+
+/// Removes a whole tree as the owner; where only root controls its directory, the owner
+/// empties it and root removes the empty directory (rmdir follows no link).
+pub(crate) fn remove_tree_where(owner: &Owner, dir: &Path) -> Result<()> {
+    let is_dir = std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir());
+    if !is_dir || !only_root_controls(owner, dir) {
+        return remove_tree_as(owner, dir);
+    }
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io("cannot read", dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io("cannot read", dir, e))?;
+        remove_tree_as(owner, &entry.path())?;
+    }
+    std::fs::remove_dir(dir).map_err(|e| Error::io("cannot remove", dir, e))
+}
+
+/// Renames within a directory as the owner; where only root controls that directory, root
+/// renames (rename follows no link, and both names are entries of root's directory).
+pub(crate) fn rename_where(owner: &Owner, from: &Path, to: &Path) -> Result<()> {
+    if only_root_controls(owner, from) && from.parent() == to.parent() {
+        std::fs::rename(from, to).map_err(|e| Error::io("cannot rename", from, e))
+    } else {
+        rename_as(owner, from, to)
+    }
+}
+
 /// [`write`], done by root itself when only root controls `path`'s directory (root's own
 /// files, as a root-owned /etc/postgresql/N/NAME holds).
 pub(crate) fn write_where(owner: &Owner, path: &Path, bytes: &[u8], mode: u32) -> Result<()> {

@@ -142,7 +142,7 @@ impl Removal {
     /// Removes the symlinks whose targets are gone.
     pub(crate) fn remove_links(&self, owner: &Owner) -> Result<()> {
         for l in &self.links {
-            if only_root_controls(owner, l) {
+            if ownerfs::only_root_controls(owner, l) {
                 // unlink follows no link, and only root can change this directory.
                 std::fs::remove_file(l).map_err(|e| Error::io("cannot remove", l, e))?;
             } else {
@@ -153,32 +153,12 @@ impl Removal {
     }
 }
 
-/// Whether `path` lies in a directory only root can change while pgleap runs as root for
-/// another owner: there the owner cannot unlink, and root can without being misled.
-fn only_root_controls(owner: &Owner, path: &Path) -> bool {
-    owner.needs_switch() && ownerfs::root_controlled(path.parent().unwrap_or(Path::new("/")))
-}
-
-/// Removes a whole tree as the owner; in a directory only root controls, the owner empties
-/// it and root removes the empty directory (rmdir follows no link).
-fn remove_tree(owner: &Owner, dir: &Path) -> Result<()> {
-    if !only_root_controls(owner, dir) {
-        return ownerfs::remove_tree_as(owner, dir);
-    }
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::io("cannot read", dir, e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io("cannot read", dir, e))?;
-        ownerfs::remove_tree_as(owner, &entry.path())?;
-    }
-    std::fs::remove_dir(dir).map_err(|e| Error::io("cannot remove", dir, e))
-}
-
 fn remove_around(owner: &Owner, dir: &Path, keep: &[PathBuf]) -> Result<()> {
     if keep.iter().any(|k| dir.starts_with(k)) {
         return Ok(());
     }
     if !keep.iter().any(|k| k.starts_with(dir)) {
-        return remove_tree(owner, dir);
+        return ownerfs::remove_tree_where(owner, dir);
     }
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io("cannot read", dir, e))?;
     for entry in rd {

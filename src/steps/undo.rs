@@ -355,12 +355,12 @@ pub(crate) fn restore_control(owner: &Owner, old: &Path) -> Result<Option<String
 fn discard_path(owner: &Owner, path: &Path, discard: Discard, stamp: u64) -> Result<String> {
     match discard {
         Discard::Remove => {
-            ownerfs::remove_tree_as(owner, path)?;
+            ownerfs::remove_tree_where(owner, path)?;
             Ok(format!("removed {}", path.display()))
         }
         Discard::MoveAside => {
             let to = aside(path, stamp);
-            ownerfs::rename_as(owner, path, &to)?;
+            ownerfs::rename_where(owner, path, &to)?;
             Ok(format!("moved {} to {}", path.display(), to.display()))
         }
     }
