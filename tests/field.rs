@@ -3,35 +3,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use common::{Fixture, Run, bindir, chown};
 
-type Snapshot = BTreeMap<PathBuf, (u64, u32, u128)>;
-
-/// Asserts two snapshots are equal, listing only the entries that differ.
-#[track_caller]
-fn assert_unchanged(before: &Snapshot, after: &Snapshot, what: &str) {
-    let keys: BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
-    let changed: Vec<String> = keys
-        .into_iter()
-        .filter(|k| before.get(*k) != after.get(*k))
-        .map(|k| {
-            format!(
-                "  {}: {:?} -> {:?}",
-                k.display(),
-                before.get(k),
-                after.get(k)
-            )
-        })
-        .collect();
-    assert!(
-        changed.is_empty(),
-        "{what} changed files on disk (path: (size, mode, mtime)):\n{}",
-        changed.join("\n")
-    );
-}
+use common::assert_unchanged;
 
 /// Runs pgleap, asserts a refusal quoting `message` and that nothing below the fixture root
 /// changed.

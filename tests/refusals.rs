@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -17,30 +16,7 @@ use common::{Fixture, Run, bindir};
 /// Both subcommands: `check` and `upgrade` share the preflight and must refuse alike.
 const BOTH: [&str; 2] = ["check", "upgrade"];
 
-type Snapshot = BTreeMap<PathBuf, (u64, u32, u128)>;
-
-/// Asserts two snapshots are equal, listing only the entries that differ.
-#[track_caller]
-fn assert_unchanged(before: &Snapshot, after: &Snapshot, what: &str) {
-    let keys: BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
-    let changed: Vec<String> = keys
-        .into_iter()
-        .filter(|k| before.get(*k) != after.get(*k))
-        .map(|k| {
-            format!(
-                "  {}: {:?} -> {:?}",
-                k.display(),
-                before.get(k),
-                after.get(k)
-            )
-        })
-        .collect();
-    assert!(
-        changed.is_empty(),
-        "{what} changed files on disk (path: (size, mode, mtime)):\n{}",
-        changed.join("\n")
-    );
-}
+use common::{Snapshot, assert_unchanged};
 
 /// Runs pgleap with `args`, asserts a refusal quoting `message`, that nothing below `root`
 /// changed and that `new_datadir` was not created.

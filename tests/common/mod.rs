@@ -591,6 +591,32 @@ fn strip_qualifiers(line: &str) -> String {
     out
 }
 
+/// Path -> (size, mode, mtime) of every entry below a directory, as `snapshot` returns.
+pub type Snapshot = BTreeMap<PathBuf, (u64, u32, u128)>;
+
+/// Asserts two snapshots are equal, listing only the entries that differ.
+#[track_caller]
+pub fn assert_unchanged(before: &Snapshot, after: &Snapshot, what: &str) {
+    let keys: std::collections::BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
+    let changed: Vec<String> = keys
+        .into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| {
+            format!(
+                "  {}: {:?} -> {:?}",
+                k.display(),
+                before.get(k),
+                after.get(k)
+            )
+        })
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "{what} changed files on disk (path: (size, mode, mtime)):\n{}",
+        changed.join("\n")
+    );
+}
+
 /// Every file and directory below `dir` with its size, mode and mtime: equal snapshots mean
 /// nothing was written.
 pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, u32, u128)> {
