@@ -15,6 +15,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::UNIX_EPOCH;
 
+pub mod reflink;
+
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 /// A port unique within this test process; distinct processes get distinct ranges.
