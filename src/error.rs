@@ -77,6 +77,11 @@ pub(crate) enum Error {
     )]
     ServerStoppedStarting { how: String, datadir: PathBuf },
 
+    /// A rehearsal ran, but its upgraded copy differs from the copy (or its smoke queries
+    /// failed): the report lists what.
+    #[error("the rehearsal found {what}; the report lists them")]
+    RehearsalFailed { what: String },
+
     /// A `--stop-command` returned but the server kept running.
     #[error(
         "the stop command returned, but the {side} server at {} is still running a minute later",
