@@ -394,3 +394,52 @@ fn not_enough_space_for_the_copy_is_refused_before_anything_is_written() {
         .collect();
     assert!(unexpected.is_empty(), "the refusal changed {unexpected:?}");
 }
+
+#[test]
+fn an_interrupted_rehearsal_leaves_the_serving_cluster_alone() {
+    let fx = Fixture::new(16).running().build();
+    let gate = fx.root.path().join("go");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgleap"))
+        .args(fx.args("rehearse", 17, &[]))
+        .env(
+            "PGLEAP_FAULT",
+            format!("before:pg_upgrade:pause={}", gate.display()),
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let scratch = fx.datadir.parent().unwrap().join(".pgleap-rehearse-16");
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while !scratch.join("new/PG_VERSION").exists()
+        || !scratch.join("old/global/pg_control").exists()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rehearsal never reached pg_upgrade"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    std::fs::write(&gate, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("pgleap: the rehearsal stopped"), "{stderr}");
+    assert!(
+        stderr.contains("The old cluster was not touched."),
+        "{stderr}"
+    );
+    assert!(
+        !scratch.exists(),
+        "the interrupted rehearsal left {}",
+        scratch.display()
+    );
+    // The old server kept serving and still answers as 16.
+    let version = fx.sql("postgres", "SHOW server_version_num");
+    assert!(version.starts_with("16"), "{version}");
+    assert_eq!(fx.sql("postgres", "SELECT count(*) FROM t").trim(), "1000");
+}

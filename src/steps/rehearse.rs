@@ -100,24 +100,29 @@ pub(crate) fn rehearse(args: &CheckArgs, o: &Options, ui: Ui) -> Result<Rehearsa
     if !need.enough() {
         return Err(no_space(&need));
     }
-    let scratch = copy::create(&dir, &real, o.keep)?;
+    let mut scratch = copy::create(&dir, &real, o.keep)?;
     real.runner.set_log_dir(scratch.logs());
-    ui.line(&format!(
-        "rehearsing in {}: copying the cluster by {}",
-        dir.display(),
-        method.describe()
-    ));
-    let started = Instant::now();
-    let copied = copy::make_copy(&real, &scratch, method, o.max_rate.as_deref())?;
-    let copy_report = copy_report(method, copied, started.elapsed().as_secs_f64());
-    ui.line(&format!(
-        "      copied {} in {:.1}s",
-        space::human(copied.bytes),
-        copy_report.seconds
-    ));
-    copy::isolate_config(&real, &scratch.old())?;
-    let (pipeline, after) = upgrade_copy(args, o, &real, &scratch, ui)?;
-    let (smoke, items) = after;
+    let (copy_report, pipeline, smoke, items) = match on_copy(args, o, &real, &scratch, method, ui)
+    {
+        Ok(done) => done,
+        Err(e) => {
+            // A failure is kept for its logs (the next rehearse removes it); an
+            // interrupt is not.
+            let interrupted = e.exit_code() == crate::error::EXIT_INTERRUPTED;
+            scratch.keep |= !interrupted;
+            // The copy's own state and next command do not concern the user.
+            let (step, e) = match e {
+                Error::Step { step, source, .. } => (Some(step), *source),
+                e => (None, e),
+            };
+            return Err(Error::RehearsalStopped {
+                step,
+                scratch: dir,
+                kept: scratch.keep,
+                source: Box::new(e),
+            });
+        }
+    };
     let pressure = real_pressure(&real);
     let downtime = downtime(&real, &pipeline, pressure.as_ref(), &copy_report);
     let report = Rehearsal {
@@ -146,6 +151,33 @@ pub(crate) fn rehearse(args: &CheckArgs, o: &Options, ui: Ui) -> Result<Rehearsa
 fn finish(mut r: Rehearsal) -> Rehearsal {
     r.ok = r.proof.equal && r.smoke.as_ref().is_none_or(|s| s.ok);
     r
+}
+
+/// The copy, then the pipeline and the proof on it.
+fn on_copy(
+    args: &CheckArgs,
+    o: &Options,
+    real: &Prepared,
+    scratch: &Scratch,
+    method: Method,
+    ui: Ui,
+) -> Result<(CopyReport, Pipeline, Option<Smoke>, Vec<Item>)> {
+    ui.line(&format!(
+        "rehearsing in {}: copying the cluster by {}",
+        scratch.dir.display(),
+        method.describe()
+    ));
+    let started = Instant::now();
+    let copied = copy::make_copy(real, scratch, method, o.max_rate.as_deref())?;
+    let copy_report = copy_report(method, copied, started.elapsed().as_secs_f64());
+    ui.line(&format!(
+        "      copied {} in {:.1}s",
+        space::human(copied.bytes),
+        copy_report.seconds
+    ));
+    copy::isolate_config(real, &scratch.old())?;
+    let (pipeline, (smoke, items)) = upgrade_copy(args, o, real, scratch, ui)?;
+    Ok((copy_report, pipeline, smoke, items))
 }
 
 /// Refuses what a rehearsal cannot copy safely yet, and a scratch area overlapping the
