@@ -399,7 +399,7 @@ fn not_enough_space_for_the_copy_is_refused_before_anything_is_written() {
 fn an_interrupted_rehearsal_leaves_the_serving_cluster_alone() {
     let fx = Fixture::new(16).running().build();
     let gate = fx.root.path().join("go");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pgleap"))
+    let child = Command::new(env!("CARGO_BIN_EXE_pgleap"))
         .args(fx.args("rehearse", 17, &[]))
         .env(
             "PGLEAP_FAULT",

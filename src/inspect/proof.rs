@@ -274,14 +274,13 @@ pub(crate) fn compare(
         }
         let (b, a) = (b.unwrap_or(&empty), a.unwrap_or(&empty));
         if let Some((sb, sa)) = schemas.get(db) {
-            let digest =
-                |s: &str| format!("{} lines, digest {:016x}", s.lines().count(), digest_of(s));
+            let (before, after) = schema_texts(sb, sa);
             out.push(item(
                 db,
                 "schema",
                 "pg_dump --schema-only",
-                Some(digest(sb)),
-                Some(digest(sa)),
+                Some(before),
+                Some(after),
             ));
         }
         let tables: std::collections::BTreeSet<&String> =
@@ -326,6 +325,29 @@ pub(crate) fn compare(
         }
     }
     out
+}
+
+/// How two normalized schema dumps are reported: their size and digest, and where they
+/// differ, the first line that does.
+fn schema_texts(before: &str, after: &str) -> (String, String) {
+    let digest = |s: &str| format!("{} lines, digest {:016x}", s.lines().count(), digest_of(s));
+    let (mut b, mut a) = (digest(before), digest(after));
+    if before != after {
+        let (lb, la): (Vec<&str>, Vec<&str>) = (before.lines().collect(), after.lines().collect());
+        let n = lb
+            .iter()
+            .zip(&la)
+            .position(|(x, y)| x != y)
+            .unwrap_or(lb.len().min(la.len()));
+        let at = |lines: &[&str]| {
+            lines
+                .get(n)
+                .map_or_else(|| "(end)".to_string(), |l| (*l).to_string())
+        };
+        b = format!("{b}; line {}: {}", n + 1, at(&lb));
+        a = format!("{a}; line {}: {}", n + 1, at(&la));
+    }
+    (b, a)
 }
 
 /// A content digest of a schema dump, for the report (equality is what matters).
@@ -442,5 +464,14 @@ mod tests {
         assert_eq!(normalize_schema(a), normalize_schema(b));
         let c = b.replace("id integer", "id bigint");
         assert_ne!(normalize_schema(a), normalize_schema(&c));
+        let (before, after) = schema_texts(&normalize_schema(a), &normalize_schema(&c));
+        assert!(
+            before.ends_with("line 4: CREATE TABLE t (id integer);"),
+            "{before}"
+        );
+        assert!(
+            after.ends_with("line 4: CREATE TABLE t (id bigint);"),
+            "{after}"
+        );
     }
 }

@@ -260,9 +260,12 @@ pub(crate) fn make_copy(
 /// The live old server's socket, port and roles to try.
 pub(crate) fn live_target(p: &Prepared) -> Result<db::Target> {
     let Liveness::Running(pm) = crate::exec::postmaster::liveness(&p.plan.old.datadir) else {
-        return Err(Error::ServerDidNotStart {
-            how: "the old server stopped during the rehearsal".into(),
-            datadir: p.plan.old.datadir.clone(),
+        return Err(Error::Database {
+            what: format!(
+                "cannot reach the old server of {}",
+                p.plan.old.datadir.display()
+            ),
+            detail: "it stopped during the rehearsal".into(),
         });
     };
     let socket = pm.socket_dir.clone().ok_or_else(|| Error::Refused {
