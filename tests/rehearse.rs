@@ -139,6 +139,17 @@ fn rehearse_a_serving_cluster_then_upgrade_as_predicted() {
     .collect();
     let tablespace_before = common::snapshot(fx.tablespace.as_ref().unwrap());
     let mut writer = Writer::start(&fx);
+    // The writer's table, index and sequence are the only user relations that change.
+    let written: Vec<String> = fx
+        .sql(
+            "postgres",
+            "SELECT pg_relation_filepath(r) FROM unnest(ARRAY['w', 'w_pkey', 'w_id_seq']::regclass[]) r",
+        )
+        .lines()
+        .map(str::to_string)
+        .collect();
+    fx.sql("postgres", "CHECKPOINT");
+    let datadir_before = common::snapshot(&fx.datadir);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let run = std::thread::scope(|s| {
         let w = s.spawn(|| writer.write_for(&stop));
@@ -180,6 +191,19 @@ fn rehearse_a_serving_cluster_then_upgrade_as_predicted() {
             path.display()
         );
     }
+    let unexpected: Vec<PathBuf> = changed(&datadir_before, &common::snapshot(&fx.datadir))
+        .into_iter()
+        .filter(|p| !written_by_a_start_and_stop(&fx.datadir, p))
+        .filter(|p| {
+            !written
+                .iter()
+                .any(|w| p.to_string_lossy().starts_with(w.as_str()))
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "the old data directory changed: {unexpected:?}"
+    );
     let tablespace_after = common::snapshot(fx.tablespace.as_ref().unwrap());
     let added: Vec<&PathBuf> = tablespace_after
         .keys()
