@@ -100,6 +100,7 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
         .and_then(|d| owner_of(d).and_then(|o| RestoreOpts::new(d, o)));
     let _old_guard = stopped.and_then(|d| owner_of(&d).map(|o| StopOnDrop(d, o, true)));
     let mut p = prepare(args, Purpose::Check)?;
+    p.plan.steps = crate::steps::order::names();
     let (carried, estimate) = if !p.findings.has_errors() && p.plan.initdb.is_some() {
         let (c, e) = scratch_check(&mut p, ui)?;
         ui.line(&format!(
