@@ -120,6 +120,26 @@ impl Writer {
     }
 }
 
+/// Every write the client sent landed in the old cluster, and none waited a second.
+fn assert_writes_landed(fx: &Fixture, sent: u64) {
+    let landed: u64 = fx
+        .sql("postgres", "SELECT count(*) FROM w")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(landed, sent, "writes lost");
+    assert!(sent > 20, "the client wrote only {sent} rows");
+    let gap: f64 = fx
+        .sql(
+            "postgres",
+            "SELECT coalesce(max(extract(epoch FROM at - prev)), 0) FROM (SELECT at, lag(at) OVER (ORDER BY id) AS prev FROM w) g",
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(gap < 1.0, "a write waited {gap:.2}s");
+}
+
 #[test]
 fn rehearse_a_serving_cluster_then_upgrade_as_predicted() {
     let fx = Fixture::new(16).rich().tablespace().running().build();
@@ -165,23 +185,7 @@ fn rehearse_a_serving_cluster_then_upgrade_as_predicted() {
     // /tmp has no reflinks: the copy came from pg_basebackup over the owner's socket.
     assert_eq!(doc["copy"]["method"], "base-backup", "{:#}", doc["copy"]);
     assert_all_equal(&doc, 12);
-    // Every write landed in the old cluster, none waited a second.
-    let landed: u64 = fx
-        .sql("postgres", "SELECT count(*) FROM w")
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(landed, sent, "writes lost");
-    assert!(sent > 20, "the client wrote only {sent} rows");
-    let gap: f64 = fx
-        .sql(
-            "postgres",
-            "SELECT coalesce(max(extract(epoch FROM at - prev)), 0) FROM (SELECT at, lag(at) OVER (ORDER BY id) AS prev FROM w) g",
-        )
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(gap < 1.0, "a write waited {gap:.2}s");
+    assert_writes_landed(&fx, sent);
     // The old cluster's configuration and tablespace are as they were; nothing was left.
     for (path, bytes) in &config {
         assert_eq!(

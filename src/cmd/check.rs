@@ -119,6 +119,7 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
     let ui = Ui { json: args.json };
     let _held = hold_old(args)?;
     let mut p = prepare(args, Purpose::Check)?;
+    p.plan.steps = crate::steps::order::names();
     let (carried, estimate) = if !p.findings.has_errors() && p.plan.initdb.is_some() {
         let (c, e) = scratch_check(&mut p, ui)?;
         ui.line(&format!(

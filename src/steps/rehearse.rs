@@ -3,7 +3,7 @@
 //!
 //! The real plan is prepared first (its refusals refuse the rehearsal, its warnings are the
 //! report's); then the copy (see `rehearse_copy`), its proof captured on a fenced start; then
-//! the same pipeline `upgrade` runs (`run::build_new`, `switch`, `after_upgrade`) on the
+//! the same steps `upgrade` carries out (`run::carry_out`) on the
 //! copy, in link mode, on a spare port, with a plain layout and no hooks, its journal and logs
 //! in the scratch area; then the proof again on the upgraded copy, fenced.
 //!
@@ -33,7 +33,8 @@ use crate::steps::rehearse_report::{
     CopyReport, Downtime, Pipeline, ProofReport, downtime, kept_note, proof_report, real_pressure,
     upgrade_command,
 };
-use crate::steps::run::{Run, after_upgrade, auto_rollback, build_new, switch};
+use crate::steps::run::carry_out;
+use crate::steps::step::Run;
 use crate::ui::report::Ui;
 
 /// What the user asked of the rehearsal beside the upgrade's own options.
@@ -369,6 +370,7 @@ fn run_pipeline(
         leave_stopped: true,
     };
     let mut p = prepare(&copy_args, purpose)?;
+    p.plan.steps = crate::steps::order::names();
     if p.findings.has_errors() {
         return Err(Error::Refused {
             findings: p.findings.0.clone(),
@@ -380,21 +382,8 @@ fn run_pipeline(
     crate::steps::create_owned_dir(&log_dir, p.runner.owner())?;
     p.runner.set_log_dir(log_dir.clone());
     let journal = Journal::create(&p.plan, p.plan.old_running)?;
-    let mut run = Run {
-        p: &p,
-        ui,
-        journal,
-        log_dir,
-        warnings: p.findings.0.clone(),
-        carried: None,
-        estimate: None,
-        analyzed: None,
-        boot: None,
-    };
-    if let Err(e) = build_new(&mut run).and_then(|()| switch(&mut run)) {
-        return Err(auto_rollback(&mut run, e));
-    }
-    after_upgrade(&mut run)?;
+    let mut run = Run::new(&p, ui, journal, log_dir, p.findings.0.clone());
+    carry_out(&mut run)?;
     let r = &run.journal.record;
     Ok(Pipeline {
         steps: r.steps.clone(),
@@ -421,7 +410,7 @@ fn spare_port(avoid: u16) -> u16 {
 /// to the plan's jobs).
 fn capture(p: &Prepared, socket: &Path, port: u16) -> Result<(Capture, BTreeMap<String, String>)> {
     let users = vec![
-        crate::steps::extensions::superuser(p),
+        crate::steps::step::superuser(p),
         p.runner.owner().name.clone(),
     ];
     let target = db::Target::new(socket, port, users);
@@ -493,7 +482,7 @@ fn smoke(p: &Prepared, file: &Path, socket: &Path, port: u16) -> Smoke {
         "-p".into(),
         port.to_string(),
         "-U".into(),
-        crate::steps::extensions::superuser(p),
+        crate::steps::step::superuser(p),
         "-d".into(),
         "postgres".into(),
         "-c".into(),
@@ -552,7 +541,7 @@ fn delete_a_row(p: &Prepared, before: &Capture, socket: &Path, port: u16) -> Res
         "-p".into(),
         port.to_string(),
         "-U".into(),
-        crate::steps::extensions::superuser(p),
+        crate::steps::step::superuser(p),
         "-d".into(),
         db,
         "-c".into(),

@@ -276,7 +276,7 @@ pub(crate) fn live_target(p: &Prepared) -> Result<db::Target> {
         )],
     })?;
     let users = vec![
-        crate::steps::extensions::superuser(p),
+        crate::steps::step::superuser(p),
         p.runner.owner().name.clone(),
     ];
     Ok(db::Target::new(
