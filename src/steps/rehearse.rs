@@ -238,26 +238,21 @@ fn choose_method(p: &Prepared, dir: &Path) -> Method {
     }
 }
 
-/// The copy (nothing for reflinks) and the upgraded copy's new catalog, on the scratch
-/// area's filesystem.
+/// The copy (nothing for what reflinks share) and the upgraded copy's new catalog, on the
+/// scratch area's filesystem.
 fn space_need(p: &Prepared, dir: &Path, method: Method) -> FsNeed {
     let probe = space::existing_ancestor(dir);
-    let shares_extents = method == Method::ReflinkBackup
-        || (method == Method::FileCopy
-            && space::device_of(&probe) == space::device_of(&p.plan.old.datadir)
-            && space::supports_reflink(&probe));
-    let copy = if shares_extents {
-        0
-    } else {
-        copy::copy_bytes(p)
-    };
+    let device = space::device_of(&probe);
+    let reflinks = method == Method::ReflinkBackup
+        || (method == Method::FileCopy && space::supports_reflink(&probe));
+    let copy = copy::copy_bytes(p, device, reflinks);
     let usage = space::Usage::measure(&p.cluster);
     let catalog = space::needs(&usage, dir, &[], false)
         .first()
         .map_or(0, |n| n.needed);
     FsNeed {
         path: dir.to_path_buf(),
-        device: space::device_of(&probe),
+        device,
         needed: copy + catalog,
         free: space::free_bytes(&probe),
     }

@@ -130,15 +130,23 @@ pub(crate) fn clean_leftovers(dir: &Path, owner: &Owner) -> Result<Option<String
     )))
 }
 
-/// Bytes the copy itself takes on the scratch filesystem (nothing when reflinked).
-pub(crate) fn copy_bytes(p: &Prepared) -> u64 {
-    let datadir = &p.plan.old.datadir;
-    let mut bytes = space::dir_bytes(datadir);
+/// Bytes the copy takes on the scratch filesystem. With `reflinks`, files on the scratch
+/// area's own filesystem share their extents and cost nothing; the others (a tablespace or
+/// WAL directory on another filesystem) are copied.
+pub(crate) fn copy_bytes(p: &Prepared, scratch_device: u64, reflinks: bool) -> u64 {
+    let cost = |dir: &Path| {
+        if reflinks && space::device_of(dir) == scratch_device {
+            0
+        } else {
+            space::dir_bytes(dir)
+        }
+    };
+    let mut bytes = cost(&p.plan.old.datadir);
     if let Some(w) = &p.plan.old.waldir {
-        bytes += space::dir_bytes(w);
+        bytes += cost(w);
     }
     for (_, dir) in version_dirs(p) {
-        bytes += space::dir_bytes(&dir);
+        bytes += cost(&dir);
     }
     bytes
 }
