@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
@@ -470,4 +471,62 @@ fn an_interrupted_rehearsal_leaves_the_serving_cluster_alone() {
     let version = fx.sql("postgres", "SHOW server_version_num");
     assert!(version.starts_with("16"), "{version}");
     assert_eq!(fx.sql("postgres", "SELECT count(*) FROM t").trim(), "1000");
+}
+
+/// A cluster configured the postgresql-common way, below the fixture root: the data
+/// directory in `var/lib/postgresql/16/main`, its configuration in `etc/postgresql/16/main`
+/// (with data_directory, hba_file, ident_file, external_pid_file and `conf.d`).
+fn postgresql_common_cluster() -> (Fixture, PathBuf) {
+    let fx = Fixture::new(16)
+        .layout("var/lib/postgresql/{major}/main")
+        .rich()
+        .build();
+    let root = fx.root.path();
+    let confdir = root.join("etc/postgresql/16/main");
+    std::fs::create_dir_all(confdir.join("conf.d")).unwrap();
+    for f in ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] {
+        std::fs::rename(fx.datadir.join(f), confdir.join(f)).unwrap();
+    }
+    let pid = root.join("16-main.pid");
+    let mut conf = std::fs::read_to_string(confdir.join("postgresql.conf")).unwrap();
+    write!(
+        conf,
+        "data_directory = '{}'\nhba_file = '{c}/pg_hba.conf'\nident_file = '{c}/pg_ident.conf'\nexternal_pid_file = '{}'\ncluster_name = '16/main'\ninclude_dir = 'conf.d'\n",
+        fx.datadir.display(),
+        pid.display(),
+        c = confdir.display()
+    )
+    .unwrap();
+    std::fs::write(confdir.join("postgresql.conf"), conf).unwrap();
+    std::fs::write(confdir.join("conf.d/tuning.conf"), "work_mem = '8MB'\n").unwrap();
+    for d in confdir
+        .ancestors()
+        .take_while(|a| a.starts_with(root) && *a != root)
+    {
+        common::chown(d);
+    }
+    (fx, confdir)
+}
+
+#[test]
+fn rehearse_a_cluster_configured_outside_its_data_directory() {
+    let (fx, confdir) = postgresql_common_cluster();
+    let conf_before = common::snapshot(&confdir);
+    let root = fx.root.path().display().to_string();
+    let mut args = fx.args("rehearse", 17, &["--json", "--root", &root]);
+    args[2] = confdir.display().to_string();
+    let run = fx.pgleap(&args);
+    run.success();
+    let layout = format!("Debian cluster 16/main, config in {}", confdir.display());
+    assert!(run.stderr.contains(&layout), "{}", run.stderr);
+    let doc = run.json();
+    assert_all_equal(&doc, 12);
+    common::assert_unchanged(&conf_before, &common::snapshot(&confdir), "rehearse (/etc)");
+    // The copy's server never wrote the original's external pid file.
+    assert!(!fx.root.path().join("16-main.pid").exists());
+    assert!(
+        siblings(&fx, ".pgleap-").is_empty(),
+        "left {:?}",
+        siblings(&fx, ".pgleap-")
+    );
 }

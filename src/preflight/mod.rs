@@ -155,7 +155,6 @@ pub(crate) const CHECKS: &[Check] = {
         check("checkpoint-failed", Command, ""),
         check("update-extensions-failed", Command, ""),
         check("analyze-failed", Command, ""),
-        check("rehearse-layout", Command, REHEARSE),
         check("rehearse-scratch-overlaps", Command, REHEARSE),
         check("rehearse-scratch-exists", Command, REHEARSE),
         check("rehearse-no-space", Command, REHEARSE),
