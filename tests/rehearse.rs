@@ -240,15 +240,28 @@ fn rehearse_a_serving_cluster_then_upgrade_as_predicted() {
     );
 }
 
+/// `rehearse` arguments for the postgresql-common cluster: its configuration directory
+/// below the fixture's root.
+fn common_args(fx: &Fixture, confdir: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let root = fx.root.path().display().to_string();
+    let mut with_root = vec!["--root", root.as_str()];
+    with_root.extend_from_slice(extra);
+    let mut args = fx.args("rehearse", 17, &with_root);
+    args[2] = confdir.display().to_string();
+    args
+}
+
 #[test]
 fn rehearse_a_stopped_cluster_changes_nothing_and_cleans_an_interrupted_one() {
-    let fx = Fixture::new(16).rich().tablespace().build();
+    // Configured the postgresql-common way: the copy gets the configuration from /etc.
+    let (fx, confdir) = postgresql_common_cluster();
     let before = common::snapshot(&fx.datadir);
     let ts_before = common::snapshot(fx.tablespace.as_ref().unwrap());
+    let conf_before = common::snapshot(&confdir);
 
     // Killed in the middle of the copy's upgrade: the scratch area stays behind.
     let killed = Command::new(env!("CARGO_BIN_EXE_pgleap"))
-        .args(fx.args("rehearse", 17, &[]))
+        .args(common_args(&fx, &confdir, &[]))
         .env("PGLEAP_FAULT", "after:pg_upgrade")
         .output()
         .unwrap();
@@ -261,8 +274,10 @@ fn rehearse_a_stopped_cluster_changes_nothing_and_cleans_an_interrupted_one() {
         String::from_utf8_lossy(&killed.stderr)
     );
 
-    let run = rehearse(&fx, &[]);
+    let run = fx.pgleap(common_args(&fx, &confdir, &["--json"]));
     run.success();
+    let layout = format!("Debian cluster 16/main, config in {}", confdir.display());
+    assert!(run.stderr.contains(&layout), "{}", run.stderr);
     let doc = run.json();
     assert_eq!(doc["copy"]["method"], "file-copy");
     assert!(
@@ -292,6 +307,7 @@ fn rehearse_a_stopped_cluster_changes_nothing_and_cleans_an_interrupted_one() {
         &common::snapshot(fx.tablespace.as_ref().unwrap()),
         "rehearse (the tablespace)",
     );
+    common::assert_unchanged(&conf_before, &common::snapshot(&confdir), "rehearse (/etc)");
 }
 
 #[test]
@@ -480,6 +496,7 @@ fn postgresql_common_cluster() -> (Fixture, PathBuf) {
     let fx = Fixture::new(16)
         .layout("var/lib/postgresql/{major}/main")
         .rich()
+        .tablespace()
         .build();
     let root = fx.root.path();
     let confdir = root.join("etc/postgresql/16/main");
@@ -506,27 +523,4 @@ fn postgresql_common_cluster() -> (Fixture, PathBuf) {
         common::chown(d);
     }
     (fx, confdir)
-}
-
-#[test]
-fn rehearse_a_cluster_configured_outside_its_data_directory() {
-    let (fx, confdir) = postgresql_common_cluster();
-    let conf_before = common::snapshot(&confdir);
-    let root = fx.root.path().display().to_string();
-    let mut args = fx.args("rehearse", 17, &["--json", "--root", &root]);
-    args[2] = confdir.display().to_string();
-    let run = fx.pgleap(&args);
-    run.success();
-    let layout = format!("Debian cluster 16/main, config in {}", confdir.display());
-    assert!(run.stderr.contains(&layout), "{}", run.stderr);
-    let doc = run.json();
-    assert_all_equal(&doc, 12);
-    common::assert_unchanged(&conf_before, &common::snapshot(&confdir), "rehearse (/etc)");
-    // The copy's server never wrote the original's external pid file.
-    assert!(!fx.root.path().join("16-main.pid").exists());
-    assert!(
-        siblings(&fx, ".pgleap-").is_empty(),
-        "left {:?}",
-        siblings(&fx, ".pgleap-")
-    );
 }
