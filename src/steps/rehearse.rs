@@ -176,6 +176,12 @@ fn on_copy(
         space::human(copied.bytes),
         copy_report.seconds
     ));
+    // A signal during the copy (pg_basebackup is not interrupted) ends the rehearsal here.
+    if crate::exec::interrupt::interrupted() {
+        return Err(Error::Interrupted {
+            before: "the copy's first start".into(),
+        });
+    }
     copy::bring_config(real, &scratch.old())?;
     copy::isolate_config(real, &scratch.old())?;
     copy::check_points_at_copy(real, &scratch.old())?;
