@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
-use crate::inspect::session::{Target, connect, connect_any, pg_error};
+use crate::inspect::pgerr::pg_error;
+use crate::inspect::session::{Target, connect, connect_any};
 
 /// What ANALYZE did, and when each stage had covered every relation.
 #[derive(Debug, Serialize, Deserialize)]

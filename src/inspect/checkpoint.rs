@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::error::Result;
-use crate::inspect::session::pg_error;
+use crate::inspect::pgerr::pg_error;
 
 /// At most this many CHECKPOINTs before the stop.
 pub(crate) const MAX_ROUNDS: usize = 4;

@@ -8,7 +8,8 @@ use std::io::Write as _;
 
 use crate::error::{Error, Result};
 use crate::exec::process::{Opts, Runner};
-use crate::inspect::session::{CONNECTIONS, connect, connect_any, pg_error};
+use crate::inspect::pgerr::pg_error;
+use crate::inspect::session::{CONNECTIONS, connect, connect_any};
 
 pub(crate) use crate::inspect::session::Target;
 
@@ -47,6 +48,27 @@ pub(crate) enum Request {
         stages: bool,
         #[arg(long)]
         missing_only: bool,
+    },
+    /// A rehearsal's proof of preservation: every database's tables, sequences, large
+    /// objects and extensions (JSON, see `inspect::proof`).
+    Proof {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+    },
+    /// What a shutdown checkpoint would write (JSON, see `inspect::proof`).
+    Pressure {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Copy the data directory between pg_backup_start and pg_backup_stop (see
+    /// `inspect::backup`).
+    BackupCopy {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        copy: crate::inspect::backup::Copy,
     },
 }
 
@@ -144,6 +166,31 @@ pub(crate) fn serve(request: Request) -> Result<()> {
                 let report =
                     crate::inspect::analyze::analyze(&target, jobs, stages, missing_only).await?;
                 Ok(serde_json::to_string(&report))
+            }
+            Request::Proof { target, jobs } => {
+                let (client, user) = connect_any(&target, "postgres").await?;
+                let proof = crate::inspect::proof::capture(
+                    &client,
+                    move |db| {
+                        let (t, u) = (target.clone(), user.clone());
+                        async move { connect(&t, &u, &db).await }
+                    },
+                    jobs,
+                )
+                .await?;
+                Ok(serde_json::to_string(&proof))
+            }
+            Request::Pressure { target } => {
+                let (client, _) = connect_any(&target, "postgres").await?;
+                Ok(serde_json::to_string(
+                    &crate::inspect::proof::pressure(&client).await,
+                ))
+            }
+            Request::BackupCopy { target, copy } => {
+                let (client, _) = connect_any(&target, "postgres").await?;
+                Ok(serde_json::to_string(
+                    &crate::inspect::backup::backup_copy(&client, &copy).await?,
+                ))
             }
         }
     })?;

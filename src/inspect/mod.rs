@@ -2,6 +2,7 @@
 //! Never imports plan, preflight, steps or commands.
 
 pub(crate) mod analyze;
+pub(crate) mod backup;
 pub(crate) mod catalog;
 pub(crate) mod checkpoint;
 pub(crate) mod cluster;
@@ -9,6 +10,8 @@ pub(crate) mod cmdline;
 pub(crate) mod db;
 pub(crate) mod install;
 pub(crate) mod paths;
+pub(crate) mod pgerr;
 pub(crate) mod pgpass;
+pub(crate) mod proof;
 pub(crate) mod session;
 pub(crate) mod space;

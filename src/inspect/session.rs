@@ -8,6 +8,7 @@ use serde::Serialize;
 use tokio_postgres::{Client, NoTls};
 
 use crate::error::{Error, Result};
+use crate::inspect::pgerr::pg_error;
 use crate::inspect::pgpass;
 
 /// Where and as whom to connect.
@@ -56,21 +57,6 @@ impl Target {
 /// Terminate message instead of a reset that the server would log as an error.
 pub(crate) static CONNECTIONS: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> =
     std::sync::Mutex::new(Vec::new());
-
-pub(crate) fn pg_error(what: &str, e: &tokio_postgres::Error) -> Error {
-    // tokio-postgres puts the detail of a client-side error ("password missing") in its source.
-    let detail = e.as_db_error().map_or_else(
-        || match std::error::Error::source(e) {
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        },
-        |d| d.message().to_string(),
-    );
-    Error::Database {
-        what: what.to_string(),
-        detail,
-    }
-}
 
 pub(crate) async fn connect(
     target: &Target,

@@ -214,21 +214,9 @@ pub(crate) struct Plan {
     pub(crate) downtime_basis: String,
     pub(crate) analyze: bool,
     pub(crate) leave_stopped: bool,
+    /// The steps' names, in order (`steps::order::ORDER`).
     pub(crate) steps: Vec<String>,
 }
-
-/// The steps of an upgrade, in order; the downtime window is `stop-old` to `start-new`.
-pub(crate) const STEPS: [&str; 9] = [
-    "initdb",
-    "carry-config",
-    "check",
-    "stop-old",
-    "pg_upgrade",
-    "start-new",
-    "update-extensions",
-    "analyze",
-    "finish",
-];
 
 #[cfg(test)]
 mod tests {

@@ -81,6 +81,7 @@ pub(crate) const CHECKS: &[Check] = {
     const EXTENSIONS: &str = "every extension, every C\n  library used by functions, and every `shared_preload_libraries` entry exists in the new\n  installation";
     const PREPARED: &str = "that no prepared\n  transactions are pending";
     const SCRATCH: &str = "`check` only: `initdb` of a scratch cluster";
+    const REHEARSE: &str = "`rehearse` refuses before it writes anything";
     const OUTSIDE: &str = "in an included file outside the data directory they are refused, with the file\n  and line";
     &[
         check("root-missing", Static, LAYOUT),
@@ -154,6 +155,10 @@ pub(crate) const CHECKS: &[Check] = {
         check("checkpoint-failed", Command, ""),
         check("update-extensions-failed", Command, ""),
         check("analyze-failed", Command, ""),
+        check("rehearse-layout", Command, REHEARSE),
+        check("rehearse-scratch-overlaps", Command, REHEARSE),
+        check("rehearse-scratch-exists", Command, REHEARSE),
+        check("rehearse-no-space", Command, REHEARSE),
     ]
 };
 
