@@ -13,7 +13,7 @@ use crate::exec::postmaster::Liveness;
 use crate::exec::process::{Owner, Runner};
 use crate::exec::server::{self, Fence};
 use crate::host::layout;
-use crate::host::root::{absolute, host_root, under};
+use crate::host::root::{absolute, host_root};
 use crate::host::service;
 use crate::inspect::catalog::{self, Catalog};
 use crate::inspect::cluster::{Cluster, ControlData};
@@ -227,7 +227,7 @@ fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
     let new_datadir =
         resolve_new_datadir(args, &old_datadir, cluster.major, new.major).map_err(Error::from)?;
     check_target(&old_datadir, &new_datadir, &cluster, &new, &mut findings);
-    let new_layout = new_layout(&old_layout, &root, new.major, &new_datadir);
+    let new_layout = old_layout.for_new(&root, new.major, &new_datadir);
     if let Some(confdir) = new_layout.confdir() {
         check_new_confdir(confdir, &cluster.owner, &mut findings);
     }
@@ -400,22 +400,6 @@ pub(crate) fn resolve_target(
     let given = old_datadir.map(absolute);
     let (datadir, layout) = layout::resolve_old(root, cluster, given.as_deref())?;
     Ok((absolute(&datadir), layout))
-}
-
-/// The new cluster's layout: the old one's for the new major. A RHEL unit starts the default
-/// `/var/lib/pgsql/N/data` only, so a new data directory elsewhere is plain.
-pub(crate) fn new_layout(
-    old: &layout::Layout,
-    root: &Path,
-    major: u32,
-    new_datadir: &Path,
-) -> layout::Layout {
-    let l = old.for_major(root, major);
-    let default_rhel = under(root, &format!("var/lib/pgsql/{major}/data"));
-    match l {
-        layout::Layout::Rhel { .. } if new_datadir != default_rhel => layout::Layout::Plain,
-        l => l,
-    }
 }
 
 fn find_old(
