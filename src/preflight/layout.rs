@@ -8,6 +8,12 @@ use crate::host::layout::{self};
 use crate::host::service;
 use crate::inspect::cluster::Cluster;
 use crate::inspect::install::Install;
+use crate::preflight::facts::CatalogFacts;
+
+/// The `host` family: how the host will run the new cluster.
+pub(crate) fn host(c: &CatalogFacts<'_>, findings: &mut Findings) {
+    host_findings(c.host, c.new_layout, c.new, findings);
+}
 
 /// postgresql-common names the cluster by its major: it must be the one in PG_VERSION.
 pub(crate) fn check_layout_version(
