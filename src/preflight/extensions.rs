@@ -108,15 +108,7 @@ mod tests {
     use super::*;
     use crate::inspect::catalog::{Database, Extension, LocaleInfo};
 
-    fn install() -> Install {
-        Install {
-            bindir: "/pg/bin".into(),
-            major: 17,
-            version: "17.11".into(),
-            pkglibdir: "/pg/lib".into(),
-            sharedir: "/pg/share".into(),
-        }
-    }
+    use crate::inspect::install::tests::sample as install;
 
     #[test]
     fn extension_hints_name_only_packages_that_exist() {
