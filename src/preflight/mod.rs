@@ -69,12 +69,14 @@ const fn family(name: &'static str, run: Run) -> Family {
 
 /// Every family, in the order the walks run them.
 pub(crate) const FAMILIES: &[&Family] = &[
+    // found before the walk: the facts it needs
     &fam::ROOT,
     &fam::RESOLVE,
     &fam::OLD,
     &fam::INSTALLS,
     &fam::VERSIONS,
-    &fam::NEW_DATADIR, // found before the walk
+    &fam::NEW_DATADIR,
+    // static, walked by `run_static`
     &fam::TARGET,
     &fam::NEW_CONFDIR,
     &fam::CONTROL,
@@ -82,12 +84,15 @@ pub(crate) const FAMILIES: &[&Family] = &[
     &fam::PLACEMENT,
     &fam::SPACE,
     &fam::CMDLINE,
-    &fam::PORTS, // static
+    &fam::PORTS,
+    // the catalog: read, then walked by `run_catalog`
     &fam::READ_CATALOG,
     &fam::EXTENSIONS,
     &fam::PREPARED,
-    &fam::HOST, // catalog
+    &fam::HOST,
+    // after the preflight
     &fam::PG_UPGRADE_CHECK,
+    &fam::REHEARSE,
     &fam::COMMAND,
 ];
 
@@ -129,6 +134,10 @@ mod fam {
         Run::At(
             "cmd::check::scratch_check, config::outside::outside_finding, steps::pg_upgrade::check_refused",
         ),
+    );
+    pub(super) const REHEARSE: Family = family(
+        "rehearse",
+        Run::At("steps::rehearse::refuse_overlap, no_space, steps::rehearse_copy::clean_leftovers"),
     );
     pub(super) const COMMAND: Family =
         family("command", Run::At("the command or step that refuses"));
@@ -220,6 +229,7 @@ pub(crate) const CHECKS: &[Check] = {
     const EXTENSIONS: &str = "every extension, every C\n  library used by functions, and every `shared_preload_libraries` entry exists in the new\n  installation";
     const PREPARED: &str = "that no prepared\n  transactions are pending";
     const SCRATCH: &str = "`check` only: `initdb` of a scratch cluster";
+    const REHEARSE: &str = "`rehearse` refuses before it writes anything";
     const OUTSIDE: &str = "in an included file outside the data directory they are refused, with the file\n  and line";
     &[
         check("root-missing", Static, &fam::ROOT, LAYOUT),
@@ -337,6 +347,14 @@ pub(crate) const CHECKS: &[Check] = {
         check("checkpoint-failed", Command, &fam::COMMAND, ""),
         check("update-extensions-failed", Command, &fam::COMMAND, ""),
         check("analyze-failed", Command, &fam::COMMAND, ""),
+        check(
+            "rehearse-scratch-overlaps",
+            Command,
+            &fam::REHEARSE,
+            REHEARSE,
+        ),
+        check("rehearse-scratch-exists", Command, &fam::REHEARSE, REHEARSE),
+        check("rehearse-no-space", Command, &fam::REHEARSE, REHEARSE),
     ]
 };
 
