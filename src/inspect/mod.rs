@@ -8,4 +8,5 @@ pub(crate) mod db;
 pub(crate) mod install;
 pub(crate) mod paths;
 pub(crate) mod pgpass;
+pub(crate) mod replication;
 pub(crate) mod space;

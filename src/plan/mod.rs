@@ -214,6 +214,10 @@ pub(crate) struct Plan {
     pub(crate) analyze: bool,
     pub(crate) leave_stopped: bool,
     pub(crate) steps: Vec<String>,
+    /// Standbys, slots and subscriptions, and what becomes of each (absent when the old
+    /// cluster takes no part in replication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) replication: Option<crate::preflight::replication::Section>,
 }
 
 /// The steps of an upgrade, in order; the downtime window is `stop-old` to `start-new`.

@@ -10,6 +10,7 @@ pub(crate) mod owner;
 pub(crate) mod placement;
 pub(crate) mod ports;
 pub(crate) mod prepared;
+pub(crate) mod replication;
 pub(crate) mod space;
 pub(crate) mod target;
 pub(crate) mod versions;
@@ -81,6 +82,10 @@ pub(crate) const CHECKS: &[Check] = {
     const EXTENSIONS: &str = "every extension, every C\n  library used by functions, and every `shared_preload_libraries` entry exists in the new\n  installation";
     const PREPARED: &str = "that no prepared\n  transactions are pending";
     const SCRATCH: &str = "`check` only: `initdb` of a scratch cluster";
+    const STANDBY: &str = "the old cluster is not itself a standby";
+    const SLOTS: &str = "replication slots survive the major pair";
+    const SUBSCRIPTIONS: &str = "subscriptions are carried with their state";
+    const STANDBYS: &str = "no physical standby streams from the old cluster";
     const OUTSIDE: &str = "in an included file outside the data directory they are refused, with the file\n  and line";
     &[
         check("root-missing", Static, LAYOUT),
@@ -134,6 +139,12 @@ pub(crate) const CHECKS: &[Check] = {
         check("preload-library-missing", Catalog, EXTENSIONS),
         check("prepared-transactions", Catalog, PREPARED),
         check("new-bindir-not-debian", Catalog, LAYOUT),
+        check("old-is-standby", Static, STANDBY),
+        check("old-in-recovery", Catalog, STANDBY),
+        check("replication-slots-lost", Catalog, SLOTS),
+        check("replication-slot-behind", Catalog, SLOTS),
+        check("subscriptions-not-carried", Catalog, SUBSCRIPTIONS),
+        check("standbys-connected", Catalog, STANDBYS),
         check("config-setting-dropped", PgUpgradeCheck, SCRATCH),
         check("config-setting-outside", PgUpgradeCheck, OUTSIDE),
         check("pg-upgrade-check", PgUpgradeCheck, SCRATCH),
@@ -154,6 +165,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("checkpoint-failed", Command, ""),
         check("update-extensions-failed", Command, ""),
         check("analyze-failed", Command, ""),
+        check("slot-recreate-failed", Command, ""),
     ]
 };
 

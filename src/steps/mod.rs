@@ -10,6 +10,7 @@ pub(crate) mod extensions;
 pub(crate) mod initdb;
 pub(crate) mod pg_upgrade;
 pub(crate) mod removal;
+pub(crate) mod replication;
 pub(crate) mod run;
 pub(crate) mod servers;
 pub(crate) mod start_new;

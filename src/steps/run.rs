@@ -212,6 +212,7 @@ pub(crate) fn after_upgrade(run: &mut Run<'_>) -> Result<()> {
     }
     let socket = new_socket(run, &fence);
     if run.journal.record.state < State::ExtensionsUpdated {
+        super::replication::recreate_physical_slots(run, &socket);
         update_extensions(run, &socket)?;
     }
     if run.journal.record.state < State::Analyzed {
