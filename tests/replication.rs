@@ -463,3 +463,56 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
         "the standby streams from the new primary through its slot"
     );
 }
+
+#[test]
+fn slot_that_falls_behind_after_the_preflight_is_refused_before_the_stop() {
+    use std::io::{BufRead as _, BufReader};
+    let fx = Fixture::new(17).running().build();
+    configure(&fx, &[("wal_level", "logical")]);
+    fx.sql(
+        "postgres",
+        "SELECT pg_create_logical_replication_slot('decoder', 'test_decoding')",
+    );
+    let start_time = fx.sql("postgres", "SELECT pg_postmaster_start_time()");
+    let go = fx.root.path().join("go");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgleap"))
+        .args(upgrade_args(&fx, 18, &[]))
+        .env(
+            "PGLEAP_FAULT",
+            format!("after:check:pause={}", go.display()),
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    // The preflight passed (the slot had nothing to consume); pgleap waits before the window.
+    while !seen.contains("fault point after:check") {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "pgleap ended early:\n{seen}"
+        );
+        seen.push_str(&line);
+    }
+    fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'late' FROM generate_series(2001, 2010) g",
+    );
+    std::fs::write(&go, "").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "refused:\n{seen}{rest}");
+    assert!(
+        rest.contains("'decoder' (logical, test_decoding, database postgres) has no consumer connected and changes it has not confirmed"),
+        "{rest}"
+    );
+    assert!(rest.contains("The old cluster was not changed"), "{rest}");
+    assert!(!fx.new_datadir(18).exists());
+    assert_eq!(
+        fx.sql("postgres", "SELECT pg_postmaster_start_time()"),
+        start_time,
+        "the old server was never stopped"
+    );
+}

@@ -75,6 +75,11 @@ pub(crate) enum Request {
         #[command(flatten)]
         target: Target,
     },
+    /// The cluster-wide replication facts: walsenders and slots (JSON).
+    Slots {
+        #[command(flatten)]
+        target: Target,
+    },
     /// CHECKPOINT, so that a shutdown right after has little left to write.
     Checkpoint {
         #[command(flatten)]
@@ -177,6 +182,18 @@ pub(crate) fn serve(request: Request) -> Result<()> {
                     .map_err(|e| pg_error("querying the server", &e))?
                     .get(0);
                 Ok(serde_json::to_string(&v.parse::<u32>().unwrap_or(0)))
+            }
+            Request::Slots { target } => {
+                let (client, _) = connect_any(&target, "postgres").await?;
+                let version: i32 = client
+                    .query_one("SELECT current_setting('server_version_num')::int", &[])
+                    .await
+                    .map_err(|e| pg_error("querying the server", &e))?
+                    .get(0);
+                let r = crate::inspect::replication::read(&client, version.try_into().unwrap_or(0))
+                    .await
+                    .map_err(|e| pg_error("reading the replication slots", &e))?;
+                Ok(serde_json::to_string(&r))
             }
             Request::NextXid { target } => {
                 let (client, _) = connect_any(&target, "postgres").await?;

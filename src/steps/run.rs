@@ -162,6 +162,7 @@ fn checkpoint_old(run: &mut Run<'_>) {
 /// The downtime window up to the new cluster's start: stop old, pg_upgrade.
 pub(crate) fn switch(run: &mut Run<'_>) -> Result<()> {
     let new = run.p.plan.new.datadir.clone();
+    super::replication::check_slots_before_stop(run)?;
     checkpoint_old(run);
     let confdir = run.p.plan.new.conf_dir();
     run.journal.record.window_started_ms = Some(now_millis());
