@@ -14,6 +14,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::error::{Error, Result};
 use crate::exec::process::{Opts, Runner};
+use crate::inspect::pgerr::pg_error;
 use crate::inspect::pgpass;
 
 /// Where and as whom to connect.
@@ -96,6 +97,27 @@ pub(crate) enum Request {
         #[arg(long)]
         missing_only: bool,
     },
+    /// A rehearsal's proof of preservation: every database's tables, sequences, large
+    /// objects and extensions (JSON, see `inspect::proof`).
+    Proof {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+    },
+    /// What a shutdown checkpoint would write (JSON, see `inspect::proof`).
+    Pressure {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Copy the data directory between pg_backup_start and pg_backup_stop (see
+    /// `inspect::backup`).
+    BackupCopy {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        copy: crate::inspect::backup::Copy,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -141,6 +163,19 @@ pub(crate) fn call_with_progress<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The cluster-wide replication facts (`__db slots`).
+async fn slots(target: &Target) -> Result<crate::inspect::replication::Replication> {
+    let (client, _) = connect_any(target, "postgres").await?;
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| pg_error("querying the server", &e))?
+        .get(0);
+    crate::inspect::replication::read(&client, version.try_into().unwrap_or(0))
+        .await
+        .map_err(|e| pg_error("reading the replication slots", &e))
+}
+
 /// Connection tasks, awaited before `__db` exits so each session ends with a proper
 /// Terminate message instead of a reset that the server would log as an error.
 static CONNECTIONS: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> =
@@ -183,18 +218,7 @@ pub(crate) fn serve(request: Request) -> Result<()> {
                     .get(0);
                 Ok(serde_json::to_string(&v.parse::<u32>().unwrap_or(0)))
             }
-            Request::Slots { target } => {
-                let (client, _) = connect_any(&target, "postgres").await?;
-                let version: i32 = client
-                    .query_one("SELECT current_setting('server_version_num')::int", &[])
-                    .await
-                    .map_err(|e| pg_error("querying the server", &e))?
-                    .get(0);
-                let r = crate::inspect::replication::read(&client, version.try_into().unwrap_or(0))
-                    .await
-                    .map_err(|e| pg_error("reading the replication slots", &e))?;
-                Ok(serde_json::to_string(&r))
-            }
+            Request::Slots { target } => slots(&target).await.map(|r| serde_json::to_string(&r)),
             Request::NextXid { target } => {
                 let (client, _) = connect_any(&target, "postgres").await?;
                 // txid_* (10+; pg_current_snapshot is 13+): xmax is the next id to assign.
@@ -217,6 +241,31 @@ pub(crate) fn serve(request: Request) -> Result<()> {
                 let report = analyze(&target, jobs, stages, missing_only).await?;
                 Ok(serde_json::to_string(&report))
             }
+            Request::Proof { target, jobs } => {
+                let (client, user) = connect_any(&target, "postgres").await?;
+                let proof = crate::inspect::proof::capture(
+                    &client,
+                    move |db| {
+                        let (t, u) = (target.clone(), user.clone());
+                        async move { connect(&t, &u, &db).await }
+                    },
+                    jobs,
+                )
+                .await?;
+                Ok(serde_json::to_string(&proof))
+            }
+            Request::Pressure { target } => {
+                let (client, _) = connect_any(&target, "postgres").await?;
+                Ok(serde_json::to_string(
+                    &crate::inspect::proof::pressure(&client).await,
+                ))
+            }
+            Request::BackupCopy { target, copy } => {
+                let (client, _) = connect_any(&target, "postgres").await?;
+                Ok(serde_json::to_string(
+                    &crate::inspect::backup::backup_copy(&client, &copy).await?,
+                ))
+            }
         }
     })?;
     // Every client has been dropped by now: let the connections say goodbye.
@@ -234,21 +283,6 @@ pub(crate) fn serve(request: Request) -> Result<()> {
     // The parent reads this pipe; if it is gone there is no one left to tell.
     let _ = writeln!(std::io::stdout(), "{json}");
     Ok(())
-}
-
-fn pg_error(what: &str, e: &tokio_postgres::Error) -> Error {
-    // tokio-postgres puts the detail of a client-side error ("password missing") in its source.
-    let detail = e.as_db_error().map_or_else(
-        || match std::error::Error::source(e) {
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        },
-        |d| d.message().to_string(),
-    );
-    Error::Database {
-        what: what.to_string(),
-        detail,
-    }
 }
 
 async fn connect(

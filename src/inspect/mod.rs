@@ -1,12 +1,15 @@
 //! Read-only facts: the old cluster on disk, the installations, the catalog, disk usage.
 //! Never imports plan, preflight, steps or commands.
 
+pub(crate) mod backup;
 pub(crate) mod catalog;
 pub(crate) mod cluster;
 pub(crate) mod cmdline;
 pub(crate) mod db;
 pub(crate) mod install;
 pub(crate) mod paths;
+pub(crate) mod pgerr;
 pub(crate) mod pgpass;
+pub(crate) mod proof;
 pub(crate) mod replication;
 pub(crate) mod space;

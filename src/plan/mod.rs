@@ -213,25 +213,13 @@ pub(crate) struct Plan {
     pub(crate) downtime_basis: String,
     pub(crate) analyze: bool,
     pub(crate) leave_stopped: bool,
+    /// The steps' names, in order (`steps::order::ORDER`).
     pub(crate) steps: Vec<String>,
     /// Standbys, slots and subscriptions, and what becomes of each (absent when the old
     /// cluster takes no part in replication).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) replication: Option<crate::preflight::replication::Section>,
 }
-
-/// The steps of an upgrade, in order; the downtime window is `stop-old` to `start-new`.
-pub(crate) const STEPS: [&str; 9] = [
-    "initdb",
-    "carry-config",
-    "check",
-    "stop-old",
-    "pg_upgrade",
-    "start-new",
-    "update-extensions",
-    "analyze",
-    "finish",
-];
 
 #[cfg(test)]
 mod tests {

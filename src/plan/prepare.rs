@@ -395,7 +395,8 @@ fn build_plan(
         downtime_basis: estimate.basis,
         analyze,
         leave_stopped,
-        steps: plan::STEPS.iter().map(ToString::to_string).collect(),
+        // Filled from the step order by the commands (steps are a higher layer).
+        steps: Vec::new(),
         replication: None,
     }
 }

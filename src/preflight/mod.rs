@@ -86,6 +86,7 @@ pub(crate) const CHECKS: &[Check] = {
     const SLOTS: &str = "replication slots survive the major pair";
     const SUBSCRIPTIONS: &str = "subscriptions are carried with their state";
     const STANDBYS: &str = "no physical standby streams from the old cluster";
+    const REHEARSE: &str = "`rehearse` refuses before it writes anything";
     const OUTSIDE: &str = "in an included file outside the data directory they are refused, with the file\n  and line";
     &[
         check("root-missing", Static, LAYOUT),
@@ -166,6 +167,10 @@ pub(crate) const CHECKS: &[Check] = {
         check("update-extensions-failed", Command, ""),
         check("analyze-failed", Command, ""),
         check("slot-recreate-failed", Command, ""),
+        check("rehearse-layout", Command, REHEARSE),
+        check("rehearse-scratch-overlaps", Command, REHEARSE),
+        check("rehearse-scratch-exists", Command, REHEARSE),
+        check("rehearse-no-space", Command, REHEARSE),
     ]
 };
 

@@ -19,8 +19,7 @@ use crate::inspect::db;
 use crate::inspect::replication::Replication;
 use crate::preflight::replication::{Fate, decide};
 
-use super::extensions::superuser;
-use super::run::Run;
+use super::step::{Run, superuser};
 
 pub(crate) fn recreate_physical_slots(run: &mut Run<'_>, socket: &Path) {
     let p = run.p;
