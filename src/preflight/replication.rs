@@ -125,7 +125,7 @@ pub(crate) fn standbys(facts: &Replication) -> impl Iterator<Item = &Sender> {
 /// Refuses an old cluster that is itself a standby, naming the primary it follows.
 pub(crate) fn standby_finding(datadir: &std::path::Path, standby: &Standby) -> Finding {
     let primary = standby.primary_conninfo.as_deref().map_or_else(
-        || "no primary_conninfo: it replays archived WAL".to_string(),
+        || "no primary_conninfo was found (it may replay archived WAL only)".to_string(),
         |c| format!("it follows the primary at {} ({c})", host_port(c)),
     );
     Finding::error(
