@@ -56,7 +56,16 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
         r.downtime_seconds.map_or_else(|| "not yet".into(), |d| secs(Duration::from_secs_f64(d))),
         j.path().display(),
     ));
+    let replication = if r.state == State::Done {
+        super::upgrade::replication_report(plan)
+    } else {
+        String::new()
+    };
+    if !replication.is_empty() {
+        ui.line(replication.trim_end());
+    }
     ui.json(&json!({
+        "replication": (!replication.is_empty()).then_some(&replication),
         "state": r.state,
         "running": r.running,
         "in_progress_by": holder,

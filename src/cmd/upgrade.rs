@@ -173,6 +173,10 @@ fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
 /// The flags of a redo: the journaled plan's binaries, paths, mode and options.
 fn args_from_plan(args: &UpgradeArgs, p: &Prepared) -> UpgradeArgs {
     let plan = &p.plan;
+    let policies = plan
+        .replication
+        .as_ref()
+        .map_or_else(|| args.common.policies(), |r| r.policies);
     UpgradeArgs {
         common: CheckArgs {
             target: Target {
@@ -189,6 +193,9 @@ fn args_from_plan(args: &UpgradeArgs, p: &Prepared) -> UpgradeArgs {
             mode: plan.mode,
             jobs: u32::try_from(plan.jobs).ok(),
             username: args.common.username.clone(),
+            slots: policies.slots,
+            subscriptions: policies.subscriptions,
+            standbys: policies.standbys,
             json: args.common.json,
         },
         port: Some(plan.new.port),
@@ -219,8 +226,9 @@ fn report(run: &Run<'_>) {
     } else {
         "The new cluster is stopped; start it as you started the old one.\n".to_string()
     };
+    let replication = replication_report(&p.plan);
     run.ui.line(&format!(
-        "\nUpgraded {} (PostgreSQL {}) to {} (PostgreSQL {}) in --{} mode; downtime {downtime}.\n{running}{old_note}\nLogs: {}",
+        "\nUpgraded {} (PostgreSQL {}) to {} (PostgreSQL {}) in --{} mode; downtime {downtime}.\n{running}{old_note}\n{replication}Logs: {}",
         p.plan.old.datadir.display(),
         p.plan.old.major,
         p.plan.new.datadir.display(),
@@ -242,6 +250,7 @@ fn report(run: &Run<'_>) {
         "warnings": run.warnings,
         "old_cluster": old_note,
         "boot": run.boot,
+        "replication": (!replication.is_empty()).then_some(&replication),
         "log_dir": run.log_dir,
         "journal": run.journal.path(),
     }));
@@ -259,4 +268,17 @@ pub(crate) fn old_cluster_note(p: &Prepared) -> String {
             p.plan.mode.name()
         )
     }
+}
+
+/// The report's replication section (empty without replication). The old cluster's origin
+/// progress is read now, after pg_upgrade stopped it for the last time: subscriptions of an
+/// old cluster before 17 resume from there.
+pub(crate) fn replication_report(plan: &crate::plan::Plan) -> String {
+    let Some(r) = &plan.replication else {
+        return String::new();
+    };
+    let origins = (!r.facts.subscriptions.is_empty() && plan.old.major < 17)
+        .then(|| crate::inspect::replication::read_origin_progress(&plan.owner, &plan.old.datadir))
+        .flatten();
+    crate::ui::replication::report(plan, origins.as_deref())
 }

@@ -59,6 +59,9 @@ pub(crate) struct Catalog {
     /// pg_upgrade refuses a cluster with any.
     #[serde(default)]
     pub(crate) prepared: Vec<PreparedXact>,
+    /// Standbys, slots, subscriptions and publications.
+    #[serde(default)]
+    pub(crate) replication: crate::inspect::replication::Replication,
 }
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
@@ -95,10 +98,12 @@ where
             &[],
         )
         .await?;
+    let mut replication = crate::inspect::replication::read(first, version).await?;
     let mut databases = Vec::new();
     for r in names {
         let name: String = r.get(0);
         let client = connect(name.clone()).await?;
+        crate::inspect::replication::read_database(&client, &name, &mut replication).await?;
         databases.push(read_database(&client, name, r.get(1)).await?);
     }
     let prepared = first
@@ -121,6 +126,7 @@ where
         databases,
         shared_preload_libraries: split_library_list(&spl),
         prepared,
+        replication,
     })
 }
 

@@ -30,6 +30,11 @@ pub(crate) enum Request {
         #[command(flatten)]
         target: Target,
     },
+    /// The cluster-wide replication facts: walsenders and slots (JSON).
+    Slots {
+        #[command(flatten)]
+        target: Target,
+    },
     /// CHECKPOINTs until little is left to flush, so that a shutdown right after has little
     /// left to write (JSON: each round).
     Checkpoint {
@@ -110,6 +115,19 @@ pub(crate) fn call_with_progress<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The cluster-wide replication facts (`__db slots`).
+async fn slots(target: &Target) -> Result<crate::inspect::replication::Replication> {
+    let (client, _) = connect_any(target, "postgres").await?;
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| pg_error("querying the server", &e))?
+        .get(0);
+    crate::inspect::replication::read(&client, version.try_into().unwrap_or(0))
+        .await
+        .map_err(|e| pg_error("reading the replication slots", &e))
+}
+
 /// Entry point of the hidden `__db` subcommand.
 pub(crate) fn serve(request: Request) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -144,6 +162,7 @@ pub(crate) fn serve(request: Request) -> Result<()> {
                     .get(0);
                 Ok(serde_json::to_string(&v.parse::<u32>().unwrap_or(0)))
             }
+            Request::Slots { target } => slots(&target).await.map(|r| serde_json::to_string(&r)),
             Request::NextXid { target } => {
                 let (client, _) = connect_any(&target, "postgres").await?;
                 // txid_* (10+; pg_current_snapshot is 13+): xmax is the next id to assign.

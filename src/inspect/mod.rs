@@ -13,5 +13,6 @@ pub(crate) mod paths;
 pub(crate) mod pgerr;
 pub(crate) mod pgpass;
 pub(crate) mod proof;
+pub(crate) mod replication;
 pub(crate) mod session;
 pub(crate) mod space;

@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::host::debian::ClusterId;
 use crate::plan::Mode;
+use crate::preflight::replication::{Policies, SlotPolicy, StandbyPolicy, SubscriptionPolicy};
 
 /// Which upgrade: the old cluster (by data directory or postgresql-common name), the host
 /// root its paths are resolved under, and the new data directory. Shared by every command.
@@ -93,7 +94,33 @@ pub(crate) struct CheckArgs {
     #[arg(short = 'U', long, env = "PGLEAP_USERNAME", value_name = "ROLE")]
     pub(crate) username: Option<String>,
 
+    /// Replication slots the upgrade cannot carry (all before 17, physical ones always):
+    /// refuse, drop them, or drop them and recreate the physical ones on the new cluster.
+    #[arg(long, env = "PGLEAP_SLOTS", value_name = "POLICY", value_enum, default_value_t = SlotPolicy::Refuse)]
+    pub(crate) slots: SlotPolicy,
+
+    /// Subscriptions of an old cluster before 17, which arrive disabled and without table
+    /// state: refuse, or upgrade and resume them afterwards as the report says.
+    #[arg(long, env = "PGLEAP_SUBSCRIPTIONS", value_name = "POLICY", value_enum, default_value_t = SubscriptionPolicy::Refuse)]
+    pub(crate) subscriptions: SubscriptionPolicy,
+
+    /// Physical standbys streaming from the old cluster: refuse, or upgrade and rebuild them
+    /// afterwards as the report says.
+    #[arg(long, env = "PGLEAP_STANDBYS", value_name = "POLICY", value_enum, default_value_t = StandbyPolicy::Refuse)]
+    pub(crate) standbys: StandbyPolicy,
+
     /// Print one JSON document on stdout (the plan and findings; for upgrade, the result).
     #[arg(long, env = "PGLEAP_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub(crate) json: bool,
+}
+
+impl CheckArgs {
+    /// The replication choices (`--slots`, `--subscriptions`, `--standbys`).
+    pub(crate) fn policies(&self) -> Policies {
+        Policies {
+            slots: self.slots,
+            subscriptions: self.subscriptions,
+            standbys: self.standbys,
+        }
+    }
 }

@@ -216,6 +216,10 @@ pub(crate) struct Plan {
     pub(crate) leave_stopped: bool,
     /// The steps' names, in order (`steps::order::ORDER`).
     pub(crate) steps: Vec<String>,
+    /// Standbys, slots and subscriptions, and what becomes of each (absent when the old
+    /// cluster takes no part in replication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) replication: Option<crate::preflight::replication::Section>,
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::plan::{self, InitdbOptions, Mode, Plan, Side};
 use crate::preflight::facts::{CatalogFacts, Static};
 use crate::preflight::layout::check_layout_version;
 use crate::preflight::owner::{check_not_disabled, check_owner, explain_unreadable};
+use crate::preflight::replication;
 use crate::preflight::versions::check_versions;
 use crate::preflight::{self};
 
@@ -88,7 +89,14 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         },
         &mut findings,
     );
-    let plan = build_plan(args, purpose, &f, catalog.as_ref(), host);
+    let mut plan = build_plan(args, purpose, &f, catalog.as_ref(), host);
+    plan.replication = catalog.as_ref().and_then(|c| {
+        let majors = (f.old.major, f.new.major);
+        let mut section =
+            replication::decide(&c.replication, majors, args.policies(), &mut findings.0);
+        section.socket_dir = f.cluster.postmaster().and_then(|p| p.socket_dir.clone());
+        (!section.is_empty()).then_some(section)
+    });
     Ok(Prepared {
         plan,
         findings,
@@ -152,6 +160,19 @@ fn static_phase(args: &CheckArgs, purpose: Purpose) -> Result<(Facts, Findings)>
     let old = find_old(&runner, &root, args, &cluster).map_err(Error::from)?;
     let new = find_new(&runner, &root, args, cluster.major).map_err(Error::from)?;
     check_versions(&cluster, &new).map_err(Error::from)?;
+    if let Some(file) = crate::inspect::replication::signal_file(&old_datadir) {
+        // A running standby's primary_conninfo, as the server reads it (12+: a setting).
+        let primary_conninfo = cluster
+            .setting(&runner, &old, "primary_conninfo")
+            .ok()
+            .filter(|c| !c.is_empty())
+            .map(|c| crate::inspect::replication::without_password(&c));
+        let standby = crate::inspect::replication::Standby {
+            file,
+            primary_conninfo,
+        };
+        findings.push(replication::standby_finding(&old_datadir, &standby));
+    }
 
     let new_datadir =
         resolve_new_datadir(args, &old_datadir, cluster.major, new.major).map_err(Error::from)?;
@@ -309,6 +330,7 @@ fn build_plan(
         leave_stopped,
         // Filled from the step order by the commands (steps are a higher layer).
         steps: Vec::new(),
+        replication: None,
     }
 }
 

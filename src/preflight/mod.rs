@@ -20,6 +20,7 @@ pub(crate) mod owner;
 pub(crate) mod placement;
 pub(crate) mod ports;
 pub(crate) mod prepared;
+pub(crate) mod replication;
 pub(crate) mod space;
 pub(crate) mod target;
 pub(crate) mod versions;
@@ -90,6 +91,7 @@ pub(crate) const FAMILIES: &[&Family] = &[
     &fam::EXTENSIONS,
     &fam::PREPARED,
     &fam::HOST,
+    &fam::REPLICATION,
     // after the preflight
     &fam::PG_UPGRADE_CHECK,
     &fam::REHEARSE,
@@ -129,6 +131,12 @@ mod fam {
         family("extensions", Run::Catalog(super::extensions::extensions));
     pub(super) const PREPARED: Family = family("prepared", Run::Catalog(super::prepared::prepared));
     pub(super) const HOST: Family = family("host", Run::Catalog(super::layout::host));
+    pub(super) const REPLICATION: Family = family(
+        "replication",
+        Run::At(
+            "plan::prepare::static_phase, prepare, preflight::replication::decide, standby_finding",
+        ),
+    );
     pub(super) const PG_UPGRADE_CHECK: Family = family(
         "pg-upgrade-check",
         Run::At(
@@ -229,6 +237,10 @@ pub(crate) const CHECKS: &[Check] = {
     const EXTENSIONS: &str = "every extension, every C\n  library used by functions, and every `shared_preload_libraries` entry exists in the new\n  installation";
     const PREPARED: &str = "that no prepared\n  transactions are pending";
     const SCRATCH: &str = "`check` only: `initdb` of a scratch cluster";
+    const STANDBY: &str = "the old cluster is not itself a standby";
+    const SLOTS: &str = "replication slots survive the major pair";
+    const SUBSCRIPTIONS: &str = "subscriptions are carried with their state";
+    const STANDBYS: &str = "no physical standby streams from the old cluster";
     const REHEARSE: &str = "`rehearse` refuses before it writes anything";
     const OUTSIDE: &str = "in an included file outside the data directory they are refused, with the file\n  and line";
     &[
@@ -355,6 +367,18 @@ pub(crate) const CHECKS: &[Check] = {
         ),
         check("rehearse-scratch-exists", Command, &fam::REHEARSE, REHEARSE),
         check("rehearse-no-space", Command, &fam::REHEARSE, REHEARSE),
+        check("old-is-standby", Static, &fam::REPLICATION, STANDBY),
+        check("old-in-recovery", Catalog, &fam::REPLICATION, STANDBY),
+        check("replication-slots-lost", Catalog, &fam::REPLICATION, SLOTS),
+        check("replication-slot-behind", Catalog, &fam::REPLICATION, SLOTS),
+        check(
+            "subscriptions-not-carried",
+            Catalog,
+            &fam::REPLICATION,
+            SUBSCRIPTIONS,
+        ),
+        check("standbys-connected", Catalog, &fam::REPLICATION, STANDBYS),
+        check("slot-recreate-failed", Command, &fam::COMMAND, ""),
     ]
 };
 

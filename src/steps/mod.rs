@@ -17,6 +17,7 @@ pub(crate) mod rehearse;
 pub(crate) mod rehearse_copy;
 pub(crate) mod rehearse_report;
 pub(crate) mod removal;
+pub(crate) mod replication;
 pub(crate) mod run;
 pub(crate) mod servers;
 pub(crate) mod start_new;

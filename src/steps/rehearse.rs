@@ -352,6 +352,9 @@ fn run_pipeline(
         mode: Mode::Link,
         jobs: u32::try_from(real.plan.jobs).ok(),
         username: args.username.clone(),
+        slots: args.slots,
+        subscriptions: args.subscriptions,
+        standbys: args.standbys,
         json: args.json,
     };
     let purpose = Purpose::Upgrade {

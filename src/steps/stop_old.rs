@@ -26,6 +26,8 @@ impl Step for StopOld {
     }
 
     fn run(&self, run: &mut Run<'_>) -> Result<()> {
+        // Before anything of the window: a refusal here leaves the old server serving.
+        super::replication::check_slots_before_stop(run)?;
         checkpoint_old(run);
         run.journal.record.window_started_ms = Some(now_millis());
         let what = format!(

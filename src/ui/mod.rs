@@ -1,4 +1,5 @@
 //! The one place that speaks to the user: reports and progress.
 
 pub(crate) mod progress;
+pub(crate) mod replication;
 pub(crate) mod report;

@@ -47,6 +47,9 @@ impl Ui {
         where_rows(&mut out, plan);
         how_rows(&mut out, plan);
         size_rows(&mut out, plan);
+        for (k, v) in crate::ui::replication::plan_rows(plan) {
+            row(&mut out, k, v);
+        }
         self.line(out.trim_end());
     }
 

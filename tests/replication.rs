@@ -1,0 +1,518 @@
+//! Replication-aware upgrades on real clusters of this machine, each on its own socket
+//! directory and port: a hot standby pointed at by mistake, slots of 16 → 17 and 17 → 18, a
+//! subscriber, and a primary with a streaming standby rebuilt from the printed procedure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Fixture, as_owner, assert_unchanged, bindir, chown, ok, port, psql, snapshot};
+
+/// Sets server settings with ALTER SYSTEM and restarts the fixture's server.
+fn configure(fx: &Fixture, settings: &[(&str, &str)]) {
+    for (k, v) in settings {
+        fx.sql("postgres", &format!("ALTER SYSTEM SET {k} = '{v}'"));
+    }
+    fx.stop();
+    fx.start();
+}
+
+/// The data directory's files once every database has been connected to: a running server
+/// rewrites its relation cache files (`pg_internal.init`) on the first connection after
+/// they were invalidated, whoever connects, so a comparison starts after that.
+fn settled_snapshot(fx: &Fixture, port: u16) -> common::Snapshot {
+    for db in ["template1", "postgres"] {
+        psql(fx.major, &fx.socket, port, &fx.superuser, db, "SELECT 1");
+    }
+    snapshot(&fx.datadir)
+}
+
+#[track_caller]
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A streaming standby of `fx` made with pg_basebackup, running on its own port.
+struct Standby {
+    dir: PathBuf,
+    port: u16,
+}
+
+fn standby_of(fx: &Fixture, slot: Option<&str>) -> Standby {
+    let parent = fx.root.path().join("standby");
+    std::fs::create_dir_all(&parent).unwrap();
+    chown(&parent);
+    let dir = parent.join(fx.major.to_string());
+    let mut args = vec![
+        "-h".to_string(),
+        fx.socket.display().to_string(),
+        "-p".into(),
+        fx.port.to_string(),
+        "-U".into(),
+        fx.superuser.clone(),
+        "-D".into(),
+        dir.display().to_string(),
+        "-X".into(),
+        "stream".into(),
+        "-R".into(),
+        "--checkpoint=fast".into(),
+    ];
+    if let Some(s) = slot {
+        args.extend(["-C".into(), "-S".into(), s.to_string()]);
+    }
+    ok(
+        &as_owner(&fx.bindir().join("pg_basebackup"), &args),
+        "pg_basebackup",
+    );
+    let port = port();
+    let conf = dir.join("postgresql.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("{text}\nport = {port}\n")).unwrap();
+    common::start_server(fx.major, &dir, &fx.root.path().join("standby.log"));
+    wait_until("the standby streams", || {
+        fx.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+        )
+        .trim()
+            == "1"
+    });
+    Standby { dir, port }
+}
+
+/// The indented command lines that follow the report line starting with `header`, up to
+/// the explanation that closes them (`    Why`).
+fn printed_commands(stderr: &str, header: &str) -> Vec<String> {
+    let mut lines = stderr.lines().skip_while(|l| !l.starts_with(header));
+    assert!(lines.next().is_some(), "no {header:?} in:\n{stderr}");
+    lines
+        .take_while(|l| l.starts_with("    ") && !l.starts_with("    Why"))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// Runs commands as the owner through bash, stopping at the first failure.
+fn run_as_owner(preamble: &str, commands: &[String]) -> String {
+    let script = format!("set -e\n{preamble}\n{}", commands.join("\n"));
+    ok(
+        &as_owner(Path::new("/bin/bash"), &["-c", &script]),
+        &format!("the printed commands:\n{script}"),
+    )
+}
+
+fn upgrade_args(fx: &Fixture, new_major: u32, extra: &[&str]) -> Vec<String> {
+    fx.args("upgrade", new_major, extra)
+}
+
+/// Rows of a table, ordered, as one text: equal texts mean the same rows, each once.
+fn rows(major: u32, socket: &Path, port: u16, table: &str) -> String {
+    psql(
+        major,
+        socket,
+        port,
+        "postgres",
+        "postgres",
+        &format!(
+            "SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') FROM {table} x"
+        ),
+    )
+}
+
+#[test]
+fn hot_standby_is_refused_before_anything_is_touched() {
+    let fx = Fixture::new(16).running().build();
+    let sb = standby_of(&fx, None);
+    let before = snapshot(&sb.dir);
+    let message = format!(
+        "{} is a standby (standby.signal is present); it follows the primary at {} port {}",
+        sb.dir.display(),
+        fx.socket.display(),
+        fx.port
+    );
+    for command in ["check", "upgrade"] {
+        let run = fx.pgleap([
+            command,
+            "--old-datadir",
+            &sb.dir.display().to_string(),
+            "--old-bindir",
+            &bindir(16).display().to_string(),
+            "--new-bindir",
+            &bindir(17).display().to_string(),
+        ]);
+        run.refused(&message)
+            .refused("A standby cannot be upgraded on its own")
+            .refused("Upgrade its primary instead");
+        assert!(!run.stderr.contains("password="), "{}", run.stderr);
+    }
+    assert_unchanged(&before, &snapshot(&sb.dir), "a refused standby upgrade");
+    assert!(!fx.root.path().join("standby/17").exists());
+    let in_recovery = psql(
+        16,
+        &fx.socket,
+        sb.port,
+        "postgres",
+        "postgres",
+        "SELECT pg_is_in_recovery()",
+    );
+    assert_eq!(
+        in_recovery.trim(),
+        "t",
+        "the standby still runs as a standby"
+    );
+}
+
+#[test]
+fn slots_of_16_are_refused_then_dropped_by_name() {
+    let fx = Fixture::new(16).running().build();
+    configure(&fx, &[("wal_level", "logical")]);
+    fx.sql(
+        "postgres",
+        "SELECT pg_create_logical_replication_slot('decoder', 'test_decoding'); \
+         SELECT pg_create_physical_replication_slot('standby1', true)",
+    );
+    let before = settled_snapshot(&fx, fx.port);
+    let run = fx.pgleap(upgrade_args(&fx, 17, &[]));
+    run.refused(
+        "the upgrade would lose 2 replication slots (pg_upgrade carries no replication slot from PostgreSQL 16 (logical slots only from 17)): 'decoder' (logical, test_decoding, database postgres), 'standby1' (physical)",
+    )
+    .refused("Pass --slots drop to upgrade without them");
+    assert_unchanged(&before, &snapshot(&fx.datadir), "a refused upgrade");
+    assert!(!fx.new_datadir(17).exists());
+
+    let run = fx.pgleap(upgrade_args(&fx, 17, &["--slots", "drop"]));
+    run.success();
+    assert!(
+        run.stderr.contains("slot          'decoder' (logical, test_decoding, database postgres): lost: pg_upgrade carries no slot from 16"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("slot 'standby1' (physical): dropped"),
+        "{}",
+        run.stderr
+    );
+    let recreate = printed_commands(
+        &run.stderr,
+        "  slot 'decoder' (logical, test_decoding, database postgres): dropped",
+    );
+    assert_eq!(recreate.len(), 1, "{recreate:?}");
+    run_as_owner("", &recreate[..1]);
+    let slots = fx.sql(
+        "postgres",
+        "SELECT slot_name || ':' || plugin FROM pg_replication_slots ORDER BY 1",
+    );
+    assert_eq!(
+        slots.trim(),
+        "decoder:test_decoding",
+        "the printed command recreated it on the new cluster"
+    );
+    let status = fx.pgleap(["status", "--old-datadir", &fx.datadir.display().to_string()]);
+    status.success();
+    assert!(
+        status.stderr.contains("Replication:\n  slot 'decoder'"),
+        "{}",
+        status.stderr
+    );
+}
+
+#[test]
+fn lagging_slot_of_17_is_refused_before_the_stop() {
+    let fx = Fixture::new(17).running().build();
+    configure(&fx, &[("wal_level", "logical")]);
+    fx.sql(
+        "postgres",
+        "SELECT pg_create_logical_replication_slot('lagging', 'test_decoding')",
+    );
+    fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'late' FROM generate_series(2001, 2010) g",
+    );
+    let pid_before = fx.sql(
+        "postgres",
+        "SELECT pg_backend_pid() > 0; SELECT pg_postmaster_start_time()",
+    );
+    for extra in [&[][..], &["--slots", "drop"][..]] {
+        let run = fx.pgleap(upgrade_args(&fx, 18, extra));
+        run.refused("'lagging' (logical, test_decoding, database postgres) has no consumer connected and changes it has not confirmed")
+            .refused("Let each consumer catch up");
+    }
+    assert!(!fx.new_datadir(18).exists());
+    assert_eq!(
+        fx.sql(
+            "postgres",
+            "SELECT pg_backend_pid() > 0; SELECT pg_postmaster_start_time()"
+        ),
+        pid_before,
+        "the old server was never stopped"
+    );
+    // The slot itself was not advanced: its consumer still gets every change.
+    let pending = fx.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_logical_slot_get_changes('lagging', NULL, NULL) WHERE data LIKE 'table public.t: INSERT%'",
+    );
+    assert_eq!(pending.trim(), "10");
+}
+
+#[test]
+fn caught_up_slot_of_17_survives_and_decoding_continues() {
+    let fx = Fixture::new(17).running().build();
+    configure(&fx, &[("wal_level", "logical")]);
+    fx.sql("postgres", "CREATE TABLE feed (id int PRIMARY KEY)");
+    fx.sql(
+        "postgres",
+        "SELECT pg_create_logical_replication_slot('decoder', 'test_decoding')",
+    );
+    fx.sql("postgres", "INSERT INTO feed SELECT generate_series(1, 10)");
+    let changes = |major: u32| {
+        psql(
+            major,
+            &fx.socket,
+            fx.port,
+            "postgres",
+            "postgres",
+            "SELECT string_agg(substring(data from 'id\\[integer\\]:(\\d+)'), ',' ORDER BY lsn) FROM pg_logical_slot_get_changes('decoder', NULL, NULL) WHERE data LIKE 'table public.feed: INSERT%'",
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(changes(17), "1,2,3,4,5,6,7,8,9,10");
+    let run = fx.pgleap(upgrade_args(&fx, 18, &[]));
+    run.success();
+    assert!(
+        run.stderr.contains(
+            "slot 'decoder' (logical, test_decoding, database postgres): kept by pg_upgrade"
+        ),
+        "{}",
+        run.stderr
+    );
+    fx.sql(
+        "postgres",
+        "INSERT INTO feed SELECT generate_series(11, 15)",
+    );
+    assert_eq!(
+        changes(18),
+        "11,12,13,14,15",
+        "each row once, from where it was"
+    );
+}
+
+/// A publisher and a subscriber of its table `t`, in sync.
+fn publisher_and_subscriber(major: u32) -> (Fixture, Fixture) {
+    let publisher = Fixture::new(major).running().build();
+    configure(&publisher, &[("wal_level", "logical")]);
+    publisher.sql("postgres", "CREATE PUBLICATION pub FOR TABLE t");
+    let subscriber = Fixture::new(major).running().build();
+    subscriber.sql("postgres", "TRUNCATE t");
+    subscriber.sql(
+        "postgres",
+        &format!(
+            "CREATE SUBSCRIPTION sub CONNECTION 'host={} port={} dbname=postgres user=postgres' PUBLICATION pub",
+            publisher.socket.display(),
+            publisher.port
+        ),
+    );
+    (publisher, subscriber)
+}
+
+fn wait_in_sync(publisher: &Fixture, subscriber: &Fixture, sub_major: u32) {
+    let want = rows(publisher.major, &publisher.socket, publisher.port, "t");
+    wait_until("the subscriber has the publisher's rows", || {
+        rows(sub_major, &subscriber.socket, subscriber.port, "t") == want
+    });
+}
+
+#[test]
+fn subscriber_of_16_resumes_with_exactly_the_publishers_rows() {
+    let (publisher, subscriber) = publisher_and_subscriber(16);
+    wait_in_sync(&publisher, &subscriber, 16);
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'before' FROM generate_series(1001, 1100) g",
+    );
+    wait_in_sync(&publisher, &subscriber, 16);
+
+    // Its running apply worker writes WAL of its own (feedback, running transactions):
+    // the comparison leaves pg_wal out.
+    let without_wal = |s: common::Snapshot| -> common::Snapshot {
+        s.into_iter()
+            .filter(|(p, _)| !p.starts_with("pg_wal"))
+            .collect()
+    };
+    let before = without_wal(settled_snapshot(&subscriber, subscriber.port));
+    let run = subscriber.pgleap(upgrade_args(&subscriber, 17, &[]));
+    run.refused(&format!(
+        "this cluster subscribes to 'sub' (database postgres, from {} port {}); pg_upgrade from PostgreSQL 16 to 17 leaves each subscription disabled and without its table states",
+        publisher.socket.display(),
+        publisher.port
+    ))
+    .refused("Pass --subscriptions disable");
+    assert_unchanged(
+        &before,
+        &without_wal(snapshot(&subscriber.datadir)),
+        "a refused upgrade",
+    );
+
+    // Written while the subscriber goes down: applied before, or kept by the slot.
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'during' FROM generate_series(1101, 1200) g",
+    );
+    let run = subscriber.pgleap(upgrade_args(
+        &subscriber,
+        17,
+        &["--subscriptions", "disable"],
+    ));
+    run.success();
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1201, 1300) g",
+    );
+    let resume = printed_commands(&run.stderr, "  subscription postgres.sub from");
+    assert!(
+        resume
+            .iter()
+            .any(|c| c.contains("pg_replication_origin_advance")),
+        "the origin's progress was read from the old cluster: {resume:?}"
+    );
+    run_as_owner("", &resume);
+    wait_in_sync(&publisher, &subscriber, 17);
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'later' FROM generate_series(1301, 1310) g",
+    );
+    wait_in_sync(&publisher, &subscriber, 17);
+    let count = psql(
+        17,
+        &subscriber.socket,
+        subscriber.port,
+        "postgres",
+        "postgres",
+        "SELECT count(*), count(DISTINCT id) FROM t",
+    );
+    assert_eq!(count.trim(), "1310|1310", "no row lost, none twice");
+}
+
+#[test]
+fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
+    let fx = Fixture::new(16).running().build();
+    let sb = standby_of(&fx, Some("standby1"));
+    let before = settled_snapshot(&fx, fx.port);
+    let run = fx.pgleap(upgrade_args(&fx, 17, &[]));
+    run.refused("1 standby streams from the old cluster and cannot follow the new major: 'walreceiver' (over a Unix socket, user postgres, slot standby1)")
+        .refused("Pass --standbys rebuild-later");
+    assert_unchanged(&before, &snapshot(&fx.datadir), "a refused upgrade");
+
+    let run = fx.pgleap(upgrade_args(
+        &fx,
+        17,
+        &[
+            "--standbys",
+            "rebuild-later",
+            "--slots",
+            "recreate-physical",
+        ],
+    ));
+    run.success();
+    assert!(
+        run.stderr
+            .contains("recreated physical replication slot 'standby1'"),
+        "{}",
+        run.stderr
+    );
+    fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1001, 1050) g",
+    );
+    let procedure = printed_commands(&run.stderr, "  standby 'walreceiver'");
+    assert_eq!(procedure.len(), 4, "{procedure:?}");
+    let new_standby = fx.root.path().join("standby/17");
+    run_as_owner(
+        &format!(
+            "export STANDBY_OLD={} STANDBY_NEW={} STANDBY_PORT={}",
+            sb.dir.display(),
+            new_standby.display(),
+            sb.port
+        ),
+        &procedure,
+    );
+    let on_standby = |sql: &str| psql(17, &fx.socket, sb.port, "postgres", "postgres", sql);
+    assert_eq!(on_standby("SELECT pg_is_in_recovery()").trim(), "t");
+    fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'later' FROM generate_series(1051, 1060) g",
+    );
+    let want = rows(17, &fx.socket, fx.port, "t");
+    wait_until("the rebuilt standby has the primary's rows", || {
+        rows(17, &fx.socket, sb.port, "t") == want
+    });
+    let streaming = fx.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.state = 'streaming' AND s.slot_name = 'standby1'",
+    );
+    assert_eq!(
+        streaming.trim(),
+        "1",
+        "the standby streams from the new primary through its slot"
+    );
+}
+
+#[test]
+fn slot_that_falls_behind_after_the_preflight_is_refused_before_the_stop() {
+    use std::io::{BufRead as _, BufReader};
+    let fx = Fixture::new(17).running().build();
+    configure(&fx, &[("wal_level", "logical")]);
+    fx.sql(
+        "postgres",
+        "SELECT pg_create_logical_replication_slot('decoder', 'test_decoding')",
+    );
+    let start_time = fx.sql("postgres", "SELECT pg_postmaster_start_time()");
+    let go = fx.root.path().join("go");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgleap"))
+        .args(upgrade_args(&fx, 18, &[]))
+        .env(
+            "PGLEAP_FAULT",
+            format!("after:check:pause={}", go.display()),
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    // The preflight passed (the slot had nothing to consume); pgleap waits before the window.
+    while !seen.contains("fault point after:check") {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "pgleap ended early:\n{seen}"
+        );
+        seen.push_str(&line);
+    }
+    fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'late' FROM generate_series(2001, 2010) g",
+    );
+    std::fs::write(&go, "").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "refused:\n{seen}{rest}");
+    assert!(
+        rest.contains("'decoder' (logical, test_decoding, database postgres) has no consumer connected and changes it has not confirmed"),
+        "{rest}"
+    );
+    assert!(rest.contains("The old cluster was not changed"), "{rest}");
+    assert!(!fx.new_datadir(18).exists());
+    assert_eq!(
+        fx.sql("postgres", "SELECT pg_postmaster_start_time()"),
+        start_time,
+        "the old server was never stopped"
+    );
+}
