@@ -58,10 +58,7 @@ pub(crate) fn carry(
     command_line: &[(String, String)],
 ) -> Result<CarryReport> {
     let mut report = CarryReport::default();
-    let versions = match layout {
-        Layout::Debian { version, .. } => Some((*version, new.major)),
-        _ => None,
-    };
+    let versions = layout.settings_major().map(|v| (v, new.major));
     let mut files: Vec<ConfFile> = Vec::new();
     let mut found = Found {
         queue: first_files(layout, dirs),

@@ -2,13 +2,9 @@
 //! start.conf, or enabled systemd units), and switching that to the new cluster after
 //! success — reversibly, so rollback restores exactly what was there.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-
-use crate::exec::process::Runner;
-use crate::host::layout::Layout;
-use crate::host::systemd::{systemctl, systemd_running, unit_enabled, unit_file_exists, unit_name};
 
 /// A line pgleap adds to a start.conf it changed, so rollback can undo exactly that.
 const START_CONF_MARK: &str = "# pgleap:";
@@ -100,59 +96,6 @@ pub(crate) fn restore_start_conf(text: &str, was: &str) -> Option<String> {
     let mut s = out.join("\n");
     s.push('\n');
     Some(s)
-}
-
-pub(crate) fn plan_boot(runner: &Runner, root: &Path, old: &Layout, new: &Layout) -> Option<Boot> {
-    match old {
-        Layout::Debian { confdir, .. } => {
-            let path = confdir.join("start.conf");
-            let text = std::fs::read_to_string(&path).ok()?;
-            (start_mode(&text) == Some("auto")).then(|| Boot::StartConf {
-                path,
-                was: "auto".into(),
-            })
-        }
-        Layout::Rhel { .. } => {
-            let old_unit = unit_name(old)?;
-            if !unit_file_exists(root, &old_unit) || systemctl().is_none() {
-                return None;
-            }
-            let offline_root = (!systemd_running(root)).then(|| root.to_path_buf());
-            let enabled = |u: &str| unit_enabled(runner, offline_root.as_deref(), u);
-            if !enabled(&old_unit) {
-                return None;
-            }
-            let new_unit = unit_name(new).filter(|u| unit_file_exists(root, u));
-            Some(Boot::Units {
-                new_was_enabled: new_unit.as_deref().is_some_and(enabled),
-                old: old_unit,
-                new: new_unit,
-                offline_root,
-            })
-        }
-        Layout::Plain => None,
-    }
-}
-
-/// True when a journaled `boot` names this cluster's own start.conf or units (a journal is
-/// the owner's to edit; boot settings are changed by root).
-pub(crate) fn belongs(boot: &Boot, root: &Path, old: &Layout, new: &Layout) -> bool {
-    match boot {
-        Boot::StartConf { path, .. } => {
-            old.confdir().map(|c| c.join("start.conf")).as_ref() == Some(path)
-        }
-        Boot::Units {
-            old: o,
-            new: n,
-            offline_root,
-            ..
-        } => {
-            unit_name(old).as_ref() == Some(o)
-                && n.as_ref()
-                    .is_none_or(|n| unit_name(new).as_ref() == Some(n))
-                && offline_root.as_ref().is_none_or(|r| r == root)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,117 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::parse::parse_line;
 use crate::error::Finding;
+use crate::exec::process::Runner;
+use crate::host::boot::{Boot, start_mode};
+use crate::host::host_layout::{HostLayout, PackagedStart};
 use crate::host::root::under;
+
+/// A postgresql-common cluster: configuration in `confdir` (`/etc/postgresql/N/NAME`),
+/// started by `pg_ctlcluster` or the systemd unit `postgresql@N-NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Debian {
+    pub(crate) version: u32,
+    pub(crate) name: String,
+    pub(crate) confdir: PathBuf,
+}
+
+impl Debian {
+    pub(crate) fn new(id: &ClusterId, confdir: PathBuf) -> Debian {
+        Debian {
+            version: id.version,
+            name: id.name.clone(),
+            confdir,
+        }
+    }
+}
+
+impl HostLayout for Debian {
+    /// The cluster whose `data_directory` is `datadir` (see [`debian_cluster_of_datadir`]).
+    fn recognize(root: &Path, datadir: &Path) -> Option<Debian> {
+        debian_cluster_of_datadir(root, datadir).map(|(id, confdir)| Debian::new(&id, confdir))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "Debian cluster {}/{}, config in {}",
+            self.version,
+            self.name,
+            self.confdir.display()
+        )
+    }
+
+    /// The configuration goes to `<root>/etc/postgresql/NEW/NAME`.
+    fn for_new(&self, root: &Path, major: u32, _new_datadir: &Path) -> Option<Debian> {
+        Some(Debian {
+            version: major,
+            name: self.name.clone(),
+            confdir: debian_confdir(root, major, &self.name),
+        })
+    }
+
+    fn confdir(&self) -> Option<&Path> {
+        Some(&self.confdir)
+    }
+
+    fn extra_config_files(&self) -> &'static [&'static str] {
+        &["start.conf", "pg_ctl.conf", "environment"]
+    }
+
+    fn named_major(&self) -> Option<(u32, String)> {
+        Some((
+            self.version,
+            format!(
+                "cluster {}/{} ({})",
+                self.version,
+                self.name,
+                self.confdir.display()
+            ),
+        ))
+    }
+
+    fn settings_major(&self) -> Option<u32> {
+        Some(self.version)
+    }
+
+    fn unit_name(&self) -> Option<String> {
+        Some(format!("postgresql@{}-{}", self.version, self.name))
+    }
+
+    fn unit_bindir(&self, root: &Path) -> Option<PathBuf> {
+        Some(under(
+            root,
+            &format!("usr/lib/postgresql/{}/bin", self.version),
+        ))
+    }
+
+    fn pg_ctlcluster(&self) -> Option<(u32, String)> {
+        Some((self.version, self.name.clone()))
+    }
+
+    fn packaged_start(&self, root: &Path) -> Option<PackagedStart> {
+        let (version, name) = (self.version, &self.name);
+        Some(PackagedStart {
+            bindir: self.unit_bindir(root)?,
+            starter: format!("postgresql-common starts cluster {version}/{name}"),
+            package: format!("postgresql-{version}"),
+            tools: format!("pg_ctlcluster and postgresql@{version}-{name}"),
+        })
+    }
+
+    /// start.conf set to manual, when it says auto.
+    fn plan_boot(&self, _runner: &Runner, _root: &Path, _new: &dyn HostLayout) -> Option<Boot> {
+        let path = self.confdir.join("start.conf");
+        let text = std::fs::read_to_string(&path).ok()?;
+        (start_mode(&text) == Some("auto")).then(|| Boot::StartConf {
+            path,
+            was: "auto".into(),
+        })
+    }
+}
 
 /// A postgresql-common cluster name as `pg_lsclusters` prints it: `15/main`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +292,18 @@ pub(crate) fn debian_cluster_of_datadir(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_follow_postgresql_common() {
+        let id: ClusterId = "15/main".parse().unwrap();
+        let d = Debian::new(&id, "/etc/postgresql/15/main".into());
+        assert_eq!(d.unit_name().as_deref(), Some("postgresql@15-main"));
+        assert_eq!(d.pg_ctlcluster(), Some((15, "main".to_string())));
+        assert_eq!(
+            d.unit_bindir(Path::new("/")),
+            Some(PathBuf::from("/usr/lib/postgresql/15/bin"))
+        );
+    }
 
     #[test]
     fn cluster_ids_parse_like_pg_lsclusters() {

@@ -1,9 +1,11 @@
 //! Where a cluster lives on its host, and where the new one goes.
 //!
 //! The host layout is detected once, from the flags and what is on disk, and recorded in the
-//! plan: a plain data directory holding its own configuration, a postgresql-common (Debian,
-//! Ubuntu) cluster whose configuration lives in `/etc/postgresql/N/NAME`, or a PGDG RPM
-//! (RHEL) cluster in `/var/lib/pgsql/N/data`. Every host path is resolved under `--root`
+//! plan: a plain data directory holding its own configuration (`plain.rs`), a
+//! postgresql-common (Debian, Ubuntu) cluster whose configuration lives in
+//! `/etc/postgresql/N/NAME` (`debian.rs`), or a PGDG RPM (RHEL) cluster in
+//! `/var/lib/pgsql/N/data` (`rhel.rs`). Each implements `host_layout::HostLayout`; the
+//! `layouts!` line below registers them, in the order they are recognized. Every host path is resolved under `--root`
 //! (default `/`), so tests build these layouts in a temporary directory; paths written inside
 //! configuration files are taken as they are, since the server reads them.
 //!
@@ -17,81 +19,65 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Finding;
-use crate::host::debian::{
-    ClusterId, debian_cluster_of_datadir, debian_confdir, debian_id_of_confdir, resolve_debian,
-};
-use crate::host::root::under;
+use crate::host::boot::Boot;
+use crate::host::debian::{ClusterId, Debian, debian_id_of_confdir, resolve_debian};
+use crate::host::host_layout::HostLayout;
+use crate::host::plain::Plain;
+use crate::host::rhel::Rhel;
 
-/// How the host organizes one cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub(crate) enum Layout {
-    /// The configuration lives in the data directory.
-    #[default]
-    Plain,
-    /// A postgresql-common cluster: configuration in `confdir` (`/etc/postgresql/N/NAME`),
-    /// started by `pg_ctlcluster` or the systemd unit `postgresql@N-NAME`.
-    Debian {
-        version: u32,
-        name: String,
-        confdir: PathBuf,
-    },
-    /// A PGDG RPM cluster: `/var/lib/pgsql/N/data`, binaries in `/usr/pgsql-N/bin`, systemd
-    /// unit `postgresql-N`.
-    Rhel { version: u32 },
-}
-
-impl Layout {
-    /// The directory whose `postgresql.conf` the server reads, when it is not the data
-    /// directory.
-    pub(crate) fn confdir(&self) -> Option<&Path> {
-        match self {
-            Layout::Debian { confdir, .. } => Some(confdir),
-            _ => None,
+/// Declares [`Layout`], the host layouts in the order they are recognized (the last one
+/// recognizes every data directory).
+macro_rules! layouts {
+    ($($variant:ident($ty:ty)),+ $(,)?) => {
+        /// How the host organizes one cluster, as the plan and journal record it
+        /// (`{"kind": "debian", ...}`); it derefs to its [`HostLayout`].
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "kind", rename_all = "kebab-case")]
+        pub(crate) enum Layout {
+            $($variant($ty)),+
         }
-    }
 
-    /// The same layout for the new major: Debian's configuration goes to
-    /// `<root>/etc/postgresql/NEW/NAME`.
-    pub(crate) fn for_major(&self, root: &Path, major: u32) -> Layout {
-        match self {
-            Layout::Plain => Layout::Plain,
-            Layout::Debian { name, .. } => Layout::Debian {
-                version: major,
-                name: name.clone(),
-                confdir: debian_confdir(root, major, name),
-            },
-            Layout::Rhel { .. } => Layout::Rhel { version: major },
-        }
-    }
+        impl std::ops::Deref for Layout {
+            type Target = dyn HostLayout;
 
-    /// Files of the configuration directory that hold no settings but belong to the cluster
-    /// (postgresql-common's start mode, pg_ctl options and server environment).
-    pub(crate) fn extra_config_files(&self) -> &'static [&'static str] {
-        match self {
-            Layout::Debian { .. } => &["start.conf", "pg_ctl.conf", "environment"],
-            _ => &[],
-        }
-    }
-
-    /// One line for humans: `Debian cluster 15/main, config in /etc/postgresql/15/main`.
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Layout::Plain => "plain data directory (configuration inside it)".into(),
-            Layout::Debian {
-                version,
-                name,
-                confdir,
-            } => format!(
-                "Debian cluster {version}/{name}, config in {}",
-                confdir.display()
-            ),
-            Layout::Rhel { version } => {
-                format!(
-                    "RHEL/PGDG cluster (/var/lib/pgsql/{version}/data, unit postgresql-{version})"
-                )
+            fn deref(&self) -> &Self::Target {
+                match self {
+                    $(Layout::$variant(l) => l),+
+                }
             }
         }
+
+        impl Layout {
+            /// The layout of the data directory `datadir` under `root`.
+            fn recognize(root: &Path, datadir: &Path) -> Layout {
+                $(if let Some(l) = <$ty>::recognize(root, datadir) {
+                    return Layout::$variant(l);
+                })+
+                Layout::default()
+            }
+
+            /// The same layout for the new major and data directory (plain where the host
+            /// would not run a cluster there).
+            pub(crate) fn for_new(&self, root: &Path, major: u32, new_datadir: &Path) -> Layout {
+                match self {
+                    $(Layout::$variant(l) => l
+                        .for_new(root, major, new_datadir)
+                        .map_or_else(Layout::default, Layout::$variant)),+
+                }
+            }
+        }
+    };
+}
+
+layouts! {
+    Debian(Debian),
+    Rhel(Rhel),
+    Plain(Plain),
+}
+
+impl Default for Layout {
+    fn default() -> Layout {
+        Layout::Plain(Plain {})
     }
 }
 
@@ -118,36 +104,34 @@ pub(crate) fn resolve_old(
         if let Some(id) = debian_id_of_confdir(root, dir) {
             return Ok(debian(&id, resolve_debian(root, &id)?));
         }
-        return Ok((dir.to_path_buf(), Layout::Plain));
+        return Ok((dir.to_path_buf(), Layout::default()));
     }
-    if let Some((id, confdir)) = debian_cluster_of_datadir(root, dir) {
-        return Ok(debian(&id, (dir.to_path_buf(), confdir)));
-    }
-    if let Some(version) = rhel_version_of_datadir(root, dir) {
-        return Ok((dir.to_path_buf(), Layout::Rhel { version }));
-    }
-    Ok((dir.to_path_buf(), Layout::Plain))
+    Ok((dir.to_path_buf(), Layout::recognize(root, dir)))
 }
 
 /// A postgresql-common cluster's data directory and layout.
 fn debian(id: &ClusterId, (datadir, confdir): (PathBuf, PathBuf)) -> (PathBuf, Layout) {
-    (
-        datadir,
-        Layout::Debian {
-            version: id.version,
-            name: id.name.clone(),
-            confdir,
-        },
-    )
+    (datadir, Layout::Debian(Debian::new(id, confdir)))
 }
 
-/// `<root>/var/lib/pgsql/N/data` → N.
-fn rhel_version_of_datadir(root: &Path, datadir: &Path) -> Option<u32> {
-    let rel = datadir.strip_prefix(under(root, "var/lib/pgsql")).ok()?;
-    let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
-    match parts.as_slice() {
-        [v, "data"] => v.parse().ok(),
-        _ => None,
+/// True when a journaled `boot` names this cluster's own start.conf or units (a journal is
+/// the owner's to edit; boot settings are changed by root).
+pub(crate) fn boot_belongs(boot: &Boot, root: &Path, old: &Layout, new: &Layout) -> bool {
+    match boot {
+        Boot::StartConf { path, .. } => {
+            old.confdir().map(|c| c.join("start.conf")).as_ref() == Some(path)
+        }
+        Boot::Units {
+            old: o,
+            new: n,
+            offline_root,
+            ..
+        } => {
+            old.unit_name().as_ref() == Some(o)
+                && n.as_ref()
+                    .is_none_or(|n| new.unit_name().as_ref() == Some(n))
+                && offline_root.as_ref().is_none_or(|r| r == root)
+        }
     }
 }
 
@@ -216,11 +200,11 @@ mod tests {
         assert_eq!(d, data);
         assert_eq!(
             layout,
-            Layout::Debian {
+            Layout::Debian(Debian {
                 version: 15,
                 name: "main".into(),
                 confdir: conf.clone()
-            }
+            })
         );
         assert_eq!(layout.confdir(), Some(conf.as_path()));
         // The configuration directory given as --old-datadir, as pg_upgrade accepts it.
@@ -235,15 +219,18 @@ mod tests {
         let main = datadir(r, "var/lib/postgresql/15/main", 15);
         debian_conf(r, "15/main", &main);
         let (_, layout) = resolve_old(r, None, Some(&main)).unwrap();
-        assert!(matches!(layout, Layout::Debian { ref name, .. } if name == "main"));
+        assert!(matches!(layout, Layout::Debian(ref d) if d.name == "main"));
         // pg_createcluster -d: another name, found by its data_directory.
         let other = datadir(r, "srv/data15", 15);
         debian_conf(r, "15/reports", &other);
         let (_, layout) = resolve_old(r, None, Some(&other)).unwrap();
-        assert!(matches!(layout, Layout::Debian { ref name, .. } if name == "reports"));
+        assert!(matches!(layout, Layout::Debian(ref d) if d.name == "reports"));
         // A data directory no cluster names is plain.
         let plain = datadir(r, "data/15", 15);
-        assert_eq!(resolve_old(r, None, Some(&plain)).unwrap().1, Layout::Plain);
+        assert_eq!(
+            resolve_old(r, None, Some(&plain)).unwrap().1,
+            Layout::default()
+        );
     }
 
     #[test]
@@ -270,34 +257,63 @@ mod tests {
         let d = datadir(r, "var/lib/pgsql/15/data", 15);
         assert_eq!(
             resolve_old(r, None, Some(&d)).unwrap().1,
-            Layout::Rhel { version: 15 }
+            Layout::Rhel(Rhel { version: 15 })
         );
         // Only under the root: the same shape elsewhere is someone else's directory.
         assert_eq!(
             resolve_old(&r.join("var"), None, Some(&d)).unwrap().1,
-            Layout::Plain
+            Layout::default()
         );
     }
 
     #[test]
     fn new_layout_follows_the_old_one() {
-        let old = Layout::Debian {
+        let old = Layout::Debian(Debian {
             version: 15,
             name: "main".into(),
             confdir: "/r/etc/postgresql/15/main".into(),
-        };
+        });
+        let new = Path::new("/r/var/lib/postgresql/17/main");
         assert_eq!(
-            old.for_major(Path::new("/r"), 17).confdir(),
+            old.for_new(Path::new("/r"), 17, new).confdir(),
             Some(Path::new("/r/etc/postgresql/17/main"))
         );
+        let rhel = Layout::Rhel(Rhel { version: 15 });
         assert_eq!(
-            Layout::Rhel { version: 15 }.for_major(Path::new("/"), 17),
-            Layout::Rhel { version: 17 }
+            rhel.for_new(Path::new("/"), 17, Path::new("/var/lib/pgsql/17/data")),
+            Layout::Rhel(Rhel { version: 17 })
+        );
+        // A RHEL unit starts only the default data directory: elsewhere, the new one is plain.
+        assert_eq!(
+            rhel.for_new(Path::new("/"), 17, Path::new("/srv/17/data")),
+            Layout::default()
         );
         assert_eq!(
             old.describe(),
             "Debian cluster 15/main, config in /r/etc/postgresql/15/main"
         );
+    }
+
+    #[test]
+    fn the_journal_keeps_its_layout_records() {
+        for (layout, json) in [
+            (Layout::default(), r#"{"kind":"plain"}"#),
+            (
+                Layout::Rhel(Rhel { version: 15 }),
+                r#"{"kind":"rhel","version":15}"#,
+            ),
+            (
+                Layout::Debian(Debian {
+                    version: 15,
+                    name: "main".into(),
+                    confdir: "/etc/postgresql/15/main".into(),
+                }),
+                r#"{"kind":"debian","version":15,"name":"main","confdir":"/etc/postgresql/15/main"}"#,
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&layout).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Layout>(json).unwrap(), layout);
+        }
     }
 
     #[test]

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::exec::process::Runner;
-use crate::host::boot::{Boot, plan_boot};
+use crate::host::boot::Boot;
 use crate::host::layout::Layout;
-use crate::host::systemd::{systemd_running, unit_bindir, unit_file_exists, unit_name};
+use crate::host::systemd::{systemd_running, unit_file_exists};
 use crate::inspect::install::is_executable;
 
 /// Debian's cluster control tool (postgresql-common).
@@ -123,18 +123,16 @@ pub(crate) fn choose(f: &Facts, hook: Option<&str>) -> Manager {
 pub(crate) fn facts(root: &Path, layout: &Layout) -> Facts {
     let under_root = root != Path::new("/");
     let installed = || {
-        unit_bindir(root, layout)
+        layout
+            .unit_bindir(root)
             .is_some_and(|b| is_executable(&b.join("pg_ctl")) && is_executable(&b.join("psql")))
     };
-    let unit = unit_name(layout).filter(|u| unit_file_exists(root, u) && installed());
-    let pg_ctlcluster = match layout {
-        Layout::Debian { version, name, .. }
-            if is_executable(Path::new(PG_CTLCLUSTER)) && installed() =>
-        {
-            Some((*version, name.clone()))
-        }
-        _ => None,
-    };
+    let unit = layout
+        .unit_name()
+        .filter(|u| unit_file_exists(root, u) && installed());
+    let pg_ctlcluster = layout
+        .pg_ctlcluster()
+        .filter(|_| is_executable(Path::new(PG_CTLCLUSTER)) && installed());
     Facts {
         under_root,
         systemd_running: systemd_running(root),
@@ -165,7 +163,7 @@ pub(crate) fn plan_host(
             start: choose(&new_facts, start_command),
             stop: choose(&new_facts, stop_command),
         },
-        boot: plan_boot(runner, root, old, new),
+        boot: old.plan_boot(runner, root, &**new),
         stop_command: stop_command.map(str::to_string),
         start_command: start_command.map(str::to_string),
     }
@@ -252,7 +250,10 @@ mod tests {
     #[test]
     fn facts_under_a_root_never_name_systemd() {
         let root = tempfile::tempdir().unwrap();
-        let f = facts(root.path(), &Layout::Rhel { version: 15 });
+        let f = facts(
+            root.path(),
+            &Layout::Rhel(crate::host::rhel::Rhel { version: 15 }),
+        );
         assert!(f.under_root);
         assert!(!f.systemd_running);
         assert_eq!(f.unit, None, "no unit file, no pg_ctl under the root");

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::exec::process::{Opts, Runner};
-use crate::host::layout::Layout;
 use crate::host::root::under;
 use crate::inspect::install::is_executable;
 
@@ -16,26 +15,6 @@ const UNIT_DIRS: [&str; 4] = [
     "lib/systemd/system",
     "usr/lib/systemd/system",
 ];
-/// The systemd unit of a cluster: Debian `postgresql@15-main`, RHEL `postgresql-15`.
-pub(crate) fn unit_name(layout: &Layout) -> Option<String> {
-    match layout {
-        Layout::Plain => None,
-        Layout::Debian { version, name, .. } => Some(format!("postgresql@{version}-{name}")),
-        Layout::Rhel { version } => Some(format!("postgresql-{version}")),
-    }
-}
-
-/// The bindir a distribution's unit runs: units take no `--bindir`.
-pub(crate) fn unit_bindir(root: &Path, layout: &Layout) -> Option<PathBuf> {
-    match layout {
-        Layout::Plain => None,
-        Layout::Debian { version, .. } => {
-            Some(under(root, &format!("usr/lib/postgresql/{version}/bin")))
-        }
-        Layout::Rhel { version } => Some(under(root, &format!("usr/pgsql-{version}/bin"))),
-    }
-}
-
 /// True when a unit file for `unit` is installed under `root` (for `name@instance`, the
 /// template `name@.service` counts).
 pub(crate) fn unit_file_exists(root: &Path, unit: &str) -> bool {
@@ -108,21 +87,6 @@ pub(crate) fn run_systemctl(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unit_names_follow_the_distributions() {
-        let d = Layout::Debian {
-            version: 15,
-            name: "main".into(),
-            confdir: "/etc/postgresql/15/main".into(),
-        };
-        assert_eq!(unit_name(&d).as_deref(), Some("postgresql@15-main"));
-        assert_eq!(
-            unit_name(&Layout::Rhel { version: 17 }).as_deref(),
-            Some("postgresql-17")
-        );
-        assert_eq!(unit_name(&Layout::Plain), None);
-    }
 
     #[test]
     fn unit_files_and_templates_are_found_under_the_root() {

@@ -293,15 +293,7 @@ pub(crate) fn library_path(install: &Install, name: &str) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn install() -> Install {
-        Install {
-            bindir: "/pg/bin".into(),
-            major: 17,
-            version: "17.11".into(),
-            pkglibdir: "/pg/lib".into(),
-            sharedir: "/pg/share".into(),
-        }
-    }
+    use crate::inspect::install::tests::sample as install;
 
     #[test]
     fn reads_single_user_answers() {

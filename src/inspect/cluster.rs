@@ -72,11 +72,20 @@ pub(crate) fn control_data_of(
     install: &Install,
     datadir: &Path,
 ) -> crate::error::Result<ControlData> {
+    run_control_data(runner, install, datadir, "pg_controldata")
+}
+
+fn run_control_data(
+    runner: &Runner,
+    install: &Install,
+    datadir: &Path,
+    log_name: &'static str,
+) -> crate::error::Result<ControlData> {
     let out = runner.run(
         &install.pg_controldata(),
         &[datadir.as_os_str()],
         &Opts {
-            log_name: Some("pg_controldata"),
+            log_name: Some(log_name),
             ..Opts::default()
         },
     )?;
@@ -199,18 +208,7 @@ impl Cluster {
         runner: &Runner,
         install: &Install,
     ) -> crate::error::Result<ControlData> {
-        let out = runner.run(
-            &install.pg_controldata(),
-            &[self.datadir.as_os_str()],
-            &Opts {
-                log_name: Some("pg_controldata-old"),
-                ..Opts::default()
-            },
-        )?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        ControlData::parse(&text).ok_or_else(|| crate::error::Error::ControlDataUnreadable {
-            datadir: self.datadir.clone(),
-        })
+        run_control_data(runner, install, &self.datadir, "pg_controldata-old")
     }
 
     /// [`Cluster::control_data`] for the preflight: a control file that pg_controldata cannot

@@ -311,8 +311,19 @@ pub(crate) fn apt_knows(runner: &Runner, name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A PostgreSQL 17 installation under `/pg`, for tests that only read its paths.
+    pub(crate) fn sample() -> Install {
+        Install {
+            bindir: "/pg/bin".into(),
+            major: 17,
+            version: "17.11".into(),
+            pkglibdir: "/pg/lib".into(),
+            sharedir: "/pg/share".into(),
+        }
+    }
 
     #[test]
     fn parses_versions_of_every_shape() {

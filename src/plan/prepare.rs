@@ -9,27 +9,24 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::error::{Finding, Findings};
-use crate::exec::postmaster::Liveness;
 use crate::exec::process::{Owner, Runner};
 use crate::exec::server::{self, Fence};
 use crate::host::layout;
-use crate::host::root::{absolute, host_root, under};
+use crate::host::root::{absolute, host_root};
 use crate::host::service;
 use crate::inspect::catalog::{self, Catalog};
 use crate::inspect::cluster::{Cluster, ControlData};
-use crate::inspect::cmdline::{self, CommandLine};
+use crate::inspect::cmdline::CommandLine;
 use crate::inspect::db;
 use crate::inspect::install::{self, Install, Role};
 use crate::inspect::space::{self, FsNeed, Usage};
 use crate::plan::args::CheckArgs;
 use crate::plan::{self, InitdbOptions, Mode, Plan, Side};
-use crate::preflight::layout::{check_layout_version, host_findings};
-use crate::preflight::mode::choose_mode;
+use crate::preflight::facts::{CatalogFacts, Static};
+use crate::preflight::layout::check_layout_version;
 use crate::preflight::owner::{check_not_disabled, check_owner, explain_unreadable};
-use crate::preflight::ports;
-use crate::preflight::space::space_findings;
-use crate::preflight::target::{check_new_confdir, check_target};
 use crate::preflight::versions::check_versions;
+use crate::preflight::{self};
 
 /// Everything an upgrade needs, decided.
 #[derive(Debug)]
@@ -68,34 +65,11 @@ fn inspect_old(args: &CheckArgs) -> Result<(PathBuf, layout::Layout, Cluster)> {
     Ok((root, old_layout, cluster))
 }
 
-/// What the old catalog says the new installation or pg_upgrade will not accept.
-fn catalog_findings(c: &Catalog, new: &Install, runner: &Runner, findings: &mut Findings) {
-    let known = |pkg: &str| install::apt_knows(runner, pkg);
-    for f in crate::preflight::extensions::missing_in(c, new, &known) {
-        findings.push(f);
-    }
-    if let Some(f) = crate::preflight::prepared::prepared_finding(c) {
-        findings.push(f);
-    }
-}
-
-/// Refuses with `f` and every static finding so far: all problems at once.
-fn refuse_with(findings: &mut Findings, f: Finding) -> Error {
-    findings.push(f);
-    Error::Refused {
-        findings: std::mem::take(&mut findings.0),
-    }
-}
-
 pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
-    let (f, mut findings) = static_phase(args)?;
-    port_findings(&f, purpose, &mut findings)?;
+    let (f, findings) = static_phase(args, purpose)?;
     // Static checks refuse here, before any server is started or stopped.
     let mut findings = findings.into_result()?;
     let catalog = read_catalog(args, purpose, &f, &mut findings)?;
-    if let Some(c) = &catalog {
-        catalog_findings(c, &f.new, &f.runner, &mut findings);
-    }
     let host = service::plan_host(
         &f.runner,
         &f.root,
@@ -104,7 +78,16 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         args.stop_command.as_deref(),
         args.start_command.as_deref(),
     );
-    host_findings(&host, &f.new_layout, &f.new, &mut findings);
+    preflight::run_catalog(
+        &CatalogFacts {
+            catalog: catalog.as_ref(),
+            runner: &f.runner,
+            new: &f.new,
+            host: &host,
+            new_layout: &f.new_layout,
+        },
+        &mut findings,
+    );
     let plan = build_plan(args, purpose, &f, catalog.as_ref(), host);
     Ok(Prepared {
         plan,
@@ -129,60 +112,6 @@ impl Purpose {
             } => (port.unwrap_or(old_port), analyze, leave_stopped),
         }
     }
-}
-
-/// Refuses, before the old server stops, a new port that another program holds (see
-/// `preflight::ports`).
-fn port_findings(f: &Facts, purpose: Purpose, findings: &mut Findings) -> Result<()> {
-    let listen = listen(f, purpose.settings(f.old_port).0)?;
-    let old_server = match &f.cluster.liveness {
-        Liveness::Running(pm) => ports::Old {
-            pid: Some(pm.pid),
-            live_port: Some(pm.port.unwrap_or(f.old_port)),
-        },
-        Liveness::Stale { pid } => ports::Old {
-            pid: Some(*pid),
-            live_port: None,
-        },
-        Liveness::Stopped => ports::Old::default(),
-    };
-    findings.extend(ports::check(&listen, old_server));
-    Ok(())
-}
-
-/// Where the new server will listen on `port`: the old server's socket directories and
-/// listen addresses (its command line's, else its configuration's), which it carries.
-fn listen(f: &Facts, port: u16) -> Result<ports::Listen> {
-    let get = |name: &str| match f.cmdline.value(name) {
-        Some(v) => Ok(v),
-        None => f.cluster.setting(&f.runner, &f.old, name),
-    };
-    Ok(ports::Listen {
-        port,
-        socket_dirs: ports::split_list(&get("unix_socket_directories")?)
-            .into_iter()
-            .filter(|d| !d.starts_with('@'))
-            .map(|d| f.cluster.datadir.join(d))
-            .collect(),
-        addresses: ports::split_list(&get("listen_addresses")?),
-        owner_uid: f.cluster.owner.uid,
-    })
-}
-
-/// The port the old server runs on, else the one its command line or configuration sets.
-fn old_port(
-    runner: &Runner,
-    cluster: &Cluster,
-    old: &Install,
-    cmdline: &CommandLine,
-) -> Result<u16> {
-    if let Some(p) = cluster.postmaster().and_then(|p| p.port).or(cmdline.port()) {
-        return Ok(p);
-    }
-    Ok(cluster
-        .setting(runner, old, "port")?
-        .parse()
-        .unwrap_or(5432))
 }
 
 /// What the static phase learned, before any server is touched.
@@ -211,10 +140,10 @@ struct Facts {
     cmdline: CommandLine,
 }
 
-/// The old cluster, both installations and the new data directory, inspected and checked
-/// without starting anything: refusals that cannot wait end it early, the others are
-/// gathered in the findings.
-fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
+/// The old cluster, both installations and the new data directory, inspected, then the
+/// static families of the preflight walked, without starting anything: refusals that cannot
+/// wait end it early, the others are gathered in the findings.
+fn static_phase(args: &CheckArgs, purpose: Purpose) -> Result<(Facts, Findings)> {
     let (root, old_layout, cluster) = inspect_old(args)?;
     let old_datadir = cluster.datadir.clone();
     let runner = Runner::new(cluster.owner.clone(), None);
@@ -226,15 +155,48 @@ fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
 
     let new_datadir =
         resolve_new_datadir(args, &old_datadir, cluster.major, new.major).map_err(Error::from)?;
-    check_target(&old_datadir, &new_datadir, &cluster, &new, &mut findings);
-    let new_layout = new_layout(&old_layout, &root, new.major, &new_datadir);
-    if let Some(confdir) = new_layout.confdir() {
-        check_new_confdir(confdir, &cluster.owner, &mut findings);
-    }
-
-    let control = cluster
-        .control_data_checked(&runner, &old)?
-        .map_err(|f| refuse_with(&mut findings, f))?;
+    let new_layout = old_layout.for_new(&root, new.major, &new_datadir);
+    let usage = Usage::measure(&cluster);
+    let tablespaces: Vec<PathBuf> = cluster
+        .tablespaces
+        .iter()
+        .map(|t| t.location.clone())
+        .collect();
+    let control = cluster.control_data_checked(&runner, &old)?;
+    let mut s = Static {
+        cluster: &cluster,
+        runner: &runner,
+        old: &old,
+        new: &new,
+        new_datadir: &new_datadir,
+        new_confdir: new_layout.confdir(),
+        usage: &usage,
+        tablespaces: &tablespaces,
+        requested_mode: args.mode,
+        port_flag: match purpose {
+            Purpose::Check => None,
+            Purpose::Upgrade { port, .. } => port,
+        },
+        control: &control,
+        mode: args.mode,
+        mode_reason: String::new(),
+        waldirs: None,
+        space: Vec::new(),
+        cmdline: CommandLine::default(),
+        old_port: 0,
+    };
+    preflight::run_static(&mut s, &mut findings)?;
+    let Static {
+        mode,
+        mode_reason,
+        waldirs,
+        space,
+        cmdline,
+        old_port,
+        ..
+    } = s;
+    // The control family has refused already when pg_control cannot be trusted.
+    let control = control.map_err(|f| preflight::refuse_with(&mut findings, f))?;
     let crashed =
         (!cluster.is_running() && !control.cleanly_shut_down()).then(|| control.state.clone());
     let old_state = if cluster.is_running() {
@@ -244,35 +206,6 @@ fn static_phase(args: &CheckArgs) -> Result<(Facts, Findings)> {
     } else {
         "stopped".into()
     };
-
-    let (mode, mode_reason) = choose_mode(
-        args.mode,
-        &old_datadir,
-        &new_datadir,
-        new.major,
-        &mut findings,
-    );
-    let usage = Usage::measure(&cluster);
-    let tablespaces: Vec<PathBuf> = cluster
-        .tablespaces
-        .iter()
-        .map(|t| t.location.clone())
-        .collect();
-    let waldirs = crate::preflight::placement::choose(
-        &old_datadir,
-        &new_datadir,
-        &tablespaces,
-        (cluster.major, new.major),
-        &mut findings,
-    );
-    let space = space::needs(&usage, &new_datadir, &tablespaces, mode.copies_data());
-    let cross_device = space::device_of(&old_datadir) != space::device_of(&new_datadir);
-    space_findings(&space, mode, &new_datadir, cross_device, &mut findings);
-
-    // Read before any fenced start of the old server, which would overwrite the file.
-    let cmdline = cmdline::read(&old_datadir).unwrap_or_default();
-    findings.extend(cmdline::refusal(&cmdline, &old_datadir));
-    let old_port = old_port(&runner, &cluster, &old, &cmdline)?;
     let facts = Facts {
         root,
         old_layout,
@@ -400,22 +333,6 @@ pub(crate) fn resolve_target(
     let given = old_datadir.map(absolute);
     let (datadir, layout) = layout::resolve_old(root, cluster, given.as_deref())?;
     Ok((absolute(&datadir), layout))
-}
-
-/// The new cluster's layout: the old one's for the new major. A RHEL unit starts the default
-/// `/var/lib/pgsql/N/data` only, so a new data directory elsewhere is plain.
-pub(crate) fn new_layout(
-    old: &layout::Layout,
-    root: &Path,
-    major: u32,
-    new_datadir: &Path,
-) -> layout::Layout {
-    let l = old.for_major(root, major);
-    let default_rhel = under(root, &format!("var/lib/pgsql/{major}/data"));
-    match l {
-        layout::Layout::Rhel { .. } if new_datadir != default_rhel => layout::Layout::Plain,
-        l => l,
-    }
 }
 
 fn find_old(

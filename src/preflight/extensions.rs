@@ -4,6 +4,16 @@
 use crate::error::Finding;
 use crate::inspect::catalog::{Catalog, library_path};
 use crate::inspect::install::Install;
+use crate::preflight::facts::CatalogFacts;
+
+/// The `extensions` family: what the catalog uses that the new installation lacks.
+pub(crate) fn extensions(c: &CatalogFacts<'_>, findings: &mut crate::error::Findings) {
+    let Some(catalog) = c.catalog else { return };
+    let known = |pkg: &str| crate::inspect::install::apt_knows(c.runner, pkg);
+    for f in missing_in(catalog, c.new, &known) {
+        findings.push(f);
+    }
+}
 
 /// Extensions that left PostgreSQL's own contrib modules, with the first major without them:
 /// no package provides them for that major or later.
@@ -98,15 +108,7 @@ mod tests {
     use super::*;
     use crate::inspect::catalog::{Database, Extension, LocaleInfo};
 
-    fn install() -> Install {
-        Install {
-            bindir: "/pg/bin".into(),
-            major: 17,
-            version: "17.11".into(),
-            pkglibdir: "/pg/lib".into(),
-            sharedir: "/pg/share".into(),
-        }
-    }
+    use crate::inspect::install::tests::sample as install;
 
     #[test]
     fn extension_hints_name_only_packages_that_exist() {

@@ -5,26 +5,26 @@ use std::path::Path;
 
 use crate::error::{Finding, Findings};
 use crate::host::layout::{self};
-use crate::host::root::under;
 use crate::host::service;
 use crate::inspect::cluster::Cluster;
 use crate::inspect::install::Install;
+use crate::preflight::facts::CatalogFacts;
+
+/// The `host` family: how the host will run the new cluster.
+pub(crate) fn host(c: &CatalogFacts<'_>, findings: &mut Findings) {
+    host_findings(c.host, c.new_layout, c.new, findings);
+}
 
 /// postgresql-common names the cluster by its major: it must be the one in PG_VERSION.
 pub(crate) fn check_layout_version(
     layout: &layout::Layout,
     cluster: &Cluster,
 ) -> Result<(), Finding> {
-    match layout {
-        layout::Layout::Debian {
-            version,
-            name,
-            confdir,
-        } if *version != cluster.major => Err(Finding::error(
+    match layout.named_major() {
+        Some((major, named)) if major != cluster.major => Err(Finding::error(
             "cluster-version-mismatch",
             format!(
-                "cluster {version}/{name} ({}) names {} as its data directory, which holds PostgreSQL {}",
-                confdir.display(),
+                "{named} names {} as its data directory, which holds PostgreSQL {}",
                 cluster.datadir.display(),
                 cluster.major
             ),
@@ -41,20 +41,22 @@ pub(crate) fn host_findings(
     new: &Install,
     findings: &mut Findings,
 ) {
-    if let layout::Layout::Debian { version, name, .. } = new_layout {
-        let debian_bindir = under(&host.root, &format!("usr/lib/postgresql/{version}/bin"));
+    if let Some(start) = new_layout.packaged_start(&host.root) {
         let same =
-            std::fs::canonicalize(&debian_bindir).ok() == std::fs::canonicalize(&new.bindir).ok();
+            std::fs::canonicalize(&start.bindir).ok() == std::fs::canonicalize(&new.bindir).ok();
         if !same && host.root == Path::new("/") {
             findings.push(Finding::warning(
                 "new-bindir-not-debian",
                 format!(
-                    "postgresql-common starts cluster {version}/{name} with {}, but PostgreSQL {version} is at {}",
-                    debian_bindir.display(),
+                    "{} with {}, but PostgreSQL {} is at {}",
+                    start.starter,
+                    start.bindir.display(),
+                    new.major,
                     new.bindir.display()
                 ),
                 format!(
-                    "Install postgresql-{version} so that pg_ctlcluster and postgresql@{version}-{name} can start the new cluster at boot"
+                    "Install {} so that {} can start the new cluster at boot",
+                    start.package, start.tools
                 ),
             ));
         }

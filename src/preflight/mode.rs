@@ -6,6 +6,23 @@ use std::path::Path;
 use crate::error::{Finding, Findings};
 use crate::inspect::space;
 use crate::plan::Mode;
+use crate::preflight::facts::Static;
+
+/// The `mode` family: decides the mode and refuses one this host cannot do.
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "one signature for every static family"
+)]
+pub(crate) fn mode(s: &mut Static<'_>, findings: &mut Findings) -> crate::error::Result<()> {
+    (s.mode, s.mode_reason) = choose_mode(
+        s.requested_mode,
+        &s.cluster.datadir,
+        s.new_datadir,
+        s.new.major,
+        findings,
+    );
+    Ok(())
+}
 
 /// What `auto` chooses from: the filesystems of the old and new data directories.
 #[derive(Debug, Clone, Copy)]

@@ -7,6 +7,24 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Finding, Findings};
 use crate::inspect::paths;
+use crate::preflight::facts::Static;
+
+/// The `placement` family: decides the WAL directories and refuses tablespaces and WAL
+/// directories in the way.
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "one signature for every static family"
+)]
+pub(crate) fn placement(s: &mut Static<'_>, findings: &mut Findings) -> crate::error::Result<()> {
+    s.waldirs = choose(
+        &s.cluster.datadir,
+        s.new_datadir,
+        s.tablespaces,
+        (s.cluster.major, s.new.major),
+        findings,
+    );
+    Ok(())
+}
 
 /// The old cluster's WAL directory when `pg_wal` is a symlink to it (`initdb --waldir`), and
 /// the new cluster's beside it on the same volume: the old path with its component naming

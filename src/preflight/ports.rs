@@ -8,7 +8,47 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 
-use crate::error::Finding;
+use crate::error::{Finding, Findings, Result};
+use crate::exec::postmaster::Liveness;
+use crate::preflight::facts::Static;
+
+/// The `ports` family: refuses, before the old server stops, a new port (`--port`, else the
+/// old one) that another program holds.
+pub(crate) fn ports(s: &mut Static<'_>, findings: &mut Findings) -> Result<()> {
+    let listen = listen(s, s.port_flag.unwrap_or(s.old_port))?;
+    let old_server = match &s.cluster.liveness {
+        Liveness::Running(pm) => Old {
+            pid: Some(pm.pid),
+            live_port: Some(pm.port.unwrap_or(s.old_port)),
+        },
+        Liveness::Stale { pid } => Old {
+            pid: Some(*pid),
+            live_port: None,
+        },
+        Liveness::Stopped => Old::default(),
+    };
+    findings.extend(check(&listen, old_server));
+    Ok(())
+}
+
+/// Where the new server will listen on `port`: the old server's socket directories and
+/// listen addresses (its command line's, else its configuration's), which it carries.
+fn listen(s: &Static<'_>, port: u16) -> Result<Listen> {
+    let get = |name: &str| match s.cmdline.value(name) {
+        Some(v) => Ok(v),
+        None => s.cluster.setting(s.runner, s.old, name),
+    };
+    Ok(Listen {
+        port,
+        socket_dirs: split_list(&get("unix_socket_directories")?)
+            .into_iter()
+            .filter(|d| !d.starts_with('@'))
+            .map(|d| s.cluster.datadir.join(d))
+            .collect(),
+        addresses: split_list(&get("listen_addresses")?),
+        owner_uid: s.cluster.owner.uid,
+    })
+}
 
 /// Where the new server will listen.
 #[derive(Debug, Clone)]

@@ -3,6 +3,14 @@
 
 use crate::error::Finding;
 use crate::inspect::catalog::Catalog;
+use crate::preflight::facts::CatalogFacts;
+
+/// The `prepared` family: pending prepared transactions.
+pub(crate) fn prepared(c: &CatalogFacts<'_>, findings: &mut crate::error::Findings) {
+    if let Some(f) = c.catalog.and_then(prepared_finding) {
+        findings.push(f);
+    }
+}
 
 /// Gids listed in the message; the rest are counted.
 const SHOWN: usize = 10;

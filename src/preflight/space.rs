@@ -5,6 +5,20 @@ use std::path::Path;
 use crate::error::{Finding, Findings};
 use crate::inspect::space;
 use crate::plan::Mode;
+use crate::preflight::facts::Static;
+
+/// The `space` family: what the mode needs on each filesystem, against what is free.
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "one signature for every static family"
+)]
+pub(crate) fn space(s: &mut Static<'_>, findings: &mut Findings) -> crate::error::Result<()> {
+    s.space = space::needs(s.usage, s.new_datadir, s.tablespaces, s.mode.copies_data());
+    let old_datadir = &s.cluster.datadir;
+    let cross_device = space::device_of(old_datadir) != space::device_of(s.new_datadir);
+    space_findings(&s.space, s.mode, s.new_datadir, cross_device, findings);
+    Ok(())
+}
 
 /// `cross_device`: the new data directory is on another filesystem than the old one, where
 /// link and clone cannot help.

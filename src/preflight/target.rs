@@ -8,6 +8,35 @@ use crate::exec::process::Owner;
 use crate::inspect::cluster::Cluster;
 use crate::inspect::install::Install;
 use crate::inspect::{paths, space};
+use crate::preflight::facts::Static;
+
+/// The `target` family: the new data directory.
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "one signature for every static family"
+)]
+pub(crate) fn target(s: &mut Static<'_>, findings: &mut Findings) -> crate::error::Result<()> {
+    check_target(
+        &s.cluster.datadir,
+        s.new_datadir,
+        s.cluster,
+        s.new,
+        findings,
+    );
+    Ok(())
+}
+
+/// The `new-confdir` family: Debian's new configuration directory.
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "one signature for every static family"
+)]
+pub(crate) fn new_confdir(s: &mut Static<'_>, findings: &mut Findings) -> crate::error::Result<()> {
+    if let Some(confdir) = s.new_confdir {
+        check_new_confdir(confdir, &s.cluster.owner, findings);
+    }
+    Ok(())
+}
 
 pub(crate) fn check_target(
     old: &Path,

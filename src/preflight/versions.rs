@@ -3,6 +3,19 @@
 use crate::error::Finding;
 use crate::inspect::cluster::Cluster;
 use crate::inspect::install::Install;
+use crate::preflight::facts::Static;
+
+/// The `control` family: the old cluster's `pg_control`, readable and of the major
+/// `PG_VERSION` names; a refusal here ends the static phase with what was found so far.
+pub(crate) fn control(
+    s: &mut Static<'_>,
+    findings: &mut crate::error::Findings,
+) -> crate::error::Result<()> {
+    match s.control {
+        Ok(_) => Ok(()),
+        Err(f) => Err(super::refuse_with(findings, f.clone())),
+    }
+}
 
 pub(crate) fn check_versions(cluster: &Cluster, new: &Install) -> Result<(), Finding> {
     if cluster.major < 10 {

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::error::{Error, Finding, Result};
 use crate::exec::process::{Owner, Runner};
 use crate::host::layout::Layout;
-use crate::host::{boot, service};
+use crate::host::service;
 use crate::plan::Plan;
 
 fn refuse(code: &'static str, message: String, fix: &str) -> Error {
@@ -45,12 +45,9 @@ pub(crate) fn verify(plan: &mut Plan, given: &Given<'_>) -> Result<()> {
             "Run pgleap with the same --root as the upgrade",
         ));
     }
-    let new_layout = crate::plan::prepare::new_layout(
-        given.old_layout,
-        &root,
-        plan.new.major,
-        &plan.new.datadir,
-    );
+    let new_layout = given
+        .old_layout
+        .for_new(&root, plan.new.major, &plan.new.datadir);
     let runner = Runner::new(plan.owner.clone(), None);
     let here = service::plan_host(
         &runner,
@@ -87,7 +84,7 @@ pub(crate) fn verify(plan: &mut Plan, given: &Given<'_>) -> Result<()> {
         }
     }
     if let Some(b) = &plan.host.boot {
-        if !boot::belongs(b, &root, given.old_layout, &new_layout) {
+        if !crate::host::layout::boot_belongs(b, &root, given.old_layout, &new_layout) {
             return Err(refuse(
                 "journal-boot",
                 format!("the journal records boot settings that are not this cluster's: {b:?}"),
