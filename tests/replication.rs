@@ -516,3 +516,34 @@ fn slot_that_falls_behind_after_the_preflight_is_refused_before_the_stop() {
         "the old server was never stopped"
     );
 }
+
+// A rehearsal starts servers on a copy of the subscriber: an apply worker there would connect
+// to the publisher's slot and consume changes that then never reach the real subscriber.
+#[test]
+fn rehearsing_a_subscriber_leaves_the_publishers_changes_to_it() {
+    let (publisher, subscriber) = publisher_and_subscriber(16);
+    wait_in_sync(&publisher, &subscriber, 16);
+    subscriber.stop();
+    // Kept by the publisher's slot for the real subscriber, which is down.
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'while down' FROM generate_series(2001, 2100) g",
+    );
+    let confirmed = || {
+        publisher.sql(
+            "postgres",
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'sub'",
+        )
+    };
+    let before = confirmed();
+    let run = subscriber.pgleap(subscriber.args("rehearse", 17, &["--subscriptions", "disable"]));
+    run.success();
+    assert_eq!(
+        confirmed(),
+        before,
+        "no copy consumed the publisher's slot:\n{}",
+        run.stderr
+    );
+    subscriber.start();
+    wait_in_sync(&publisher, &subscriber, 16);
+}

@@ -441,14 +441,15 @@ pub(crate) fn check_points_at_copy(p: &Prepared, copy: &Path) -> Result<()> {
 }
 
 /// Settings appended to the copy's `postgresql.auto.conf` (which wins over
-/// `postgresql.conf`): the copy must not archive into the old cluster's archive nor write
-/// its external pid file.
+/// `postgresql.conf`): the copy must not archive into the old cluster's archive, write its
+/// external pid file, nor start apply workers: a subscription of the copy would connect to
+/// the publisher's slot and consume changes meant for the real subscriber.
 pub(crate) fn isolate_config(p: &Prepared, copy: &Path) -> Result<()> {
     let owner = p.runner.owner();
     let path = copy.join("postgresql.auto.conf");
     let mut text = ownerfs::read(owner, &path).unwrap_or_default();
     text.extend_from_slice(
-        b"\n# pgleap rehearse: this copy must not touch what the original cluster uses\narchive_mode = 'off'\nexternal_pid_file = ''\n",
+        b"\n# pgleap rehearse: this copy must not touch what the original cluster uses\narchive_mode = 'off'\nexternal_pid_file = ''\nmax_logical_replication_workers = 0\n",
     );
     ownerfs::write(owner, &path, &text, 0o600)
 }
