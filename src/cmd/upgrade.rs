@@ -104,6 +104,7 @@ fn fresh(args: &UpgradeArgs, ui: Ui, old_was_running: Option<bool>) -> Result<()
         estimate: None,
         analyzed: None,
         boot: None,
+        collations: None,
     };
 
     if let Err(e) = build_new(&mut run) {
@@ -189,6 +190,7 @@ fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
         estimate: None,
         analyzed: None,
         boot: None,
+        collations: None,
     };
     after_upgrade(&mut run)?;
     report(&run);
@@ -212,6 +214,7 @@ fn args_from_plan(args: &UpgradeArgs, p: &Prepared) -> UpgradeArgs {
             new_bindir: Some(plan.new.bindir.clone()),
             new_version: None,
             mode: plan.mode,
+            collations: plan.collations.mode,
             jobs: u32::try_from(plan.jobs).ok(),
             username: args.common.username.clone(),
             json: args.common.json,
@@ -256,6 +259,17 @@ fn report(run: &Run<'_>) {
         "new_running": run.leave_running(),
         "config": run.carried,
         "analyze": run.analyzed,
+        "collations": run.collations.as_ref().map(|(r, seconds)| json!({
+            "drifted": r.drifted,
+            "indexes": r.indexes,
+            "bytes": r.bytes,
+            "rebuilt": r.rebuilt,
+            "failed": r.failed,
+            "refreshed": r.refreshed,
+            "cleaned": r.cleaned,
+            "left": r.left,
+            "seconds": seconds,
+        })),
         "warnings": run.warnings,
         "old_cluster": old_note,
         "boot": run.boot,

@@ -59,6 +59,9 @@ pub(crate) struct Catalog {
     /// pg_upgrade refuses a cluster with any.
     #[serde(default)]
     pub(crate) prepared: Vec<PreparedXact>,
+    /// Per database: collations in use, their versions, and what sorts by them.
+    #[serde(default)]
+    pub(crate) collations: Vec<crate::inspect::collation::Database>,
 }
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
@@ -96,10 +99,12 @@ where
         )
         .await?;
     let mut databases = Vec::new();
+    let mut collations = Vec::new();
     for r in names {
         let name: String = r.get(0);
         let client = connect(name.clone()).await?;
         databases.push(read_database(&client, name, r.get(1)).await?);
+        collations.push(crate::inspect::collation::read_database(&client, version).await?);
     }
     let prepared = first
         .query(
@@ -121,6 +126,7 @@ where
         databases,
         shared_preload_libraries: split_library_list(&spl),
         prepared,
+        collations,
     })
 }
 

@@ -91,6 +91,39 @@ pub(crate) enum Request {
         #[arg(long)]
         missing_only: bool,
     },
+    /// The versions the server's libraries give each `provider:locale` (JSON).
+    CollationVersions {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long = "locale")]
+        locales: Vec<String>,
+    },
+    /// Rebuild the indexes that sort by a drifted collation, then refresh the recorded
+    /// versions (JSON report); `--dry-run` only says what would be done.
+    Reindex {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        #[arg(long)]
+        dry_run: bool,
+        /// Refresh the recorded versions instead of rebuilding.
+        #[arg(long)]
+        refresh: bool,
+        /// Indexes whose rebuild failed, as JSON `[[database, index], ...]`: their
+        /// collations keep their recorded version.
+        #[arg(long, default_value = "[]")]
+        failed: String,
+        /// Collations judged drifted before the upgrade, as JSON `[[database, collation],
+        /// ...]` (`default` for a database's own).
+        #[arg(long, default_value = "[]")]
+        drifted: String,
+    },
+    /// Of the locales given, those this process cannot open (JSON); no server involved.
+    Locales {
+        #[arg(long = "locale")]
+        locales: Vec<String>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -200,6 +233,9 @@ pub(crate) fn serve(request: Request) -> Result<()> {
                 let report = analyze(&target, jobs, stages, missing_only).await?;
                 Ok(serde_json::to_string(&report))
             }
+            r @ (Request::CollationVersions { .. }
+            | Request::Reindex { .. }
+            | Request::Locales { .. }) => collation_request(r).await,
         }
     })?;
     // Every client has been dropped by now: let the connections say goodbye.
@@ -219,7 +255,59 @@ pub(crate) fn serve(request: Request) -> Result<()> {
     Ok(())
 }
 
-fn pg_error(what: &str, e: &tokio_postgres::Error) -> Error {
+/// The collation requests: versions a server reports, the repair, locales this process
+/// cannot open.
+async fn collation_request(request: Request) -> Result<serde_json::Result<String>> {
+    match request {
+        Request::CollationVersions { target, locales } => {
+            let (client, _) = connect_any(&target, "postgres").await?;
+            let probes = crate::inspect::collation::probe(&client, &locales)
+                .await
+                .map_err(|e| pg_error("asking for collation versions", &e))?;
+            Ok(serde_json::to_string(&probes))
+        }
+        Request::Reindex {
+            target,
+            jobs,
+            dry_run,
+            refresh,
+            failed,
+            drifted,
+        } => {
+            let pairs = |what: &str, text: &str| {
+                serde_json::from_str::<Vec<(String, String)>>(text).map_err(|e| Error::DbAnswer {
+                    request: format!("reindex --{what}"),
+                    source: e,
+                })
+            };
+            let ask = crate::inspect::reindex::Ask {
+                jobs,
+                dry_run,
+                refresh,
+                failed: pairs("failed", &failed)?,
+                drifted: pairs("drifted", &drifted)?,
+            };
+            let (first, user) = connect_any(&target, "postgres").await?;
+            let open: crate::inspect::reindex::Connect = Arc::new(move |db: String| {
+                let (target, user) = (target.clone(), user.clone());
+                Box::pin(async move {
+                    connect(&target, &user, &db)
+                        .await
+                        .map_err(|e| pg_error(&format!("connecting to {db}"), &e))
+                })
+            });
+            let report = crate::inspect::reindex::repair(first, open, &ask).await?;
+            Ok(serde_json::to_string(&report))
+        }
+        Request::Locales { locales } => Ok(serde_json::to_string(
+            &crate::inspect::collation::unopenable(&locales),
+        )),
+        // serve() answers the others itself.
+        _ => Ok(Ok(String::new())),
+    }
+}
+
+pub(crate) fn pg_error(what: &str, e: &tokio_postgres::Error) -> Error {
     // tokio-postgres puts the detail of a client-side error ("password missing") in its source.
     let detail = e.as_db_error().map_or_else(
         || match std::error::Error::source(e) {
@@ -234,7 +322,7 @@ fn pg_error(what: &str, e: &tokio_postgres::Error) -> Error {
     }
 }
 
-async fn connect(
+pub(crate) async fn connect(
     target: &Target,
     user: &str,
     dbname: &str,
@@ -270,7 +358,7 @@ async fn connect(
 /// pg_upgrade needs the bootstrap superuser); the error of the last one otherwise. Without a
 /// `postgres` database (it may be dropped) it connects to template1, as PostgreSQL's own
 /// tools do.
-async fn connect_any(target: &Target, dbname: &str) -> Result<(Client, String)> {
+pub(crate) async fn connect_any(target: &Target, dbname: &str) -> Result<(Client, String)> {
     let mut last = None;
     let mut not_super = Vec::new();
     for user in &target.users {

@@ -4,8 +4,10 @@
 pub(crate) mod catalog;
 pub(crate) mod cluster;
 pub(crate) mod cmdline;
+pub(crate) mod collation;
 pub(crate) mod db;
 pub(crate) mod install;
 pub(crate) mod paths;
 pub(crate) mod pgpass;
+pub(crate) mod reindex;
 pub(crate) mod space;

@@ -3,6 +3,7 @@
 //! A plain serializable value: `check --json` prints it, `upgrade` executes it.
 
 pub(crate) mod args;
+pub(crate) mod collations;
 pub(crate) mod estimate;
 pub(crate) mod prepare;
 
@@ -213,11 +214,14 @@ pub(crate) struct Plan {
     pub(crate) downtime_basis: String,
     pub(crate) analyze: bool,
     pub(crate) leave_stopped: bool,
+    /// Collation drift: what changed, what sorts by it, and what pgleap does about it.
+    #[serde(default)]
+    pub(crate) collations: collations::Section,
     pub(crate) steps: Vec<String>,
 }
 
 /// The steps of an upgrade, in order; the downtime window is `stop-old` to `start-new`.
-pub(crate) const STEPS: [&str; 9] = [
+pub(crate) const STEPS: [&str; 10] = [
     "initdb",
     "carry-config",
     "check",
@@ -225,6 +229,7 @@ pub(crate) const STEPS: [&str; 9] = [
     "pg_upgrade",
     "start-new",
     "update-extensions",
+    "collations",
     "analyze",
     "finish",
 ];

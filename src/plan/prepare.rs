@@ -40,6 +40,9 @@ pub(crate) struct Prepared {
     pub(crate) cluster: Cluster,
     pub(crate) old: Install,
     pub(crate) new: Install,
+    /// The old catalog's collation facts (empty when it was not read, and on resume): what
+    /// `check` judges again against the new installation's versions.
+    pub(crate) collation_facts: Vec<crate::inspect::collation::Database>,
 }
 
 /// What the caller will do with the plan.
@@ -69,7 +72,12 @@ fn inspect_old(args: &CheckArgs) -> Result<(PathBuf, layout::Layout, Cluster)> {
 }
 
 /// What the old catalog says the new installation or pg_upgrade will not accept.
-fn catalog_findings(c: &Catalog, new: &Install, runner: &Runner, findings: &mut Findings) {
+fn catalog_findings(
+    c: &Catalog,
+    new: &Install,
+    runner: &Runner,
+    findings: &mut Findings,
+) -> Result<()> {
     let known = |pkg: &str| install::apt_knows(runner, pkg);
     for f in crate::preflight::extensions::missing_in(c, new, &known) {
         findings.push(f);
@@ -77,6 +85,14 @@ fn catalog_findings(c: &Catalog, new: &Install, runner: &Runner, findings: &mut 
     if let Some(f) = crate::preflight::prepared::prepared_finding(c) {
         findings.push(f);
     }
+    // The locales are opened by a child with the environment servers get.
+    let needed = crate::preflight::collation::needed_locales(c);
+    let names: Vec<String> = needed.iter().map(|(l, _)| l.clone()).collect();
+    let missing = crate::inspect::collation::missing_locales(runner, &names)?;
+    findings.extend(crate::preflight::collation::missing_locale_findings(
+        &needed, &missing,
+    ));
+    Ok(())
 }
 
 /// Refuses with `f` and every static finding so far: all problems at once.
@@ -94,7 +110,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     let mut findings = findings.into_result()?;
     let catalog = read_catalog(args, purpose, &f, &mut findings)?;
     if let Some(c) = &catalog {
-        catalog_findings(c, &f.new, &f.runner, &mut findings);
+        catalog_findings(c, &f.new, &f.runner, &mut findings)?;
     }
     let host = service::plan_host(
         &f.runner,
@@ -106,6 +122,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     );
     host_findings(&host, &f.new_layout, &f.new, &mut findings);
     let plan = build_plan(args, purpose, &f, catalog.as_ref(), host);
+    findings.extend(crate::preflight::collation::drift_finding(&plan.collations));
     Ok(Prepared {
         plan,
         findings,
@@ -113,6 +130,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         cluster: f.cluster,
         old: f.old,
         new: f.new,
+        collation_facts: catalog.map(|c| c.collations).unwrap_or_default(),
     })
 }
 
@@ -374,6 +392,12 @@ fn build_plan(
         downtime_basis: estimate.basis,
         analyze,
         leave_stopped,
+        collations: plan::collations::section(
+            catalog.map_or(&[], |c| c.collations.as_slice()),
+            &[],
+            args.collations,
+            jobs,
+        ),
         steps: plan::STEPS.iter().map(ToString::to_string).collect(),
     }
 }
@@ -646,6 +670,7 @@ impl Prepared {
             cluster,
             old,
             new,
+            collation_facts: Vec::new(),
         })
     }
 }

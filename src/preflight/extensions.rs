@@ -157,6 +157,7 @@ mod tests {
             }],
             shared_preload_libraries: vec!["timescaledb".into()],
             prepared: Vec::new(),
+            collations: Vec::new(),
         };
         let f = missing_in(&c, &install(), &|_| false);
         let codes: Vec<&str> = f.iter().map(|f| f.code).collect();

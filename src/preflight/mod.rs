@@ -3,6 +3,7 @@
 //! Invariant: the preflight reads and never writes; every check that can refuse produces a
 //! `Finding` rather than an early return, so the user sees all problems at once.
 
+pub(crate) mod collation;
 pub(crate) mod extensions;
 pub(crate) mod layout;
 pub(crate) mod mode;
@@ -81,6 +82,8 @@ pub(crate) const CHECKS: &[Check] = {
     const EXTENSIONS: &str = "every extension, every C\n  library used by functions, and every `shared_preload_libraries` entry exists in the new\n  installation";
     const PREPARED: &str = "that no prepared\n  transactions are pending";
     const SCRATCH: &str = "`check` only: `initdb` of a scratch cluster";
+    const LOCALE: &str = "every glibc locale the old cluster uses (template0, each database, each\n  collation created with `CREATE COLLATION`) opens in the environment the new server gets";
+    const DRIFT: &str = "collation drift (see [Collations](#collations))";
     const OUTSIDE: &str = "in an included file outside the data directory they are refused, with the file\n  and line";
     &[
         check("root-missing", Static, LAYOUT),
@@ -133,6 +136,8 @@ pub(crate) const CHECKS: &[Check] = {
         check("library-missing", Catalog, EXTENSIONS),
         check("preload-library-missing", Catalog, EXTENSIONS),
         check("prepared-transactions", Catalog, PREPARED),
+        check("locale-missing", Catalog, LOCALE),
+        check("collation-drift", Catalog, DRIFT),
         check("new-bindir-not-debian", Catalog, LAYOUT),
         check("config-setting-dropped", PgUpgradeCheck, SCRATCH),
         check("config-setting-outside", PgUpgradeCheck, OUTSIDE),
@@ -154,6 +159,8 @@ pub(crate) const CHECKS: &[Check] = {
         check("checkpoint-failed", Command, ""),
         check("update-extensions-failed", Command, ""),
         check("analyze-failed", Command, ""),
+        check("collations-failed", Command, ""),
+        check("reindex-failed", Command, ""),
     ]
 };
 

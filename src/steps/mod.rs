@@ -5,6 +5,7 @@
 
 pub(crate) mod analyze;
 pub(crate) mod carry_config;
+pub(crate) mod collations;
 pub(crate) mod crossing;
 pub(crate) mod extensions;
 pub(crate) mod initdb;

@@ -38,6 +38,8 @@ pub(crate) struct Run<'a> {
     pub(crate) boot: Option<String>,
     /// The downtime estimate scaled to this machine by initdb's time (fresh upgrades).
     pub(crate) estimate: Option<crate::plan::estimate::Estimate>,
+    /// What the collations step found and did, and how long it took.
+    pub(crate) collations: Option<(crate::inspect::reindex::Report, f64)>,
 }
 
 impl Run<'_> {
@@ -62,7 +64,10 @@ impl Run<'_> {
         let out = f(self)?;
         if matches!(
             reached,
-            State::NewStarted | State::ExtensionsUpdated | State::Analyzed
+            State::NewStarted
+                | State::ExtensionsUpdated
+                | State::CollationsRepaired
+                | State::Analyzed
         ) {
             // Journaled with the state it belongs to: what clients write after it is what a
             // rollback would discard.
@@ -134,9 +139,15 @@ pub(crate) fn build_new(run: &mut Run<'_>) -> Result<()> {
         ));
     }
     run.carried = Some(carried);
-    run.step("check", State::Checked, "pg_upgrade --check", |r| {
-        steps::pg_upgrade::pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, true)
+    let judged = run.step("check", State::Checked, "pg_upgrade --check", |r| {
+        steps::pg_upgrade::pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, true)?;
+        steps::collations::check_new(r, &confdir, &new)
     })?;
+    if let Some(s) = judged {
+        // What the step after the window repairs, also when it runs in a resumed upgrade.
+        run.journal.record.plan.collations = s;
+        run.journal.write()?;
+    }
     Ok(())
 }
 
@@ -213,6 +224,9 @@ pub(crate) fn after_upgrade(run: &mut Run<'_>) -> Result<()> {
     let socket = new_socket(run, &fence);
     if run.journal.record.state < State::ExtensionsUpdated {
         update_extensions(run, &socket)?;
+    }
+    if run.journal.record.state < State::CollationsRepaired {
+        super::collations::repair(run, &socket)?;
     }
     if run.journal.record.state < State::Analyzed {
         analyze(run, &socket)?;
