@@ -366,3 +366,69 @@ fn start_with_locpath(fx: &Fixture, locpath: &Path) {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
+
+#[test]
+fn a_unique_index_the_new_order_breaks_is_reported_not_papered_over() {
+    let fx = Fixture::new(OLD)
+        .initdb_args(&["--locale=en_US.UTF-8"])
+        .running()
+        .build();
+    fx.sql("postgres", "CREATE DATABASE app");
+    // Keys equal in the new order that the old one kept apart, made real the way the drift
+    // is: the index is declared unique over rows that are not.
+    fx.sql(
+        "app",
+        "CREATE TABLE accounts (id int PRIMARY KEY, login text);
+         INSERT INTO accounts VALUES (1, 'anna'), (2, 'anna'), (3, 'bert');
+         CREATE INDEX accounts_login_key ON accounts (login);
+         UPDATE pg_index SET indisunique = true WHERE indexrelid = 'accounts_login_key'::regclass;
+         UPDATE pg_database SET datcollversion = '2.31' WHERE datname = 'app';",
+    );
+    let run = fx.pgleap(fx.args(
+        "upgrade",
+        NEW,
+        &["--mode", "link", "--collations", "reindex", "--json"],
+    ));
+    run.success();
+    let c = &run.json()["collations"];
+    let failed = c["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{c:#}");
+    assert_eq!(failed[0]["index"], "public.accounts_login_key");
+    assert_eq!(failed[0]["detail"], "Key (login)=(anna) is duplicated.");
+    assert!(
+        run.stderr.contains(
+            "rebuilding public.accounts_login_key in app failed: could not create unique index"
+        ) && run.stderr.contains("Key (login)=(anna) is duplicated."),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(failed[0]["duplicates"], serde_json::json!(["anna"]));
+    assert!(
+        run.stderr.contains("duplicated keys: anna")
+            && run.stderr.contains(
+                "list them with: SELECT (login)::text, count(*) FROM public.accounts GROUP BY login HAVING count(*) > 1 ORDER BY 1; make them distinct or delete the extras, then run REINDEX INDEX CONCURRENTLY public.accounts_login_key"
+            ),
+        "{}",
+        run.stderr
+    );
+    // Not papered over: the version stays recorded as it was, so PostgreSQL keeps warning,
+    // and the refresh is left to do; the failed rebuild's INVALID index is gone.
+    assert_eq!(
+        sorted(&c["left"], "sql"),
+        ["ALTER DATABASE app REFRESH COLLATION VERSION"],
+        "{c:#}"
+    );
+    assert_eq!(
+        fx.sql(
+            "app",
+            "SELECT datcollversion FROM pg_database WHERE datname = 'app'"
+        )
+        .trim(),
+        "2.31"
+    );
+    assert_eq!(
+        fx.sql("app", "SELECT count(*) FROM pg_index WHERE NOT indisvalid")
+            .trim(),
+        "0"
+    );
+}

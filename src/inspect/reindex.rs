@@ -45,6 +45,9 @@ pub(crate) struct Failure {
     pub(crate) message: String,
     /// The server's detail: for a unique index, the key that is now duplicated.
     pub(crate) detail: Option<String>,
+    /// A unique index's duplicated keys (up to 20), as `ROW(...)::text` prints them.
+    #[serde(default)]
+    pub(crate) duplicates: Vec<String>,
     pub(crate) fix: String,
 }
 
@@ -328,24 +331,70 @@ async fn rebuild_one(connect: &Connect, job: &Job) -> Result<Option<Failure>> {
         return Err(pg_error(&format!("{sql} in {}", job.database), &e));
     };
     let unique = db_error.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION;
-    let failure = Failure {
+    let mut failure = Failure {
         database: job.database.clone(),
         index: job.index.clone(),
         message: db_error.message().to_string(),
         detail: db_error.detail().map(ToString::to_string),
-        fix: failure_fix(job, unique),
+        duplicates: Vec::new(),
+        fix: failure_fix(job, None),
     };
     drop_leftovers(&client, &job.database).await?;
+    if unique {
+        let query = duplicates_query(&client, job).await?;
+        failure.duplicates = client
+            .query(&format!("{query} LIMIT 20"), &[])
+            .await
+            .map_err(|e| pg_error(&format!("listing duplicates of {}", job.index), &e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        failure.fix = failure_fix(job, Some(&query));
+    }
     Ok(Some(failure))
 }
 
-/// What to do about an index that could not be rebuilt.
-fn failure_fix(job: &Job, unique: bool) -> String {
+/// The query that lists a unique index's duplicated keys: its key columns or expressions
+/// grouped, under its predicate when it is partial.
+async fn duplicates_query(client: &Client, job: &Job) -> Result<String> {
+    let row = client
+        .query_one(
+            "SELECT ARRAY(SELECT pg_catalog.pg_get_indexdef(i.indexrelid, k, true) \
+               FROM pg_catalog.generate_series(1, i.indnkeyatts) k ORDER BY k), \
+             pg_catalog.pg_get_expr(i.indpred, i.indrelid) \
+             FROM pg_catalog.pg_index i WHERE i.indexrelid = $1::text::pg_catalog.regclass",
+            &[&job.index],
+        )
+        .await
+        .map_err(|e| pg_error(&format!("reading the definition of {}", job.index), &e))?;
+    let keys: Vec<String> = row.get(0);
+    let predicate: Option<String> = row.get(1);
+    Ok(group_duplicates(&keys, predicate.as_deref(), &job.table))
+}
+
+/// `SELECT ROW(keys)::text, count(*) FROM table [WHERE predicate] GROUP BY keys HAVING
+/// count(*) > 1 ORDER BY 1`.
+fn group_duplicates(keys: &[String], predicate: Option<&str>, table: &str) -> String {
+    let list = keys.join(", ");
+    let shown = if keys.len() == 1 {
+        format!("({list})::text")
+    } else {
+        format!("ROW({list})::text")
+    };
+    let filter = predicate.map(|p| format!(" WHERE {p}")).unwrap_or_default();
+    format!(
+        "SELECT {shown}, count(*) FROM {table}{filter} GROUP BY {list} HAVING count(*) > 1 ORDER BY 1"
+    )
+}
+
+/// What to do about an index that could not be rebuilt; `duplicates` is the query listing a
+/// unique index's duplicated keys.
+fn failure_fix(job: &Job, duplicates: Option<&str>) -> String {
     let sql = reindex_sql(job);
-    if unique {
+    if let Some(query) = duplicates {
         format!(
-            "The new sort order makes keys equal that the old one kept apart: the old index still holds them, built in the old order. In database {}, find the rows of {} that share the key named above, make them distinct (or delete the extras), then run {sql}. Until then the collation's version is not refreshed and PostgreSQL keeps warning.",
-            job.database, job.table
+            "The index, ordered by the old library, let rows with equal keys in (a search in a misordered index misses the key already there), and it still stands as it was. In database {}, list them with: {query}; make them distinct or delete the extras, then run {sql}. Until then the collation's version is not refreshed and PostgreSQL keeps warning.",
+            job.database
         )
     } else {
         format!(
@@ -402,9 +451,17 @@ mod tests {
     }
 
     #[test]
-    fn a_duplicate_key_names_the_table_and_the_command() {
-        let fix = failure_fix(&job(false), true);
-        assert!(fix.contains("find the rows of public.users"), "{fix}");
+    fn duplicates_are_listed_by_the_index_keys_under_its_predicate() {
+        assert_eq!(
+            group_duplicates(&["lower(email)".into()], None, "public.users"),
+            "SELECT (lower(email))::text, count(*) FROM public.users GROUP BY lower(email) HAVING count(*) > 1 ORDER BY 1"
+        );
+        assert_eq!(
+            group_duplicates(&["a".into(), "b".into()], Some("active"), "public.t"),
+            "SELECT ROW(a, b)::text, count(*) FROM public.t WHERE active GROUP BY a, b HAVING count(*) > 1 ORDER BY 1"
+        );
+        let fix = failure_fix(&job(false), Some("SELECT 1"));
+        assert!(fix.contains("list them with: SELECT 1;"), "{fix}");
         assert!(
             fix.contains("then run REINDEX INDEX CONCURRENTLY public.users_email_key"),
             "{fix}"

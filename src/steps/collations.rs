@@ -236,14 +236,19 @@ fn say(run: &mut Run<'_>, report: &Report, seconds: f64) {
         run.warnings.push(Finding::warning(
             "reindex-failed",
             format!(
-                "rebuilding {} in {} failed: {}{}",
+                "rebuilding {} in {} failed: {}{}{}",
                 f.index,
                 f.database,
                 f.message,
                 f.detail
                     .as_deref()
                     .map(|d| format!(" ({d})"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                if f.duplicates.is_empty() {
+                    String::new()
+                } else {
+                    format!("; duplicated keys: {}", f.duplicates.join(", "))
+                }
             ),
             f.fix.clone(),
         ));
