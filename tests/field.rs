@@ -525,6 +525,23 @@ fn command_line_options_survive_a_check_of_the_stopped_cluster() {
     );
 }
 
+// A cluster with group access (`initdb -g`): the `check` above put postmaster.opts back with
+// mode 0600 instead of the 0640 PostgreSQL gave it.
+#[test]
+fn check_puts_postmaster_opts_back_with_its_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let fx = Fixture::new(16).initdb_args(&["-g"]).build();
+    fx.start();
+    fx.stop();
+    let opts = fx.datadir.join("postmaster.opts");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&opts), 0o640);
+    let before = std::fs::read_to_string(&opts).unwrap();
+    fx.pgleap(fx.args("check", 17, &[])).success();
+    assert_eq!(std::fs::read_to_string(&opts).unwrap(), before);
+    assert_eq!(mode(&opts), 0o640);
+}
+
 // A versioned layout under a root-owned mount point (`/data` holding `/data/16`): the owner
 // cannot add or remove entries there, so rollback left the new directory in place ("could not
 // move aside ... Permission denied") and a second upgrade was then refused.

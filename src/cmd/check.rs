@@ -43,6 +43,8 @@ impl Drop for StopOnDrop {
 struct RestoreOpts {
     path: PathBuf,
     text: String,
+    /// The file's permission bits: 0640 in a cluster with group access (`initdb -g`).
+    mode: u32,
     owner: Owner,
 }
 
@@ -50,7 +52,13 @@ impl RestoreOpts {
     fn new(datadir: &Path, owner: Owner) -> Option<RestoreOpts> {
         let path = datadir.join("postmaster.opts");
         let text = crate::inspect::cmdline::read_nofollow(&path)?;
-        Some(RestoreOpts { path, text, owner })
+        let mode = std::fs::symlink_metadata(&path).ok()?.mode() & 0o777;
+        Some(RestoreOpts {
+            path,
+            text,
+            mode,
+            owner,
+        })
     }
 }
 
@@ -60,7 +68,7 @@ impl Drop for RestoreOpts {
             return;
         }
         if let Err(e) =
-            crate::exec::ownerfs::write(&self.owner, &self.path, self.text.as_bytes(), 0o600)
+            crate::exec::ownerfs::write(&self.owner, &self.path, self.text.as_bytes(), self.mode)
         {
             tracing::warn!("cannot restore {}: {e}", self.path.display());
         }
