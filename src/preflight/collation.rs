@@ -79,8 +79,14 @@ pub(crate) fn drift_finding(s: &Section) -> Option<Finding> {
         .drifted
         .iter()
         .map(|d| {
+            // The old server's own version too, when it says something else: drift that
+            // happened before this upgrade.
+            let old = match &d.old_actual {
+                Some(o) if *o != d.new_actual => format!(", old server {o}"),
+                _ => String::new(),
+            };
             format!(
-                "{}: {} ({} {}) recorded {}, {} {}",
+                "{}: {} ({} {}) recorded {}{old}, {} {}",
                 d.database,
                 d.collation,
                 d.provider,
@@ -223,6 +229,44 @@ mod tests {
         assert_eq!(names, ["fr_FR.UTF-8", "de_DE.UTF-8"]);
         assert_eq!(needed[0].1, ["database app"]);
         assert_eq!(needed[1].1, ["collation public.german in app"]);
+    }
+
+    #[test]
+    fn drift_warns_or_with_refuse_refuses_naming_versions_and_indexes() {
+        use crate::inspect::collation::Index;
+        use crate::inspect::collation::Probe;
+        use crate::plan::collations::section;
+        let mut c = catalog();
+        // Recorded under glibc 2.31, the old server's glibc is 2.31 too, the new one 2.36.
+        c.collations[0].default.recorded = Some("2.31".into());
+        c.collations[0].default.actual = Some("2.31".into());
+        c.collations[0].indexes.push(Index {
+            name: "public.t_name_idx".into(),
+            table: "public.t".into(),
+            bytes: 16384,
+            method: "btree".into(),
+            constraint: None,
+            valid: true,
+            collations: vec![100],
+        });
+        let probes = [Probe {
+            provider: "libc".into(),
+            locale: "fr_FR.UTF-8".into(),
+            version: Some("2.36".into()),
+            error: None,
+        }];
+        let s = section(&c.collations, &probes, CollationMode::Report, 2);
+        let f = drift_finding(&s).unwrap();
+        assert!(!f.is_error());
+        assert_eq!(
+            f.message,
+            "collation versions changed, so 1 indexes (16384 bytes) may be in the wrong order: app: default (libc fr_FR.UTF-8) recorded 2.31, old server 2.31, new installation 2.36. Indexes: app: public.t_name_idx"
+        );
+        assert!(f.fix.ends_with("\\connect app\nREINDEX INDEX CONCURRENTLY public.t_name_idx;\nALTER DATABASE app REFRESH COLLATION VERSION;\n"), "{}", f.fix);
+        let s = section(&c.collations, &probes, CollationMode::Refuse, 2);
+        assert!(drift_finding(&s).unwrap().is_error());
+        // Judged against the old server alone, nothing moved.
+        assert!(drift_finding(&section(&c.collations, &[], CollationMode::Refuse, 2)).is_none());
     }
 
     #[test]
