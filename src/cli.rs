@@ -1,6 +1,8 @@
 //! Command-line definitions. Every option also reads a `PGLEAP_<OPTION>` environment
 //! variable so containers and jobs can configure pgleap without arguments.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 
 use crate::plan::args::{CheckArgs, Target};
@@ -33,6 +35,10 @@ pub(crate) enum Command {
     /// Upgrade the cluster: initdb, carry the configuration, pg_upgrade, start, analyze.
     #[command(after_help = EXIT_CODES)]
     Upgrade(UpgradeArgs),
+    /// Rehearse the upgrade on a copy of the cluster while it keeps serving: the real
+    /// pipeline timed, the data compared before and after, the downtime predicted.
+    #[command(after_help = EXIT_CODES)]
+    Rehearse(RehearseArgs),
     /// Show where an upgrade stands, whether rollback is still possible, and what to run next.
     #[command(after_help = EXIT_CODES)]
     Status(StatusArgs),
@@ -80,6 +86,33 @@ pub(crate) struct UpgradeArgs {
     /// server themselves) [default: running if the old one was running].
     #[arg(long, env = "PGLEAP_LEAVE_STOPPED", value_parser = clap::builder::BoolishValueParser::new())]
     pub(crate) leave_stopped: bool,
+}
+
+/// `rehearse`'s options: the upgrade's, and where and how the copy is made.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RehearseArgs {
+    #[command(flatten)]
+    pub(crate) common: CheckArgs,
+
+    /// Where the copy, the upgraded copy and their logs go; created for the cluster's owner,
+    /// and must not exist yet (unless an earlier rehearsal left it) [default:
+    /// .pgleap-rehearse-NAME beside the old data directory].
+    #[arg(long, env = "PGLEAP_SCRATCH", value_name = "DIR")]
+    pub(crate) scratch: Option<PathBuf>,
+
+    /// Keep the upgraded copy (stopped) instead of removing it; the report says how to start it.
+    #[arg(long, env = "PGLEAP_KEEP", value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) keep: bool,
+
+    /// SQL to run on the upgraded copy (psql, in the postgres database, stopping at the first
+    /// error); the report shows its output and timings. Must be readable by the cluster owner.
+    #[arg(long, env = "PGLEAP_SMOKE_SQL", value_name = "FILE")]
+    pub(crate) smoke_sql: Option<PathBuf>,
+
+    /// Limit pg_basebackup's transfer rate (its --max-rate, e.g. 100M) when copying a
+    /// running server without reflinks.
+    #[arg(long, env = "PGLEAP_MAX_RATE", value_name = "RATE")]
+    pub(crate) max_rate: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -159,7 +192,9 @@ mod tests {
 
     #[test]
     fn every_option_has_an_env_var() {
-        for sub in ["check", "upgrade", "status", "rollback", "finalize"] {
+        for sub in [
+            "check", "upgrade", "rehearse", "status", "rollback", "finalize",
+        ] {
             let cmd = Cli::command();
             let sub = cmd.find_subcommand(sub).unwrap();
             for arg in sub.get_arguments() {

@@ -77,6 +77,28 @@ pub(crate) enum Error {
     )]
     ServerStoppedStarting { how: String, datadir: PathBuf },
 
+    /// A rehearsal ran, but its upgraded copy differs from the copy (or its smoke queries
+    /// failed): the report lists what.
+    #[error("the rehearsal found {what}; the report lists them")]
+    RehearsalFailed { what: String },
+
+    /// A rehearsal stopped before its report: the old cluster was not touched.
+    #[error(
+        "the rehearsal stopped{}: {source}\nThe old cluster was not touched. {}",
+        step.as_ref().map(|s| format!(" ({s} on the copy)")).unwrap_or_default(),
+        if *kept {
+            format!("The copy, its logs and its journal are kept in {} for a look; the next pgleap rehearse removes them.", scratch.display())
+        } else {
+            format!("{} was removed.", scratch.display())
+        }
+    )]
+    RehearsalStopped {
+        step: Option<String>,
+        scratch: PathBuf,
+        kept: bool,
+        source: Box<Error>,
+    },
+
     /// A `--stop-command` returned but the server kept running.
     #[error(
         "the stop command returned, but the {side} server at {} is still running a minute later",
@@ -247,6 +269,7 @@ impl Error {
                 EXIT_INTERRUPTED
             }
             Error::Step { source, .. } if matches!(**source, Error::Refused { .. }) => EXIT_REFUSED,
+            Error::RehearsalStopped { source, .. } => source.exit_code(),
             _ => EXIT_FAILED,
         }
     }

@@ -64,6 +64,7 @@ fn main() -> ExitCode {
     let json = match &cli.command {
         Command::Check(a) => a.json,
         Command::Upgrade(a) => a.common.json,
+        Command::Rehearse(a) => a.common.json,
         Command::Status(a) => a.json,
         Command::Rollback(a) => a.confirm.json,
         Command::Finalize(a) => a.json,
@@ -112,6 +113,7 @@ fn run(command: Command) -> error::Result<()> {
     match command {
         Command::Check(args) => cmd::check::execute(&args),
         Command::Upgrade(args) => cmd::upgrade::execute(&args),
+        Command::Rehearse(args) => cmd::rehearse::execute(&args),
         Command::Status(args) => cmd::status::execute(&args),
         Command::Rollback(args) => cmd::rollback::execute(&args),
         Command::Finalize(args) => cmd::finalize::execute(&args),

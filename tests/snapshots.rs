@@ -34,7 +34,9 @@ fn top_level_help() {
 
 #[test]
 fn subcommand_help() {
-    for sub in ["check", "upgrade", "status", "rollback", "finalize"] {
+    for sub in [
+        "check", "upgrade", "rehearse", "status", "rollback", "finalize",
+    ] {
         insta::assert_snapshot!(format!("help_{sub}"), help(&[sub, "--help"]));
     }
 }

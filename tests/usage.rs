@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::Fixture;
+use common::{Fixture, written_by_a_start_and_stop};
 
 // 1. Help and README.
 
@@ -71,9 +71,9 @@ fn help_options(text: &str) -> BTreeSet<Opt> {
     out
 }
 
-/// README's option tables under "### Options": (check and upgrade, upgrade only, the
-/// journal commands status/rollback/finalize).
-fn readme_tables() -> (BTreeSet<Opt>, BTreeSet<Opt>, BTreeSet<Opt>) {
+/// README's option tables under "### Options": (check, upgrade and rehearse; upgrade only;
+/// the journal commands status/rollback/finalize; rehearse only).
+fn readme_tables() -> [BTreeSet<Opt>; 4] {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let section = readme
@@ -87,12 +87,13 @@ fn readme_tables() -> (BTreeSet<Opt>, BTreeSet<Opt>, BTreeSet<Opt>) {
         r"(?m)^\| `(?:-(\w), )?--([a-z][a-z-]*)(?: ([A-Z][A-Z/]*))?` \| `(PGLEAP_[A-Z_]+)`",
     )
     .unwrap();
-    let (mut common, mut upgrade, mut journal) =
-        (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let mut tables: [BTreeSet<Opt>; 4] = Default::default();
     let mut table = 0;
     for line in section.lines() {
         if line.starts_with("| `upgrade` only:") {
             table = 1;
+        } else if line.starts_with("| `rehearse` only:") {
+            table = 3;
         } else if line.starts_with("`status`, `rollback` and `finalize`") {
             table = 2;
         }
@@ -105,9 +106,9 @@ fn readme_tables() -> (BTreeSet<Opt>, BTreeSet<Opt>, BTreeSet<Opt>) {
             value: c.get(3).map(|v| v.as_str().to_string()),
             env: Some(c[4].to_string()),
         };
-        [&mut common, &mut upgrade, &mut journal][table].insert(opt);
+        tables[table].insert(opt);
     }
-    (common, upgrade, journal)
+    tables
 }
 
 #[track_caller]
@@ -122,7 +123,7 @@ fn assert_same_options(help: &BTreeSet<Opt>, readme: &BTreeSet<Opt>, what: &str)
 
 #[test]
 fn help_and_readme_name_the_same_options() {
-    let (common_rows, upgrade_rows, journal_rows) = readme_tables();
+    let [common_rows, upgrade_rows, journal_rows, rehearse_rows] = readme_tables();
     let global = help_options(&help(&["--help"]));
     assert_eq!(
         global.iter().map(|o| o.long.as_str()).collect::<Vec<_>>(),
@@ -145,6 +146,12 @@ fn help_and_readme_name_the_same_options() {
         &help_options(&help(&["upgrade", "--help"])),
         &upgrade,
         "upgrade",
+    );
+    let rehearse: BTreeSet<Opt> = common_rows.union(&rehearse_rows).cloned().collect();
+    assert_same_options(
+        &help_options(&help(&["rehearse", "--help"])),
+        &rehearse,
+        "rehearse",
     );
 
     // status, rollback and finalize share README's second table (plus the global -v);
@@ -246,39 +253,6 @@ fn check_names_no_log_directory_and_upgrade_names_the_one_it_made() {
 }
 
 // 4. What check changes.
-
-/// What a clean start and stop of a server may write: `pg_control` and the WAL (the
-/// shutdown checkpoint), the other `pg_*` bookkeeping, the relation cache init files,
-/// catalog pages whose hint bits the catalog reads set (relfilenodes below 16384), and
-/// directory times.
-fn written_by_a_start_and_stop(datadir: &Path, path: &Path) -> bool {
-    let s = path.to_string_lossy();
-    let catalog_page = path.starts_with("base")
-        && path.components().count() == 3
-        && path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .split(['_', '.'])
-            .next()
-            .and_then(|n| n.parse::<u32>().ok())
-            .is_some_and(|n| n < 16384);
-    datadir.join(path).is_dir()
-        || s == "global/pg_control"
-        || s == "postmaster.opts"
-        || path.file_name().is_some_and(|n| n == "pg_internal.init")
-        || [
-            "pg_wal",
-            "pg_xact",
-            "pg_subtrans",
-            "pg_multixact",
-            "pg_stat",
-            "pg_logical",
-        ]
-        .iter()
-        .any(|d| path.starts_with(d))
-        || catalog_page
-}
 
 #[test]
 fn check_of_a_stopped_cluster_changes_no_data_or_configuration() {

@@ -75,10 +75,17 @@ impl Drop for RestoreOpts {
     }
 }
 
-pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
-    // A signal kills the running child at once; `Cleanup` then stops what it started.
-    interrupt::install(interrupt::OnSignal::Abort);
-    let ui = Ui { json: args.json };
+/// What a command that only reads the old cluster holds while it does: a shared lock on it
+/// (refused while an upgrade of the cluster runs), and for a stopped cluster the guards that
+/// stop the fenced server it may start and put its `postmaster.opts` back. Fields drop in
+/// order: the server stops, then the file is restored, then the lock goes.
+pub(crate) struct OldHeld {
+    _stop: Option<StopOnDrop>,
+    _opts: Option<RestoreOpts>,
+    _lock: Option<crate::state::oldlock::OldLock>,
+}
+
+pub(crate) fn hold_old(args: &CheckArgs) -> Result<OldHeld> {
     // Resolved the way prepare will (--cluster, --root); prepare reports any problem.
     let old = crate::host::root::host_root(args.target.root.as_deref())
         .and_then(|root| crate::plan::prepare::old_target(&root, args))
@@ -90,16 +97,29 @@ pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
             .map(|m| Owner::from_uid(m.uid(), m.gid()))
     };
     // Before anything is started: an upgrade of this cluster may be inside its window.
-    let _lock = match &old {
+    let lock = match &old {
         Some(d) if d.is_dir() => crate::state::oldlock::OldLock::shared(d)?,
         _ => None,
     };
     let stopped = old.filter(|d| !matches!(postmaster::liveness(d), Liveness::Running(_)));
-    let _opts_guard = stopped
+    let opts = stopped
         .as_ref()
         .and_then(|d| owner_of(d).and_then(|o| RestoreOpts::new(d, o)));
-    let _old_guard = stopped.and_then(|d| owner_of(&d).map(|o| StopOnDrop(d, o, true)));
+    let stop = stopped.and_then(|d| owner_of(&d).map(|o| StopOnDrop(d, o, true)));
+    Ok(OldHeld {
+        _stop: stop,
+        _opts: opts,
+        _lock: lock,
+    })
+}
+
+pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
+    // A signal kills the running child at once; `Cleanup` then stops what it started.
+    interrupt::install(interrupt::OnSignal::Abort);
+    let ui = Ui { json: args.json };
+    let _held = hold_old(args)?;
     let mut p = prepare(args, Purpose::Check)?;
+    p.plan.steps = crate::steps::order::names();
     let (carried, estimate) = if !p.findings.has_errors() && p.plan.initdb.is_some() {
         let (c, e) = scratch_check(&mut p, ui)?;
         ui.line(&format!(

@@ -123,6 +123,7 @@ mod tests {
             [
                 "pgleap-check.1",
                 "pgleap-finalize.1",
+                "pgleap-rehearse.1",
                 "pgleap-rollback.1",
                 "pgleap-status.1",
                 "pgleap-upgrade.1",

@@ -3,6 +3,7 @@
 pub(crate) mod check;
 pub(crate) mod finalize;
 pub(crate) mod manual;
+pub(crate) mod rehearse;
 pub(crate) mod rollback;
 pub(crate) mod status;
 pub(crate) mod upgrade;

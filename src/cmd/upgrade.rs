@@ -23,7 +23,8 @@ use crate::plan::prepare::{Prepared, Purpose, prepare};
 use crate::state::journal::{Journal, State};
 use crate::state::lock::Lock;
 use crate::steps;
-use crate::steps::run::{Run, after_upgrade, auto_rollback, build_new, switch};
+use crate::steps::run::carry_out;
+use crate::steps::step::Run;
 use crate::steps::undo::{self, Discard};
 use crate::ui::report::{Ui, secs};
 
@@ -79,6 +80,7 @@ fn fresh(args: &UpgradeArgs, ui: Ui, old_was_running: Option<bool>) -> Result<()
         leave_stopped: args.leave_stopped,
     };
     let mut p = prepare(&args.common, purpose)?;
+    p.plan.steps = steps::order::names();
     if let Some(was) = old_was_running {
         p.plan.old_running = was;
     }
@@ -94,26 +96,8 @@ fn fresh(args: &UpgradeArgs, ui: Ui, old_was_running: Option<bool>) -> Result<()
     ui.logs(&log_dir);
     p.runner.set_log_dir(log_dir.clone());
     let journal = Journal::create(&p.plan, p.plan.old_running)?;
-    let mut run = Run {
-        p: &p,
-        ui,
-        journal,
-        log_dir,
-        warnings: p.findings.0.clone(),
-        carried: None,
-        estimate: None,
-        analyzed: None,
-        boot: None,
-        collations: None,
-    };
-
-    if let Err(e) = build_new(&mut run) {
-        return Err(auto_rollback(&mut run, e));
-    }
-    if let Err(e) = switch(&mut run) {
-        return Err(auto_rollback(&mut run, e));
-    }
-    after_upgrade(&mut run)?;
+    let mut run = Run::new(&p, ui, journal, log_dir, p.findings.0.clone());
+    carry_out(&mut run)?;
     report(&run);
     Ok(())
 }
@@ -180,19 +164,8 @@ fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
         });
     }
     let log_dir = p.plan.work_dir.join("logs");
-    let mut run = Run {
-        p: &p,
-        ui,
-        journal: j,
-        log_dir,
-        warnings: Vec::new(),
-        carried: None,
-        estimate: None,
-        analyzed: None,
-        boot: None,
-        collations: None,
-    };
-    after_upgrade(&mut run)?;
+    let mut run = Run::new(&p, ui, j, log_dir, Vec::new());
+    carry_out(&mut run)?;
     report(&run);
     Ok(())
 }

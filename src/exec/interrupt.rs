@@ -8,7 +8,8 @@
 //!
 //! `PGLEAP_FAULT=<point>` kills pgleap with SIGKILL at a named point (`before:<step>`,
 //! `after:<step>`); `PGLEAP_FAULT=<point>:pause=<file>` waits there until `file` exists.
-//! Tests use them to prove every crash point is recoverable.
+//! Tests use them to prove every crash point is recoverable. `rehearse:delete-row` makes
+//! `rehearse` delete one row from its upgraded copy, to prove the proof of preservation notices.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -107,4 +108,10 @@ pub(crate) fn fault(point: &str) {
         say!("pgleap: fault point {point}: killing pgleap");
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
+}
+
+/// True when `PGLEAP_FAULT` names `point`, for fault points that do something other than
+/// kill or pause pgleap (a rehearsal's deliberately damaged copy).
+pub(crate) fn fault_armed(point: &str) -> bool {
+    std::env::var("PGLEAP_FAULT").is_ok_and(|spec| spec == point)
 }

@@ -1,6 +1,7 @@
 //! Execution: the one process runner, signals, and PostgreSQL servers started and stopped
 //! by pgleap (the fence). Imports nothing above `error`.
 
+pub(crate) mod copytree;
 pub(crate) mod interrupt;
 pub(crate) mod owner;
 pub(crate) mod ownerfs;

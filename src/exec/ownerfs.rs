@@ -57,6 +57,14 @@ pub(crate) enum Request {
     Symlink { target: PathBuf, link: PathBuf },
     /// Rename, or copy and remove across filesystems.
     MoveTree { from: PathBuf, to: PathBuf },
+    /// Copy a data directory tree for a rehearsal (see `exec::copytree`); prints what it
+    /// copied (JSON).
+    CopyTree {
+        from: PathBuf,
+        to: PathBuf,
+        #[arg(value_enum)]
+        part: crate::exec::copytree::Part,
+    },
 }
 
 fn octal(mode: &str) -> std::result::Result<u32, std::num::ParseIntError> {
@@ -110,6 +118,13 @@ fn serve_with(
         Request::MoveTree { from, to } => move_tree(&from, &to),
         Request::Symlink { target, link } => std::os::unix::fs::symlink(&target, &link)
             .map_err(|e| Error::io("cannot create the link", &link, e)),
+        Request::CopyTree { from, to, part } => {
+            let done = crate::exec::copytree::copy_tree(&from, &to, part)?;
+            let json = serde_json::to_vec(&done).map_err(Error::DbEncode)?;
+            output
+                .write_all(&json)
+                .map_err(|e| Error::io("cannot pass on", &to, e))
+        }
     }
 }
 
@@ -342,6 +357,29 @@ pub(crate) fn move_tree_as(owner: &Owner, from: &Path, to: &Path) -> Result<()> 
         to: to.into(),
     };
     run(owner, req, &["move-tree".into(), p(from), p(to)], &[]).map(|_| ())
+}
+
+/// Copies a data directory tree as the owner (see `exec::copytree`).
+pub(crate) fn copy_tree_as(
+    owner: &Owner,
+    from: &Path,
+    to: &Path,
+    part: crate::exec::copytree::Part,
+) -> Result<crate::exec::copytree::Copied> {
+    use clap::ValueEnum as _;
+    let name = part
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string());
+    let req = Request::CopyTree {
+        from: from.into(),
+        to: to.into(),
+        part,
+    };
+    let out = run(owner, req, &["copy-tree".into(), p(from), p(to), name], &[])?;
+    serde_json::from_slice(&out).map_err(|e| Error::DbAnswer {
+        request: "copy-tree".into(),
+        source: e,
+    })
 }
 
 /// Whether `path` lies in a directory only root can change while pgleap runs as root for

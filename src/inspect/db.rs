@@ -14,6 +14,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::error::{Error, Result};
 use crate::exec::process::{Opts, Runner};
+use crate::inspect::pgerr::pg_error;
 use crate::inspect::pgpass;
 
 /// Where and as whom to connect.
@@ -90,6 +91,27 @@ pub(crate) enum Request {
         stages: bool,
         #[arg(long)]
         missing_only: bool,
+    },
+    /// A rehearsal's proof of preservation: every database's tables, sequences, large
+    /// objects and extensions (JSON, see `inspect::proof`).
+    Proof {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+    },
+    /// What a shutdown checkpoint would write (JSON, see `inspect::proof`).
+    Pressure {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Copy the data directory between pg_backup_start and pg_backup_stop (see
+    /// `inspect::backup`).
+    BackupCopy {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        copy: crate::inspect::backup::Copy,
     },
     /// The versions the server's libraries give each `provider:locale` (JSON).
     CollationVersions {
@@ -236,6 +258,31 @@ pub(crate) fn serve(request: Request) -> Result<()> {
             r @ (Request::CollationVersions { .. }
             | Request::Reindex { .. }
             | Request::Locales { .. }) => collation_request(r).await,
+            Request::Proof { target, jobs } => {
+                let (client, user) = connect_any(&target, "postgres").await?;
+                let proof = crate::inspect::proof::capture(
+                    &client,
+                    move |db| {
+                        let (t, u) = (target.clone(), user.clone());
+                        async move { connect(&t, &u, &db).await }
+                    },
+                    jobs,
+                )
+                .await?;
+                Ok(serde_json::to_string(&proof))
+            }
+            Request::Pressure { target } => {
+                let (client, _) = connect_any(&target, "postgres").await?;
+                Ok(serde_json::to_string(
+                    &crate::inspect::proof::pressure(&client).await,
+                ))
+            }
+            Request::BackupCopy { target, copy } => {
+                let (client, _) = connect_any(&target, "postgres").await?;
+                Ok(serde_json::to_string(
+                    &crate::inspect::backup::backup_copy(&client, &copy).await?,
+                ))
+            }
         }
     })?;
     // Every client has been dropped by now: let the connections say goodbye.
@@ -307,22 +354,7 @@ async fn collation_request(request: Request) -> Result<serde_json::Result<String
     }
 }
 
-pub(crate) fn pg_error(what: &str, e: &tokio_postgres::Error) -> Error {
-    // tokio-postgres puts the detail of a client-side error ("password missing") in its source.
-    let detail = e.as_db_error().map_or_else(
-        || match std::error::Error::source(e) {
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        },
-        |d| d.message().to_string(),
-    );
-    Error::Database {
-        what: what.to_string(),
-        detail,
-    }
-}
-
-pub(crate) async fn connect(
+async fn connect(
     target: &Target,
     user: &str,
     dbname: &str,
@@ -358,7 +390,7 @@ pub(crate) async fn connect(
 /// pg_upgrade needs the bootstrap superuser); the error of the last one otherwise. Without a
 /// `postgres` database (it may be dropped) it connects to template1, as PostgreSQL's own
 /// tools do.
-pub(crate) async fn connect_any(target: &Target, dbname: &str) -> Result<(Client, String)> {
+async fn connect_any(target: &Target, dbname: &str) -> Result<(Client, String)> {
     let mut last = None;
     let mut not_super = Vec::new();
     for user in &target.users {

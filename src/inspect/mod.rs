@@ -1,6 +1,7 @@
 //! Read-only facts: the old cluster on disk, the installations, the catalog, disk usage.
 //! Never imports plan, preflight, steps or commands.
 
+pub(crate) mod backup;
 pub(crate) mod catalog;
 pub(crate) mod cluster;
 pub(crate) mod cmdline;
@@ -8,6 +9,8 @@ pub(crate) mod collation;
 pub(crate) mod db;
 pub(crate) mod install;
 pub(crate) mod paths;
+pub(crate) mod pgerr;
 pub(crate) mod pgpass;
+pub(crate) mod proof;
 pub(crate) mod reindex;
 pub(crate) mod space;

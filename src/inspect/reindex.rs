@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::inspect::collation::{self, Command};
+use crate::inspect::pgerr::pg_error;
 use tokio_postgres::Client;
 
 /// Opens a session to the named database as the repair's role (the caller knows where and
@@ -24,15 +25,6 @@ pub(crate) type Connect = Arc<
         + Send
         + Sync,
 >;
-
-fn pg_error(what: &str, e: &tokio_postgres::Error) -> Error {
-    Error::Database {
-        what: what.to_string(),
-        detail: e
-            .as_db_error()
-            .map_or_else(|| e.to_string(), |d| d.message().to_string()),
-    }
-}
 
 /// The application name of the sessions that rebuild: a later run ends those still going.
 const APPLICATION: &str = "pgleap-reindex";

@@ -217,22 +217,9 @@ pub(crate) struct Plan {
     /// Collation drift: what changed, what sorts by it, and what pgleap does about it.
     #[serde(default)]
     pub(crate) collations: collations::Section,
+    /// The steps' names, in order (`steps::order::ORDER`).
     pub(crate) steps: Vec<String>,
 }
-
-/// The steps of an upgrade, in order; the downtime window is `stop-old` to `start-new`.
-pub(crate) const STEPS: [&str; 10] = [
-    "initdb",
-    "carry-config",
-    "check",
-    "stop-old",
-    "pg_upgrade",
-    "start-new",
-    "update-extensions",
-    "collations",
-    "analyze",
-    "finish",
-];
 
 #[cfg(test)]
 mod tests {

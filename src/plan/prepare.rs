@@ -398,7 +398,8 @@ fn build_plan(
             args.collations,
             jobs,
         ),
-        steps: plan::STEPS.iter().map(ToString::to_string).collect(),
+        // Filled from the step order by the commands (steps are a higher layer).
+        steps: Vec::new(),
     }
 }
 

@@ -84,6 +84,7 @@ pub(crate) const CHECKS: &[Check] = {
     const SCRATCH: &str = "`check` only: `initdb` of a scratch cluster";
     const LOCALE: &str = "every glibc locale the old cluster uses (template0, each database, each\n  collation created with `CREATE COLLATION`) opens in the environment the new server gets";
     const DRIFT: &str = "collation drift (see [Collations](#collations))";
+    const REHEARSE: &str = "`rehearse` refuses before it writes anything";
     const OUTSIDE: &str = "in an included file outside the data directory they are refused, with the file\n  and line";
     &[
         check("root-missing", Static, LAYOUT),
@@ -161,6 +162,10 @@ pub(crate) const CHECKS: &[Check] = {
         check("analyze-failed", Command, ""),
         check("collations-failed", Command, ""),
         check("reindex-failed", Command, ""),
+        check("rehearse-layout", Command, REHEARSE),
+        check("rehearse-scratch-overlaps", Command, REHEARSE),
+        check("rehearse-scratch-exists", Command, REHEARSE),
+        check("rehearse-no-space", Command, REHEARSE),
     ]
 };
 

@@ -7,11 +7,37 @@ use crate::error::{Error, Finding, Result};
 use crate::inspect::db;
 use crate::state::journal::State;
 
-use super::extensions::superuser;
-use super::run::Run;
+use super::step::{Phase, Run, Step, Undoing, superuser};
+
+pub(crate) struct Analyze;
+
+impl Step for Analyze {
+    fn name(&self) -> &'static str {
+        "analyze"
+    }
+    fn reaches(&self) -> State {
+        State::Analyzed
+    }
+    fn phase(&self) -> Phase {
+        Phase::After
+    }
+    fn writes_new(&self) -> bool {
+        true
+    }
+
+    fn run(&self, run: &mut Run<'_>) -> Result<()> {
+        let socket = run.new_server()?;
+        analyze(self, run, &socket)
+    }
+
+    /// Nothing outside the new cluster: its statistics are discarded with it.
+    fn undo(&self, _u: &mut Undoing<'_>) -> Result<()> {
+        Ok(())
+    }
+}
 
 /// ANALYZE while clients are served; a failure is a warning with the command to run.
-pub(crate) fn analyze(run: &mut Run<'_>, socket: &Path) -> Result<()> {
+fn analyze(step: &Analyze, run: &mut Run<'_>, socket: &Path) -> Result<()> {
     let p = run.p;
     if !p.plan.analyze {
         return run.journal.set_state(State::Analyzed);
@@ -39,7 +65,7 @@ pub(crate) fn analyze(run: &mut Run<'_>, socket: &Path) -> Result<()> {
             progress.detail(rest);
         }
     };
-    let result = run.step("analyze", State::Analyzed, what, |r| {
+    let result = run.step(step, what, |r| {
         let answer = db::call_with_progress::<db::AnalyzeReport>(
             &r.p.runner,
             &req,

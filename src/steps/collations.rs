@@ -16,8 +16,35 @@ use crate::plan::collations::{CollationMode, Section, script, section};
 use crate::plan::prepare::Prepared;
 use crate::state::journal::State;
 
-use super::extensions::superuser;
-use super::run::Run;
+use super::step::{Phase, Run, Step, Undoing, superuser};
+
+/// The step after the window that repairs (or reports) collation drift.
+pub(crate) struct Collations;
+
+impl Step for Collations {
+    fn name(&self) -> &'static str {
+        "collations"
+    }
+    fn reaches(&self) -> State {
+        State::CollationsRepaired
+    }
+    fn phase(&self) -> Phase {
+        Phase::After
+    }
+    fn writes_new(&self) -> bool {
+        true
+    }
+
+    fn run(&self, run: &mut Run<'_>) -> Result<()> {
+        let socket = run.new_server()?;
+        repair(self, run, &socket)
+    }
+
+    /// Nothing outside the new cluster: rebuilt indexes are discarded with it.
+    fn undo(&self, _u: &mut Undoing<'_>) -> Result<()> {
+        Ok(())
+    }
+}
 
 /// The `provider:locale` of every versioned collation in `facts`, once each.
 fn specs(facts: &[Database]) -> Vec<String> {
@@ -122,7 +149,7 @@ pub(crate) fn check_new(r: &Run<'_>, confdir: &Path, datadir: &Path) -> Result<O
 }
 
 /// The `collations` step: rebuild and refresh (`reindex`), or say what to run (`report`).
-pub(crate) fn repair(run: &mut Run<'_>, socket: &Path) -> Result<()> {
+fn repair(step: &Collations, run: &mut Run<'_>, socket: &Path) -> Result<()> {
     let p = run.p;
     // The journal's section: judged against the new installation before the window.
     let planned = run.journal.record.plan.collations.clone();
@@ -145,7 +172,7 @@ pub(crate) fn repair(run: &mut Run<'_>, socket: &Path) -> Result<()> {
         vec![superuser(p), p.runner.owner().name.clone()],
     );
     let started = std::time::Instant::now();
-    let result = run.step("collations", State::CollationsRepaired, what, |r| {
+    let result = run.step(step, what, |r| {
         if mode == CollationMode::Reindex {
             rebuild_and_refresh(r, &target, &drifted)
         } else {

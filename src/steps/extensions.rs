@@ -5,52 +5,66 @@ use std::path::Path;
 
 use crate::error::{Error, Finding, Result};
 use crate::exec::process::Opts;
-use crate::plan::prepare::Prepared;
 use crate::state::journal::State;
 
-use super::run::Run;
+use super::step::{Phase, Run, Step, Undoing, superuser};
 
-pub(crate) fn superuser(p: &Prepared) -> String {
-    p.plan
-        .initdb
-        .as_ref()
-        .map_or_else(|| p.runner.owner().name.clone(), |o| o.superuser.clone())
+pub(crate) struct UpdateExtensions;
+
+impl Step for UpdateExtensions {
+    fn name(&self) -> &'static str {
+        "update-extensions"
+    }
+    fn reaches(&self) -> State {
+        State::ExtensionsUpdated
+    }
+    fn phase(&self) -> Phase {
+        Phase::After
+    }
+    fn writes_new(&self) -> bool {
+        true
+    }
+
+    fn run(&self, run: &mut Run<'_>) -> Result<()> {
+        let socket = run.new_server()?;
+        update_extensions(self, run, &socket)
+    }
+
+    /// Nothing outside the new cluster: the updated extensions are discarded with it.
+    fn undo(&self, _u: &mut Undoing<'_>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Runs pg_upgrade's update_extensions.sql; a failure is a warning (the upgrade is done).
-pub(crate) fn update_extensions(run: &mut Run<'_>, socket: &Path) -> Result<()> {
+fn update_extensions(step: &UpdateExtensions, run: &mut Run<'_>, socket: &Path) -> Result<()> {
     let p = run.p;
     let script = p.plan.work_dir.join("update_extensions.sql");
-    let res = run.step(
-        "update-extensions",
-        State::ExtensionsUpdated,
-        "ALTER EXTENSION ... UPDATE",
-        |r| {
-            if !script.exists() {
-                return Ok(());
-            }
-            let args = [
-                "-X".to_string(),
-                "-v".into(),
-                "ON_ERROR_STOP=1".into(),
-                "-h".into(),
-                socket.display().to_string(),
-                "-p".into(),
-                p.plan.new.port.to_string(),
-                "-U".into(),
-                superuser(p),
-                "-d".into(),
-                "postgres".into(),
-                "-f".into(),
-                script.display().to_string(),
-            ];
-            let opts = Opts {
-                log_name: Some("update-extensions"),
-                ..Opts::default()
-            };
-            r.p.runner.run(&r.p.new.psql(), &args, &opts).map(|_| ())
-        },
-    );
+    let res = run.step(step, "ALTER EXTENSION ... UPDATE", |r| {
+        if !script.exists() {
+            return Ok(());
+        }
+        let args = [
+            "-X".to_string(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "-h".into(),
+            socket.display().to_string(),
+            "-p".into(),
+            p.plan.new.port.to_string(),
+            "-U".into(),
+            superuser(p),
+            "-d".into(),
+            "postgres".into(),
+            "-f".into(),
+            script.display().to_string(),
+        ];
+        let opts = Opts {
+            log_name: Some("update-extensions"),
+            ..Opts::default()
+        };
+        r.p.runner.run(&r.p.new.psql(), &args, &opts).map(|_| ())
+    });
     match res {
         Err(e @ Error::Interrupted { .. }) => Err(e),
         Err(e) => {

@@ -4,9 +4,73 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Finding, Result};
+use crate::exec::ownerfs;
+use crate::exec::process::Owner;
 use crate::exec::process::{Logged, Opts};
 use crate::exec::server::{self, Fence};
 use crate::plan::prepare::Prepared;
+use crate::state::identity;
+use crate::state::journal::State;
+
+use super::step::{Phase, Run, Step, Undoing};
+
+/// The real run, inside the window.
+pub(crate) struct PgUpgrade;
+
+impl Step for PgUpgrade {
+    fn name(&self) -> &'static str {
+        "pg_upgrade"
+    }
+    fn reaches(&self) -> State {
+        State::Upgraded
+    }
+    fn phase(&self) -> Phase {
+        Phase::Window
+    }
+
+    fn run(&self, run: &mut Run<'_>) -> Result<()> {
+        let new = run.p.plan.new.datadir.clone();
+        let confdir = run.p.plan.new.conf_dir();
+        let what = format!("--{} with {} jobs", run.p.plan.mode.name(), run.p.plan.jobs);
+        run.step(self, &what, |r| {
+            pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, false)
+        })?;
+        // pg_upgrade started and stopped the old cluster; from now on nothing should.
+        run.journal.record.identity.old_control_mtime =
+            identity::control_mtime(&run.p.plan.old.datadir);
+        run.journal.write()?;
+        // Without this record, a later rollback judges a start from pg_control's state alone.
+        if let Err(e) = crate::steps::crossing::record_checkpoint(run.p, &mut run.journal) {
+            tracing::warn!("cannot record the new cluster's checkpoint: {e}");
+        }
+        Ok(())
+    }
+
+    /// Stops the servers pg_upgrade left running (on the new and the old data directory),
+    /// then undoes its one change to the old cluster: link mode's renamed `pg_control`.
+    fn undo(&self, u: &mut Undoing<'_>) -> Result<()> {
+        u.stop_new_fenced()?;
+        u.stop_on_old()?;
+        let owner = u.p.runner.owner();
+        u.notes
+            .extend(restore_control(owner, &u.p.plan.old.datadir)?);
+        Ok(())
+    }
+}
+
+/// Link mode: pg_upgrade disables the old cluster by renaming `global/pg_control`. While the
+/// new cluster never started, the old data files are unchanged and renaming back restores it.
+pub(crate) fn restore_control(owner: &Owner, old: &Path) -> Result<Option<String>> {
+    let control = old.join("global/pg_control");
+    let renamed = old.join("global/pg_control.old");
+    if renamed.exists() && !control.exists() {
+        ownerfs::rename_as(owner, &renamed, &control)?;
+        return Ok(Some(
+            "restored global/pg_control from pg_control.old".into(),
+        ));
+    }
+    Ok(None)
+}
 
 /// Runs pg_upgrade (or `pg_upgrade --check`) from `cwd`, where it leaves its scripts, and
 /// moves its log directory into `log_dir`. Configuration directories outside the data

@@ -1,20 +1,53 @@
-//! The new cluster's first start (the point of no return in link and swap modes), and
-//! bringing it up again when an upgrade resumes past it.
+//! The new cluster's first start (the point of no return in link and swap modes): with its
+//! real settings when clients come back now, fenced otherwise.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::exec::interrupt;
-use crate::exec::postmaster::{self, Liveness};
-use crate::exec::server::{self, Fence};
+use crate::exec::server::{self};
 use crate::state::journal::{State, now_millis};
 use crate::steps::servers::{self, Which};
 use crate::ui::report::secs;
 
-use super::run::{Run, step_failed};
+use super::step::{Phase, Run, Step, Undoing, step_failed};
 
-pub(crate) fn start_new(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
+pub(crate) struct StartNew;
+
+impl Step for StartNew {
+    fn name(&self) -> &'static str {
+        "start-new"
+    }
+    fn reaches(&self) -> State {
+        State::NewStarted
+    }
+    fn phase(&self) -> Phase {
+        Phase::Window
+    }
+    fn writes_new(&self) -> bool {
+        true
+    }
+    /// Asked to stop with pg_upgrade done but the new cluster never started: the safe point
+    /// is the old cluster, running again as it was. Any other failure is reported with what
+    /// to run next (`pgleap rollback` or a resume).
+    fn rolls_back(&self, e: &Error) -> bool {
+        matches!(e, Error::Interrupted { .. })
+    }
+
+    fn run(&self, run: &mut Run<'_>) -> Result<()> {
+        start_new(self, run)?;
+        run.new_up = true;
+        Ok(())
+    }
+
+    /// Stops the new server the way it was started.
+    fn undo(&self, u: &mut Undoing<'_>) -> Result<()> {
+        u.stop_new()
+    }
+}
+
+fn start_new(step: &StartNew, run: &mut Run<'_>) -> Result<()> {
+    let fence = run.fence()?;
     let p = run.p;
     let new = p.plan.new.conf_dir();
     let leave_running = run.leave_running();
@@ -34,7 +67,7 @@ pub(crate) fn start_new(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
     } else {
         what.to_string()
     };
-    let started = run.step("start-new", State::NewStarted, &what, |r| {
+    let started = run.step(step, &what, |r| {
         if leave_running {
             servers::start(r.p, Which::New, &log).map(|_| ())
         } else {
@@ -42,7 +75,7 @@ pub(crate) fn start_new(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
                 &r.p.runner,
                 &r.p.new.bindir,
                 &new,
-                Some((fence, p.plan.new.port)),
+                Some((fence.as_ref(), p.plan.new.port)),
                 &log,
             )
         }
@@ -96,32 +129,4 @@ pub(crate) fn start_new(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// On resume past the first start: the new server must be up for the remaining steps.
-pub(crate) fn ensure_new_running(run: &mut Run<'_>, fence: &Fence) -> Result<()> {
-    let new = &run.p.plan.new.datadir;
-    if matches!(postmaster::liveness(new), Liveness::Running(_)) {
-        return Ok(());
-    }
-    let log = server::logfile(&run.log_dir, "new");
-    if run.leave_running() {
-        return servers::start(run.p, Which::New, &log).map(|_| ());
-    }
-    server::start(
-        &run.p.runner,
-        &run.p.new.bindir,
-        &run.p.plan.new.conf_dir(),
-        Some((fence, run.p.plan.new.port)),
-        &log,
-    )
-}
-
-pub(crate) fn new_socket(run: &Run<'_>, fence: &Fence) -> PathBuf {
-    match postmaster::liveness(&run.p.plan.new.datadir) {
-        Liveness::Running(pm) => pm
-            .socket_dir
-            .unwrap_or_else(|| fence.socket_dir().to_path_buf()),
-        _ => fence.socket_dir().to_path_buf(),
-    }
 }

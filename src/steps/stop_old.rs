@@ -1,18 +1,73 @@
-//! The window opens: the old server stops through what manages it, and must have shut
-//! down cleanly.
+//! The window opens: a CHECKPOINT while the old server still serves, then the old server
+//! stops through what manages it, and must have shut down cleanly.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Finding, Result};
+use crate::exec::postmaster::{self, Liveness};
 use crate::exec::server::{self};
+use crate::inspect::db;
 use crate::plan::prepare::Prepared;
+use crate::state::journal::{State, now_millis};
 use crate::steps::servers::{self, Which};
+
+use super::step::{Phase, Run, Step, Undoing, superuser};
+
+pub(crate) struct StopOld;
+
+impl Step for StopOld {
+    fn name(&self) -> &'static str {
+        "stop-old"
+    }
+    fn reaches(&self) -> State {
+        State::OldStopped
+    }
+    fn phase(&self) -> Phase {
+        Phase::Window
+    }
+
+    fn run(&self, run: &mut Run<'_>) -> Result<()> {
+        checkpoint_old(run);
+        run.journal.record.window_started_ms = Some(now_millis());
+        let what = format!(
+            "fast shutdown of the old server ({}); clients are cut off",
+            run.p.plan.host.old.stop.describe("stop")
+        );
+        run.step(self, &what, |r| stop_old(r.p))?;
+        Ok(())
+    }
+
+    /// A server on the old data directory (the old one caught midway through its shutdown)
+    /// is stopped; rollback then starts the old server again if it was running.
+    fn undo(&self, u: &mut Undoing<'_>) -> Result<()> {
+        u.stop_on_old()
+    }
+}
+
+/// While the old server still serves: a CHECKPOINT, so that the shutdown checkpoint inside
+/// the downtime window has little left to write. Best effort: a failure only costs time.
+fn checkpoint_old(run: &mut Run<'_>) {
+    let p = run.p;
+    let Liveness::Running(pm) = postmaster::liveness(&p.plan.old.datadir) else {
+        return;
+    };
+    let Some(socket) = pm.socket_dir else { return };
+    let users = vec![superuser(p), p.runner.owner().name.clone()];
+    let target = db::Target::new(&socket, pm.port.unwrap_or(p.plan.old.port), users);
+    if let Err(e) = db::call::<bool>(&p.runner, &["checkpoint"], &target) {
+        run.warnings.push(Finding::warning(
+            "checkpoint-failed",
+            format!("CHECKPOINT before stopping the old server failed: {e}"),
+            "",
+        ));
+    }
+}
 
 /// Stops the old server (through what manages it) and verifies pg_control says it shut down
 /// cleanly. Returns what stopped it.
 pub(crate) fn stop_old(p: &Prepared) -> Result<Option<String>> {
-    let how = match crate::exec::postmaster::liveness(&p.plan.old.datadir) {
-        crate::exec::postmaster::Liveness::Stopped => None,
-        crate::exec::postmaster::Liveness::Running(_) => servers::stop(p, Which::Old)?,
-        crate::exec::postmaster::Liveness::Stale { .. } => {
+    let how = match postmaster::liveness(&p.plan.old.datadir) {
+        Liveness::Stopped => None,
+        Liveness::Running(_) => servers::stop(p, Which::Old)?,
+        Liveness::Stale { .. } => {
             server::stop(&p.runner, &p.old.bindir, &p.plan.old.datadir)?;
             None
         }

@@ -18,7 +18,9 @@ use crate::plan::Mode;
 use crate::plan::prepare::Prepared;
 use crate::state::identity;
 use crate::state::journal::{Journal, State};
+use crate::steps::order::{ORDER, touched};
 use crate::steps::servers::{self, Which};
+use crate::steps::step::Undoing;
 
 /// What happens to the new cluster's files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +65,10 @@ pub(crate) fn impossible(j: &Journal) -> Option<Finding> {
 /// Undoes everything the upgrade did, leaving the old cluster as it was (running again if it
 /// was running) and the journal in `rolled-back`. Returns notes on what was done.
 ///
-/// The old cluster comes first: stop servers, restore its control file, start it if it was
-/// running, mark the journal; only then is the new cluster discarded, and a failure there
-/// (a mount point inside it, EXDEV, EBUSY) becomes a note, never a down old server.
+/// The old cluster comes first: each step that finished or was interrupted is undone, newest
+/// first (servers stopped, `pg_control` restored, boot restored), the old server started if
+/// it was running, the journal marked; only then is the new cluster discarded, and a failure
+/// there (a mount point inside it, EXDEV, EBUSY) becomes a note, never a down old server.
 pub(crate) fn roll_back(
     p: &Prepared,
     j: &mut Journal,
@@ -88,10 +91,7 @@ pub(crate) fn roll_back(
     }
     // Proofs first: a refusal here has changed nothing.
     let targets = Targets::proven(p, j)?;
-    let mut notes = stop_servers(p, j)?;
-    notes.extend(restore_control(p.runner.owner(), &p.plan.old.datadir)?);
-    // Before the old server comes back: it may start at boot again.
-    notes.extend(servers::restore_boot(p)?);
+    let mut notes = undo_steps(p, j)?;
     notes.push(restart_old(p, j, log_dir)?);
     // A full disk may keep the journal from being written until the new cluster is gone:
     // then it is written again once that space is free.
@@ -109,6 +109,21 @@ pub(crate) fn roll_back(
         j.set_state(State::RolledBack).map_err(|_| e)?;
     }
     Ok(notes)
+}
+
+/// Walks the order backwards, undoing each step that finished or was interrupted.
+fn undo_steps(p: &Prepared, j: &Journal) -> Result<Vec<String>> {
+    let mut u = Undoing {
+        p,
+        j,
+        notes: Vec::new(),
+    };
+    for step in ORDER.iter().rev() {
+        if touched(*step, j) {
+            step.undo(&mut u)?;
+        }
+    }
+    Ok(u.notes)
 }
 
 fn restart_old(p: &Prepared, j: &Journal, log_dir: &Path) -> Result<String> {
@@ -132,46 +147,15 @@ fn restart_old(p: &Prepared, j: &Journal, log_dir: &Path) -> Result<String> {
 }
 
 /// Undoes the new cluster and pg_upgrade's change to the old one, without starting the old
-/// server: stops servers pgleap or pg_upgrade left running, restores `pg_control`, and
-/// discards the new data directory and the new major's tablespace subdirectories, each
-/// only once it has proved to be this upgrade's.
+/// server: undoes each step that finished or was interrupted (stopping servers pgleap or
+/// pg_upgrade left running, restoring `pg_control`), then discards the new data directory
+/// and the new major's tablespace subdirectories, each only once it has proved to be this
+/// upgrade's.
 pub(crate) fn undo_new(p: &Prepared, j: &Journal, discard: Discard) -> Result<Vec<String>> {
     let targets = Targets::proven(p, j)?;
-    let mut notes = stop_servers(p, j)?;
-    notes.extend(restore_control(p.runner.owner(), &p.plan.old.datadir)?);
+    let mut notes = undo_steps(p, j)?;
     for (_, result) in targets.discard(p, j, discard) {
         notes.push(result?);
-    }
-    Ok(notes)
-}
-
-/// Stops a new server, and a server on the old directory that pg_upgrade left.
-fn stop_servers(p: &Prepared, j: &Journal) -> Result<Vec<String>> {
-    let mut notes = Vec::new();
-    let new = &p.plan.new.datadir;
-    if matches!(postmaster::liveness(new), Liveness::Running(_)) {
-        // Went live through its service manager, or was started fenced with pg_ctl.
-        let live = j.record.old_was_running
-            && !p.plan.leave_stopped
-            && (j.record.state >= State::NewStarted
-                || j.record.running.as_deref() == Some("start-new"));
-        if live {
-            if let Some(how) = servers::stop(p, Which::New)? {
-                notes.push(format!("stopped the new server ({how})"));
-            }
-        } else {
-            server::stop(&p.runner, &p.new.bindir, new)?;
-            notes.push("stopped the new server".into());
-        }
-    }
-    let old = &p.plan.old.datadir;
-    // From stop-old on, a server on the old directory is one pg_upgrade started (or the
-    // old one coming back): stop it before touching pg_control.
-    let window =
-        j.record.state >= State::OldStopped || j.record.running.as_deref() == Some("stop-old");
-    if window && matches!(postmaster::liveness(old), Liveness::Running(_)) {
-        server::stop(&p.runner, &p.old.bindir, old)?;
-        notes.push("stopped a server left running on the old data directory".into());
     }
     Ok(notes)
 }
@@ -336,20 +320,6 @@ fn discard_confdir(
         let _ = std::fs::remove_dir(parent);
     }
     Ok(note)
-}
-
-/// Link mode: pg_upgrade disables the old cluster by renaming `global/pg_control`. While the
-/// new cluster never started, the old data files are unchanged and renaming back restores it.
-pub(crate) fn restore_control(owner: &Owner, old: &Path) -> Result<Option<String>> {
-    let control = old.join("global/pg_control");
-    let renamed = old.join("global/pg_control.old");
-    if renamed.exists() && !control.exists() {
-        ownerfs::rename_as(owner, &renamed, &control)?;
-        return Ok(Some(
-            "restored global/pg_control from pg_control.old".into(),
-        ));
-    }
-    Ok(None)
 }
 
 fn discard_path(owner: &Owner, path: &Path, discard: Discard, stamp: u64) -> Result<String> {

@@ -15,6 +15,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::UNIX_EPOCH;
 
+pub mod reflink;
+
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 /// A port unique within this test process; distinct processes get distinct ranges.
@@ -589,6 +591,38 @@ fn strip_qualifiers(line: &str) -> String {
     }
     out.push_str(&word);
     out
+}
+
+/// What a clean start and stop of a server (`check` reading a stopped cluster's catalog)
+/// may write: `pg_control` and the WAL, the other `pg_*` bookkeeping, relation cache init
+/// files, catalog pages whose hint bits catalog reads set, and directory times.
+pub fn written_by_a_start_and_stop(datadir: &Path, path: &Path) -> bool {
+    let s = path.to_string_lossy();
+    let catalog_page = path.starts_with("base")
+        && path.components().count() == 3
+        && path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .split(['_', '.'])
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n < 16384);
+    datadir.join(path).is_dir()
+        || s == "global/pg_control"
+        || s == "postmaster.opts"
+        || path.file_name().is_some_and(|n| n == "pg_internal.init")
+        || [
+            "pg_wal",
+            "pg_xact",
+            "pg_subtrans",
+            "pg_multixact",
+            "pg_stat",
+            "pg_logical",
+        ]
+        .iter()
+        .any(|d| path.starts_with(d))
+        || catalog_page
 }
 
 /// Path -> (size, mode, mtime) of every entry below a directory, as `snapshot` returns.
