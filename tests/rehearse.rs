@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
@@ -239,15 +240,28 @@ fn rehearse_a_serving_cluster_then_upgrade_as_predicted() {
     );
 }
 
+/// `rehearse` arguments for the postgresql-common cluster: its configuration directory
+/// below the fixture's root.
+fn common_args(fx: &Fixture, confdir: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let root = fx.root.path().display().to_string();
+    let mut with_root = vec!["--root", root.as_str()];
+    with_root.extend_from_slice(extra);
+    let mut args = fx.args("rehearse", 17, &with_root);
+    args[2] = confdir.display().to_string();
+    args
+}
+
 #[test]
 fn rehearse_a_stopped_cluster_changes_nothing_and_cleans_an_interrupted_one() {
-    let fx = Fixture::new(16).rich().tablespace().build();
+    // Configured the postgresql-common way: the copy gets the configuration from /etc.
+    let (fx, confdir) = postgresql_common_cluster();
     let before = common::snapshot(&fx.datadir);
     let ts_before = common::snapshot(fx.tablespace.as_ref().unwrap());
+    let conf_before = common::snapshot(&confdir);
 
     // Killed in the middle of the copy's upgrade: the scratch area stays behind.
     let killed = Command::new(env!("CARGO_BIN_EXE_pgleap"))
-        .args(fx.args("rehearse", 17, &[]))
+        .args(common_args(&fx, &confdir, &[]))
         .env("PGLEAP_FAULT", "after:pg_upgrade")
         .output()
         .unwrap();
@@ -260,8 +274,10 @@ fn rehearse_a_stopped_cluster_changes_nothing_and_cleans_an_interrupted_one() {
         String::from_utf8_lossy(&killed.stderr)
     );
 
-    let run = rehearse(&fx, &[]);
+    let run = fx.pgleap(common_args(&fx, &confdir, &["--json"]));
     run.success();
+    let layout = format!("Debian cluster 16/main, config in {}", confdir.display());
+    assert!(run.stderr.contains(&layout), "{}", run.stderr);
     let doc = run.json();
     assert_eq!(doc["copy"]["method"], "file-copy");
     assert!(
@@ -291,6 +307,7 @@ fn rehearse_a_stopped_cluster_changes_nothing_and_cleans_an_interrupted_one() {
         &common::snapshot(fx.tablespace.as_ref().unwrap()),
         "rehearse (the tablespace)",
     );
+    common::assert_unchanged(&conf_before, &common::snapshot(&confdir), "rehearse (/etc)");
 }
 
 #[test]
@@ -470,4 +487,40 @@ fn an_interrupted_rehearsal_leaves_the_serving_cluster_alone() {
     let version = fx.sql("postgres", "SHOW server_version_num");
     assert!(version.starts_with("16"), "{version}");
     assert_eq!(fx.sql("postgres", "SELECT count(*) FROM t").trim(), "1000");
+}
+
+/// A cluster configured the postgresql-common way, below the fixture root: the data
+/// directory in `var/lib/postgresql/16/main`, its configuration in `etc/postgresql/16/main`
+/// (with data_directory, hba_file, ident_file, external_pid_file and `conf.d`).
+fn postgresql_common_cluster() -> (Fixture, PathBuf) {
+    let fx = Fixture::new(16)
+        .layout("var/lib/postgresql/{major}/main")
+        .rich()
+        .tablespace()
+        .build();
+    let root = fx.root.path();
+    let confdir = root.join("etc/postgresql/16/main");
+    std::fs::create_dir_all(confdir.join("conf.d")).unwrap();
+    for f in ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] {
+        std::fs::rename(fx.datadir.join(f), confdir.join(f)).unwrap();
+    }
+    let pid = root.join("16-main.pid");
+    let mut conf = std::fs::read_to_string(confdir.join("postgresql.conf")).unwrap();
+    write!(
+        conf,
+        "data_directory = '{}'\nhba_file = '{c}/pg_hba.conf'\nident_file = '{c}/pg_ident.conf'\nexternal_pid_file = '{}'\ncluster_name = '16/main'\ninclude_dir = 'conf.d'\n",
+        fx.datadir.display(),
+        pid.display(),
+        c = confdir.display()
+    )
+    .unwrap();
+    std::fs::write(confdir.join("postgresql.conf"), conf).unwrap();
+    std::fs::write(confdir.join("conf.d/tuning.conf"), "work_mem = '8MB'\n").unwrap();
+    for d in confdir
+        .ancestors()
+        .take_while(|a| a.starts_with(root) && *a != root)
+    {
+        common::chown(d);
+    }
+    (fx, confdir)
 }

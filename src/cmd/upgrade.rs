@@ -203,9 +203,15 @@ fn report(run: &Run<'_>) {
     let r = &run.journal.record;
     run.ui.findings(&run.warnings);
     let old_note = old_cluster_note(p);
-    let downtime = r
+    let mut downtime = r
         .downtime_seconds
         .map_or_else(|| "unknown".into(), |d| secs(Duration::from_secs_f64(d)));
+    if let Some(s) = r.shutdown_seconds {
+        downtime = format!(
+            "{downtime} (the old server's shutdown: {})",
+            secs(Duration::from_secs_f64(s))
+        );
+    }
     let running = if run.leave_running() {
         format!(
             "The new server is running; what it prints to stderr goes to {} (with logging_collector on, its own log directory holds the rest).\n",
@@ -229,6 +235,8 @@ fn report(run: &Run<'_>) {
         "steps": r.steps,
         "downtime_seconds": r.downtime_seconds,
         "downtime_estimate": run.estimate,
+        "shutdown_seconds": r.shutdown_seconds,
+        "pre_stop_checkpoint": r.pre_stop_checkpoint,
         "new_running": run.leave_running(),
         "config": run.carried,
         "analyze": run.analyzed,

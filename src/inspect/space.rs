@@ -223,6 +223,30 @@ pub(crate) fn supports_reflink(dir: &Path) -> bool {
     cloned.is_ok()
 }
 
+/// True when the kernel copies with `copy_file_range` from the old data directory's
+/// filesystem into `new_dir`'s, as `pg_upgrade --copy-file-range` (17+) needs: the probe
+/// copies the old cluster's `PG_VERSION`, opened read-only and never through a link, into an
+/// unnamed scratch file in `new_dir`, as pg_upgrade's own check does (so the answer is the
+/// one pg_upgrade will get). Across filesystems Linux refuses it (`EXDEV`) unless both are
+/// of one type that supports it.
+pub(crate) fn supports_copy_file_range(old_datadir: &Path, new_dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let Ok(src) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(old_datadir.join("PG_VERSION"))
+    else {
+        return false;
+    };
+    if !src.metadata().is_ok_and(|m| m.is_file() && m.len() > 0) {
+        return false;
+    }
+    let Ok(dst) = tempfile::tempfile_in(new_dir) else {
+        return false;
+    };
+    nix::fcntl::copy_file_range(&src, None, &dst, None, 64).is_ok_and(|n| n > 0)
+}
+
 /// The mount point of the filesystem holding `path`: its highest ancestor on the same device.
 pub(crate) fn mount_point(path: &Path) -> PathBuf {
     let start = existing_ancestor(path);

@@ -81,11 +81,12 @@ pub(crate) struct CheckArgs {
     pub(crate) new_version: Option<u32>,
 
     /// How data files reach the new cluster. auto: clone where the filesystem supports
-    /// reflinks, else copy.
+    /// reflinks, else copy-file-range for a 17+ target where the kernel accepts it, else copy.
     #[arg(short, long, env = "PGLEAP_MODE", value_enum, default_value_t = Mode::Auto)]
     pub(crate) mode: Mode,
 
-    /// Parallel jobs for pg_upgrade and ANALYZE [default: number of cores].
+    /// Parallel jobs for pg_upgrade, and ANALYZE sessions across all databases [default:
+    /// number of cores].
     #[arg(short, long, env = "PGLEAP_JOBS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) jobs: Option<u32>,
 

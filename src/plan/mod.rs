@@ -21,7 +21,8 @@ use crate::inspect::space::FsNeed;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Mode {
-    /// clone where the filesystem shares extents (reflinks), else copy.
+    /// clone where the filesystem shares extents (reflinks), else copy-file-range (17+) where
+    /// the kernel accepts it, else copy.
     Auto,
     /// Hard links: fastest after swap, old cluster unusable once the new one starts.
     Link,

@@ -162,7 +162,6 @@ pub(crate) const CHECKS: &[Check] = {
         check("analyze-failed", Command, ""),
         check("collations-failed", Command, ""),
         check("reindex-failed", Command, ""),
-        check("rehearse-layout", Command, REHEARSE),
         check("rehearse-scratch-overlaps", Command, REHEARSE),
         check("rehearse-scratch-exists", Command, REHEARSE),
         check("rehearse-no-space", Command, REHEARSE),

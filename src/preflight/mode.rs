@@ -7,6 +7,55 @@ use crate::error::{Finding, Findings};
 use crate::inspect::space;
 use crate::plan::Mode;
 
+/// What `auto` chooses from: the filesystems of the old and new data directories.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Filesystems {
+    /// Old and new data on one filesystem.
+    pub(crate) same: bool,
+    /// That filesystem shares extents (reflinks).
+    pub(crate) reflink: bool,
+    /// Whether the kernel accepts `copy_file_range` from the old data to the new; `None`
+    /// when the target's pg_upgrade has no `--copy-file-range` (before 17).
+    pub(crate) copy_file_range: Option<bool>,
+}
+
+/// `auto`: clone where reflinks exist, else copy-file-range where the target offers it
+/// and the kernel accepts it between the two directories, else copy; with the reason.
+pub(crate) fn auto_mode(fs: Filesystems) -> (Mode, String) {
+    if fs.reflink {
+        return (
+            Mode::Clone,
+            "the filesystem shares extents (reflinks): near-instant, and the old cluster stays usable".into(),
+        );
+    }
+    let no_reflinks = if fs.same {
+        "the filesystem has no reflinks"
+    } else {
+        "old and new data are on different filesystems (no reflinks across them)"
+    };
+    let keep = "the old cluster stays usable (--mode link is faster but the old cluster cannot start again once the new one has)";
+    match fs.copy_file_range {
+        Some(true) => (
+            Mode::CopyFileRange,
+            format!(
+                "{no_reflinks}; the kernel copies with copy_file_range, faster than a plain copy; {keep}"
+            ),
+        ),
+        Some(false) => (
+            Mode::Copy,
+            format!(
+                "{no_reflinks} and the kernel refuses copy_file_range between them, so files are copied; {keep}"
+            ),
+        ),
+        None => (
+            Mode::Copy,
+            format!(
+                "{no_reflinks} and pg_upgrade before 17 has no --copy-file-range, so files are copied; {keep}"
+            ),
+        ),
+    }
+}
+
 /// Resolves `auto` and checks an explicit mode against the target and filesystems.
 pub(crate) fn choose_mode(
     requested: Mode,
@@ -18,19 +67,15 @@ pub(crate) fn choose_mode(
     let same_fs = space::device_of(old) == space::device_of(new);
     let new_parent = space::existing_ancestor(new);
     if requested == Mode::Auto {
-        if !same_fs {
-            return (
-                Mode::Copy,
-                "old and new data are on different filesystems, so files are copied".into(),
-            );
-        }
-        if space::supports_reflink(&new_parent) {
-            return (Mode::Clone, "the filesystem shares extents (reflinks): near-instant, and the old cluster stays usable".into());
-        }
-        return (
-            Mode::Copy,
-            "the filesystem has no reflinks; copying keeps the old cluster usable (--mode link is faster but the old cluster cannot start again once the new one has)".into(),
-        );
+        let fs = Filesystems {
+            same: same_fs,
+            // Reflinks share extents within one filesystem only.
+            reflink: same_fs && space::supports_reflink(&new_parent),
+            // 17: pg_upgrade --copy-file-range; probed only where it could be chosen.
+            copy_file_range: (new_major >= Mode::CopyFileRange.min_target_major())
+                .then(|| space::supports_copy_file_range(old, &new_parent)),
+        };
+        return auto_mode(fs);
     }
     if new_major < requested.min_target_major() {
         findings.push(Finding::error(
@@ -80,4 +125,51 @@ pub(crate) fn choose_mode(
         _ => "requested: full copy; the old cluster stays usable",
     };
     (requested, reason.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fs(same: bool, reflink: bool, copy_file_range: Option<bool>) -> Filesystems {
+        Filesystems {
+            same,
+            reflink,
+            copy_file_range,
+        }
+    }
+
+    #[test]
+    fn auto_prefers_clone_then_copy_file_range_then_copy() {
+        assert_eq!(auto_mode(fs(true, true, Some(true))).0, Mode::Clone);
+        assert_eq!(auto_mode(fs(true, true, None)).0, Mode::Clone);
+        assert_eq!(
+            auto_mode(fs(true, false, Some(true))).0,
+            Mode::CopyFileRange
+        );
+        assert_eq!(auto_mode(fs(true, false, None)).0, Mode::Copy);
+    }
+
+    #[test]
+    fn auto_falls_back_to_copy_when_the_kernel_refuses_copy_file_range() {
+        // tmpfs to ext4, for example: Linux answers EXDEV, and pg_upgrade --check would
+        // refuse --copy-file-range; the plan copies instead, before anything starts.
+        let (mode, why) = auto_mode(fs(false, false, Some(false)));
+        assert_eq!(mode, Mode::Copy);
+        assert!(
+            why.starts_with("old and new data are on different filesystems (no reflinks across them) and the kernel refuses copy_file_range between them"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn auto_says_why_copy_before_17() {
+        let (_, why) = auto_mode(fs(true, false, None));
+        assert!(
+            why.starts_with(
+                "the filesystem has no reflinks and pg_upgrade before 17 has no --copy-file-range"
+            ),
+            "{why}"
+        );
+    }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::exec::ownerfs;
 use crate::exec::process::Owner;
+use crate::inspect::checkpoint::CheckpointReport;
 use crate::plan::Plan;
 use crate::state::identity::Identity;
 
@@ -83,6 +84,12 @@ pub(crate) struct Record {
     pub(crate) point_of_no_return: bool,
     pub(crate) steps: Vec<StepRecord>,
     pub(crate) downtime_seconds: Option<f64>,
+    /// The CHECKPOINTs run while the old server still served, right before the stop.
+    #[serde(default)]
+    pub(crate) pre_stop_checkpoint: Option<CheckpointReport>,
+    /// How long the old server took to shut down (its shutdown checkpoint, mostly).
+    #[serde(default)]
+    pub(crate) shutdown_seconds: Option<f64>,
     /// When stop-old began (ms since the epoch): downtime is measured from here, across a
     /// resume if need be.
     #[serde(default)]
@@ -135,6 +142,8 @@ impl Journal {
             point_of_no_return: false,
             steps: Vec::new(),
             downtime_seconds: None,
+            pre_stop_checkpoint: None,
+            shutdown_seconds: None,
             window_started_ms: None,
             new_checkpoint: None,
             new_next_xid: None,

@@ -45,7 +45,7 @@ fn analyze(step: &Analyze, run: &mut Run<'_>, socket: &Path) -> Result<()> {
     // 18: pg_upgrade carries optimizer statistics; only what it did not carry is missing.
     let missing_only = p.new.major >= 18;
     let what = if missing_only {
-        "relations without statistics, in stages"
+        "relations without statistics in stages (minimal statistics first), then every relation"
     } else {
         "all relations, in stages (minimal statistics first)"
     };
@@ -55,6 +55,7 @@ fn analyze(step: &Analyze, run: &mut Run<'_>, socket: &Path) -> Result<()> {
         vec![superuser(p), p.runner.owner().name.clone()],
     );
     let jobs = p.plan.jobs.to_string();
+    // Parallel over relations across every database, at most --jobs sessions at once.
     let mut req = vec!["analyze", "--jobs", jobs.as_str(), "--stages"];
     if missing_only {
         req.push("--missing-only");
@@ -62,7 +63,11 @@ fn analyze(step: &Analyze, run: &mut Run<'_>, socket: &Path) -> Result<()> {
     let progress = crate::ui::progress::Progress::new("analyze");
     let on_output = |line: &str| {
         if let Some(rest) = line.strip_prefix("analyze ") {
-            progress.detail(rest);
+            if rest.contains(" done after ") {
+                progress.milestone(rest);
+            } else {
+                progress.detail(rest);
+            }
         }
     };
     let result = run.step(step, what, |r| {
@@ -78,8 +83,10 @@ fn analyze(step: &Analyze, run: &mut Run<'_>, socket: &Path) -> Result<()> {
     match result {
         Ok(a) => {
             run.ui.line(&format!(
-                "      analyzed {} relations in {} databases",
-                a.relations, a.databases
+                "      analyzed {} relations in {} databases{}",
+                a.relations,
+                a.databases,
+                stage_times(&a.stage_seconds)
             ));
             run.analyzed = Some(a);
             Ok(())
@@ -89,16 +96,50 @@ fn analyze(step: &Analyze, run: &mut Run<'_>, socket: &Path) -> Result<()> {
             run.warnings.push(Finding::warning(
                 "analyze-failed",
                 format!("ANALYZE failed: {e}"),
-                format!(
-                    "Run it yourself: vacuumdb --all --analyze-in-stages{}",
-                    if missing_only {
-                        " --missing-stats-only"
-                    } else {
-                        ""
-                    }
-                ),
+                if missing_only {
+                    "Run it yourself: vacuumdb --all --analyze-in-stages --missing-stats-only, then vacuumdb --all --analyze-only".to_string()
+                } else {
+                    "Run it yourself: vacuumdb --all --analyze-in-stages".to_string()
+                },
             ));
             run.journal.set_state(State::Analyzed)
         }
+    }
+}
+
+/// "; minimal statistics everywhere after 1.2s, medium after 2.0s, full after 4.1s".
+fn stage_times(seconds: &[f64]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    for (n, t) in seconds.iter().enumerate() {
+        let what = crate::inspect::analyze::stage_meaning(n, seconds.len());
+        let what = if n == 0 {
+            what
+        } else {
+            what.trim_end_matches(" everywhere")
+                .trim_end_matches(" statistics")
+        };
+        let _ = write!(
+            s,
+            "{}{what} after {t:.1}s",
+            if n == 0 { ": " } else { ", " }
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stage_times_say_when_each_stage_covered_everything() {
+        assert_eq!(
+            super::stage_times(&[1.25, 2.0, 4.1]),
+            ": minimal statistics everywhere after 1.2s, medium after 2.0s, full after 4.1s"
+        );
+        assert_eq!(
+            super::stage_times(&[3.0]),
+            ": full statistics everywhere after 3.0s"
+        );
+        assert_eq!(super::stage_times(&[]), "");
     }
 }

@@ -93,7 +93,7 @@ pub(crate) fn rehearse(args: &CheckArgs, o: &Options, ui: Ui) -> Result<Rehearsa
         || copy::default_scratch(&real.plan.old.datadir),
         |d| std::path::absolute(d).unwrap_or_else(|_| d.clone()),
     );
-    refuse_unsupported(&real, &dir)?;
+    refuse_overlap(&real, &dir)?;
     let mut notes = Vec::new();
     notes.extend(copy::clean_leftovers(&dir, real.runner.owner())?);
     let method = choose_method(&real, &dir);
@@ -176,26 +176,15 @@ fn on_copy(
         space::human(copied.bytes),
         copy_report.seconds
     ));
+    copy::bring_config(real, &scratch.old())?;
     copy::isolate_config(real, &scratch.old())?;
+    copy::check_points_at_copy(real, &scratch.old())?;
     let (pipeline, (smoke, items)) = upgrade_copy(args, o, real, scratch, ui)?;
     Ok((copy_report, pipeline, smoke, items))
 }
 
-/// Refuses what a rehearsal cannot copy safely yet, and a scratch area overlapping the
-/// cluster.
-fn refuse_unsupported(p: &Prepared, dir: &Path) -> Result<()> {
-    if p.plan.old.confdir.is_some() {
-        return Err(Error::Refused {
-            findings: vec![Finding::error(
-                "rehearse-layout",
-                format!(
-                    "the old cluster's configuration lives outside its data directory ({}); rehearse copies only data directories that hold their own postgresql.conf",
-                    p.plan.old.conf_dir().display()
-                ),
-                "Rehearse on a copy made by hand (pg_basebackup with the configuration files added), or upgrade after pgleap check",
-            )],
-        });
-    }
+/// Refuses a scratch area overlapping the cluster.
+fn refuse_overlap(p: &Prepared, dir: &Path) -> Result<()> {
     let datadir = &p.plan.old.datadir;
     let mut used: Vec<&Path> = vec![datadir.as_path()];
     used.extend(p.plan.tablespaces.iter().map(PathBuf::as_path));
@@ -238,26 +227,21 @@ fn choose_method(p: &Prepared, dir: &Path) -> Method {
     }
 }
 
-/// The copy (nothing for reflinks) and the upgraded copy's new catalog, on the scratch
-/// area's filesystem.
+/// The copy (nothing for what reflinks share) and the upgraded copy's new catalog, on the
+/// scratch area's filesystem.
 fn space_need(p: &Prepared, dir: &Path, method: Method) -> FsNeed {
     let probe = space::existing_ancestor(dir);
-    let shares_extents = method == Method::ReflinkBackup
-        || (method == Method::FileCopy
-            && space::device_of(&probe) == space::device_of(&p.plan.old.datadir)
-            && space::supports_reflink(&probe));
-    let copy = if shares_extents {
-        0
-    } else {
-        copy::copy_bytes(p)
-    };
+    let device = space::device_of(&probe);
+    let reflinks = method == Method::ReflinkBackup
+        || (method == Method::FileCopy && space::supports_reflink(&probe));
+    let copy = copy::copy_bytes(p, device, reflinks);
     let usage = space::Usage::measure(&p.cluster);
     let catalog = space::needs(&usage, dir, &[], false)
         .first()
         .map_or(0, |n| n.needed);
     FsNeed {
         path: dir.to_path_buf(),
-        device: space::device_of(&probe),
+        device,
         needed: copy + catalog,
         free: space::free_bytes(&probe),
     }

@@ -130,15 +130,23 @@ pub(crate) fn clean_leftovers(dir: &Path, owner: &Owner) -> Result<Option<String
     )))
 }
 
-/// Bytes the copy itself takes on the scratch filesystem (nothing when reflinked).
-pub(crate) fn copy_bytes(p: &Prepared) -> u64 {
-    let datadir = &p.plan.old.datadir;
-    let mut bytes = space::dir_bytes(datadir);
+/// Bytes the copy takes on the scratch filesystem. With `reflinks`, files on the scratch
+/// area's own filesystem share their extents and cost nothing; the others (a tablespace or
+/// WAL directory on another filesystem) are copied.
+pub(crate) fn copy_bytes(p: &Prepared, scratch_device: u64, reflinks: bool) -> u64 {
+    let cost = |dir: &Path| {
+        if reflinks && space::device_of(dir) == scratch_device {
+            0
+        } else {
+            space::dir_bytes(dir)
+        }
+    };
+    let mut bytes = cost(&p.plan.old.datadir);
     if let Some(w) = &p.plan.old.waldir {
-        bytes += space::dir_bytes(w);
+        bytes += cost(w);
     }
     for (_, dir) in version_dirs(p) {
-        bytes += space::dir_bytes(&dir);
+        bytes += cost(&dir);
     }
     bytes
 }
@@ -341,6 +349,97 @@ fn base_backup(
     })
 }
 
+/// Settings of a configuration kept outside the data directory that point at the original
+/// cluster's files: commented out in the copy's own configuration.
+const POINTS_BACK: [&str; 5] = [
+    "data_directory",
+    "hba_file",
+    "ident_file",
+    "external_pid_file",
+    "stats_temp_directory",
+];
+
+fn without_points_back(text: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(text);
+    let mut out = String::new();
+    for l in text.lines() {
+        match crate::config::parse::parse_line(l) {
+            Some(s) if POINTS_BACK.contains(&s.name.as_str()) => {
+                out.push('#');
+                out.push_str(l);
+                out.push_str("\t# pgleap rehearse: points at the original cluster\n");
+            }
+            _ => {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out.into_bytes()
+}
+
+/// For a cluster configured outside its data directory (postgresql-common's
+/// `/etc/postgresql/N/NAME`): its postgresql.conf, pg_hba.conf, pg_ident.conf and
+/// `conf.d/*.conf` copied into the copy, without the settings that point back at the
+/// original cluster, so that the copy is a data directory holding its own configuration.
+pub(crate) fn bring_config(p: &Prepared, copy: &Path) -> Result<()> {
+    let Some(confdir) = &p.plan.old.confdir else {
+        return Ok(());
+    };
+    let owner = p.runner.owner();
+    for f in ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] {
+        let from = confdir.join(f);
+        if from.is_file() {
+            let bytes = ownerfs::read_where(owner, &from)?;
+            ownerfs::write(owner, &copy.join(f), &without_points_back(&bytes), 0o600)?;
+        }
+    }
+    let confd = confdir.join("conf.d");
+    let Ok(entries) = std::fs::read_dir(&confd) else {
+        return Ok(());
+    };
+    ownerfs::mkdir(owner, &copy.join("conf.d"), 0o700)?;
+    for e in entries.filter_map(std::result::Result::ok) {
+        let name = e.file_name();
+        let is_conf = name.to_string_lossy().ends_with(".conf");
+        if is_conf && e.file_type().is_ok_and(|t| t.is_file()) {
+            let bytes = ownerfs::read_where(owner, &e.path())?;
+            let to = copy.join("conf.d").join(&name);
+            ownerfs::write(owner, &to, &without_points_back(&bytes), 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to go on unless the copy's server would run on the copy itself: what
+/// `postgres -C data_directory` says of it.
+pub(crate) fn check_points_at_copy(p: &Prepared, copy: &Path) -> Result<()> {
+    let out = p.runner.run(
+        &p.old.bindir.join("postgres"),
+        &[
+            "-D".to_string(),
+            copy.display().to_string(),
+            "-C".into(),
+            "data_directory".into(),
+        ],
+        &Opts {
+            log_name: Some("postgres-C-data_directory"),
+            ..Opts::default()
+        },
+    )?;
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let same = std::fs::canonicalize(&said).ok() == std::fs::canonicalize(copy).ok();
+    if same {
+        return Ok(());
+    }
+    Err(Error::Database {
+        what: format!("the copy in {} is not self-contained", copy.display()),
+        detail: format!(
+            "its configuration names {said} as the data directory; pgleap stopped before starting a server on it"
+        ),
+    })
+}
+
 /// Settings appended to the copy's `postgresql.auto.conf` (which wins over
 /// `postgresql.conf`): the copy must not archive into the old cluster's archive nor write
 /// its external pid file.
@@ -352,4 +451,21 @@ pub(crate) fn isolate_config(p: &Prepared, copy: &Path) -> Result<()> {
         b"\n# pgleap rehearse: this copy must not touch what the original cluster uses\narchive_mode = 'off'\nexternal_pid_file = ''\n",
     );
     ownerfs::write(owner, &path, &text, 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copy_keeps_no_setting_that_points_back() {
+        let conf = b"data_directory = '/var/lib/postgresql/15/main'\nhba_file='/etc/postgresql/15/main/pg_hba.conf'\nport = 5432\n  external_pid_file = '/run/postgresql/15-main.pid'\t# pid\ninclude_dir = 'conf.d'\n";
+        let out = String::from_utf8(without_points_back(conf)).unwrap();
+        let active: Vec<&str> = out
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect();
+        assert_eq!(active, ["port = 5432", "include_dir = 'conf.d'"], "{out}");
+        assert!(out.contains("#data_directory = '/var/lib/postgresql/15/main'\t# pgleap rehearse"));
+    }
 }

@@ -58,6 +58,18 @@ impl Progress {
         self.draw(false);
     }
 
+    /// A moment worth keeping on screen (a stage has ended): printed at once, and on a
+    /// terminal left standing above the line that is redrawn.
+    pub(crate) fn milestone(&self, text: &str) {
+        self.lock().detail = text.trim().to_string();
+        self.draw(true);
+        let mut g = self.lock();
+        if self.tty && g.drawn {
+            let _ = writeln!(std::io::stderr());
+            g.drawn = false;
+        }
+    }
+
     fn draw(&self, force: bool) {
         let mut g = self.lock();
         let mut text = format!("{} [{}]", self.label, secs(self.started.elapsed()));

@@ -1,0 +1,256 @@
+//! Performance behaviour under real conditions: ANALYZE in stages over relations across
+//! databases, the CHECKPOINTs before the stop under a write load, and what `--mode auto`
+//! picks on each filesystem. Real clusters, real pg_upgrade; timings are reported, never
+//! asserted.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+
+use common::Fixture;
+
+/// Three user databases of several tables each (with indexes and an expression index), so
+/// that ANALYZE has relations of different sizes in more than one database.
+fn populate(fx: &Fixture) {
+    for db in ["shop", "crm", "logs"] {
+        fx.sql("postgres", &format!("CREATE DATABASE {db}"));
+        let mut sql = String::new();
+        for t in 0..6 {
+            let rows = 200 * (t + 1) * (t + 1);
+            let _ = write!(
+                sql,
+                "CREATE TABLE t{t} (id int PRIMARY KEY, k int, note text);
+                 INSERT INTO t{t} SELECT g, g % 97, repeat('x', g % 50) FROM generate_series(1, {rows}) g;
+                 CREATE INDEX t{t}_k ON t{t} (k);"
+            );
+        }
+        sql.push_str("CREATE INDEX t5_expr ON t5 ((k * 2));");
+        fx.sql(db, &sql);
+    }
+}
+
+/// Tables without column statistics, or never analyzed, in `db` ("" when none).
+fn unanalyzed(fx: &Fixture, db: &str) -> String {
+    fx.sql(
+        db,
+        "SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_class c \
+         JOIN pg_stat_user_tables s ON s.relid = c.oid \
+         WHERE c.relkind = 'r' AND (s.last_analyze IS NULL \
+            OR NOT EXISTS (SELECT 1 FROM pg_stats p WHERE p.schemaname = s.schemaname AND p.tablename = c.relname))",
+    )
+    .trim()
+    .to_string()
+}
+
+/// Upgrades the multi-database fixture with --jobs 2 and checks that every table of every
+/// database was analyzed and that the report gives each stage's time.
+fn analyze_covers_everything(old: u32, new: u32, mode: &str) -> serde_json::Value {
+    let fx = Fixture::new(old).running().build();
+    populate(&fx);
+    let run = fx.pgleap(fx.args("upgrade", new, &["--mode", mode, "--jobs", "2", "--json"]));
+    run.success();
+    let doc = run.json();
+    for db in ["shop", "crm", "logs", "postgres"] {
+        assert_eq!(
+            unanalyzed(&fx, db),
+            "",
+            "tables left without statistics in {db}"
+        );
+    }
+    let analyze = &doc["analyze"];
+    assert_eq!(analyze["stages"], 3, "{analyze}");
+    // shop, crm, logs, postgres and template1.
+    assert_eq!(analyze["databases"], 5, "{analyze}");
+    assert!(analyze["relations"].as_u64().unwrap() >= 18, "{analyze}");
+    let times: Vec<f64> = analyze["stage_seconds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect();
+    assert_eq!(times.len(), 3, "{analyze}");
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "stages end in order: {times:?}"
+    );
+    assert!(
+        run.stderr.contains("minimal statistics everywhere after ")
+            && run.stderr.contains(", full after "),
+        "the report says when each stage ended:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("stage 1/3 done after "),
+        "progress says when stage 1 ended:\n{}",
+        run.stderr
+    );
+    doc
+}
+
+#[test]
+fn analyze_in_stages_over_relations_across_databases() {
+    // 16 → 17 on ext4 in auto mode: copy-file-range, a real pg_upgrade --copy-file-range.
+    let doc = analyze_covers_everything(16, 17, "auto");
+    assert_eq!(doc["plan"]["mode"], "copy-file-range");
+}
+
+#[test]
+fn analyze_18_takes_missing_statistics_first_then_every_relation() {
+    // 18 carries optimizer statistics: the early stages take only what lacks them (here the
+    // expression index's), the last stage every relation.
+    let doc = analyze_covers_everything(17, 18, "link");
+    assert_eq!(doc["plan"]["mode"], "link");
+}
+
+/// A pgbench write load on the old server, running until the stop cuts it off.
+struct Load(std::process::Child);
+
+impl Load {
+    fn start(fx: &Fixture) -> Load {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = Command::new(fx.bindir().join("pgbench"));
+        if common::is_root() {
+            let o = common::owner();
+            cmd.uid(o.uid).gid(o.gid);
+        }
+        cmd.current_dir("/");
+        let child = cmd
+            .args(["-n", "-c", "2", "-T", "600", "-h"])
+            .arg(&fx.socket)
+            .args(["-p", &fx.port.to_string(), "-U", &fx.superuser, "postgres"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(fx.root.path().join("pgbench.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Load(child)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn checkpoints_before_the_stop_under_write_load_and_reports_the_shutdown() {
+    let fx = Fixture::new(16).running().build();
+    let init = common::as_owner(
+        &fx.bindir().join("pgbench"),
+        &[
+            "-i",
+            "-q",
+            "-s",
+            "5",
+            "-h",
+            &fx.socket.display().to_string(),
+            "-p",
+            &fx.port.to_string(),
+            "-U",
+            &fx.superuser,
+            "postgres",
+        ],
+    );
+    common::ok(&init, "pgbench -i");
+    let before = fx.sql("postgres", "SELECT count(*) FROM pgbench_accounts");
+    let _load = Load::start(&fx);
+    // Let the load dirty buffers before pgleap starts.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let run = fx.pgleap(fx.args("upgrade", 17, &["--mode", "link", "--json"]));
+    run.success();
+    let doc = run.json();
+    let shutdown = doc["shutdown_seconds"].as_f64().unwrap();
+    assert!(shutdown > 0.0, "{doc}");
+    let rounds = doc["pre_stop_checkpoint"]["rounds"].as_array().unwrap();
+    assert!(
+        (1..=4).contains(&rounds.len()),
+        "bounded CHECKPOINTs: {rounds:?}"
+    );
+    // 16: counted by pg_stat_bgwriter; the load left buffers for the first one to write.
+    let written = rounds[0]["buffers_written"].as_i64().unwrap();
+    assert!(
+        written > 0,
+        "{rounds:?}\npgbench: {}",
+        std::fs::read_to_string(fx.root.path().join("pgbench.log")).unwrap_or_default()
+    );
+    assert!(
+        run.stderr.contains("before the stop: ")
+            && run.stderr.contains("the old server's shutdown: "),
+        "{}",
+        run.stderr
+    );
+    let steps = doc["steps"].as_array().unwrap();
+    assert!(steps.iter().any(|s| s["name"] == "stop-old"), "{steps:?}");
+    // The data is all there (the load only updates rows).
+    assert_eq!(
+        fx.sql("postgres", "SELECT count(*) FROM pgbench_accounts"),
+        before
+    );
+}
+
+#[test]
+fn auto_mode_says_why_copy_file_range_or_copy() {
+    let fx = Fixture::new(16).build();
+    let doc = fx
+        .pgleap(fx.args("check", 17, &["--mode", "auto", "--json"]))
+        .success()
+        .json();
+    assert_eq!(doc["plan"]["mode"], "copy-file-range", "{doc}");
+    let why = doc["plan"]["mode_reason"].as_str().unwrap();
+    assert!(
+        why.starts_with("the filesystem has no reflinks; the kernel copies with copy_file_range"),
+        "{why}"
+    );
+    // A 16 target has no --copy-file-range.
+    let fx = Fixture::new(15).build();
+    let doc = fx
+        .pgleap(fx.args("check", 16, &["--mode", "auto", "--json"]))
+        .success()
+        .json();
+    assert_eq!(doc["plan"]["mode"], "copy", "{doc}");
+    let why = doc["plan"]["mode_reason"].as_str().unwrap();
+    assert!(
+        why.starts_with(
+            "the filesystem has no reflinks and pg_upgrade before 17 has no --copy-file-range, so files are copied"
+        ),
+        "{why}"
+    );
+}
+
+/// Old data on a tmpfs, new on the disk: Linux refuses copy_file_range across them (EXDEV),
+/// so pg_upgrade 17's check would refuse --copy-file-range; auto copies instead.
+#[test]
+fn auto_mode_copies_where_the_kernel_refuses_copy_file_range() {
+    if !common::is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let mnt = tempfile::Builder::new()
+        .prefix("pgleap-cfr-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let fs = common::Tmpfs::mount(&mnt.path().join("old"), "200m", "0755");
+    let fx = Fixture::new(16).root_in(&fs.path).build();
+    let new_dir = mnt.path().join("new17");
+    common::chown(mnt.path());
+    let new = new_dir.display().to_string();
+    let doc = fx
+        .pgleap(fx.args(
+            "check",
+            17,
+            &["--mode", "auto", "--new-datadir", &new, "--json"],
+        ))
+        .success()
+        .json();
+    assert_eq!(doc["plan"]["mode"], "copy", "{doc}");
+    let why = doc["plan"]["mode_reason"].as_str().unwrap();
+    assert!(
+        why.starts_with(
+            "old and new data are on different filesystems (no reflinks across them) and the kernel refuses copy_file_range between them, so files are copied"
+        ),
+        "{why}"
+    );
+    drop(fx);
+}
