@@ -190,7 +190,11 @@ fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<(CarryReport, Estimate)> {
         ));
     }
     match steps::pg_upgrade::pg_upgrade(p, &new, &confdir, scratch.path(), logs.path(), true) {
-        Ok(_) => {}
+        Ok(_) => {
+            // The new installation's libraries decide the drift; its scratch cluster answers.
+            let probes = steps::collations::probe_new(p, &confdir, &new, logs.path())?;
+            p.plan.collations = steps::collations::judge_against_new(p, &probes);
+        }
         Err(Error::Refused { findings }) => {
             let kept = logs.keep();
             ui.line(&format!(

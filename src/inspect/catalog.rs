@@ -62,6 +62,9 @@ pub(crate) struct Catalog {
     /// Standbys, slots, subscriptions and publications.
     #[serde(default)]
     pub(crate) replication: crate::inspect::replication::Replication,
+    /// Per database: collations in use, their versions, and what sorts by them.
+    #[serde(default)]
+    pub(crate) collations: Vec<crate::inspect::collation::Database>,
 }
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
@@ -100,11 +103,13 @@ where
         .await?;
     let mut replication = crate::inspect::replication::read(first, version).await?;
     let mut databases = Vec::new();
+    let mut collations = Vec::new();
     for r in names {
         let name: String = r.get(0);
         let client = connect(name.clone()).await?;
         crate::inspect::replication::read_database(&client, &name, &mut replication).await?;
         databases.push(read_database(&client, name, r.get(1)).await?);
+        collations.push(crate::inspect::collation::read_database(&client, version).await?);
     }
     let prepared = first
         .query(
@@ -127,6 +132,7 @@ where
         shared_preload_libraries: split_library_list(&spl),
         prepared,
         replication,
+        collations,
     })
 }
 

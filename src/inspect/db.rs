@@ -5,6 +5,7 @@
 //! hidden `__db` subcommand, which prints one JSON document on stdout.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::exec::process::{Opts, Runner};
@@ -74,6 +75,39 @@ pub(crate) enum Request {
         target: Target,
         #[command(flatten)]
         copy: crate::inspect::backup::Copy,
+    },
+    /// The versions the server's libraries give each `provider:locale` (JSON).
+    CollationVersions {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long = "locale")]
+        locales: Vec<String>,
+    },
+    /// Rebuild the indexes that sort by a drifted collation, then refresh the recorded
+    /// versions (JSON report); `--dry-run` only says what would be done.
+    Reindex {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        #[arg(long)]
+        dry_run: bool,
+        /// Refresh the recorded versions instead of rebuilding.
+        #[arg(long)]
+        refresh: bool,
+        /// Indexes whose rebuild failed, as JSON `[[database, index], ...]`: their
+        /// collations keep their recorded version.
+        #[arg(long, default_value = "[]")]
+        failed: String,
+        /// Collations judged drifted before the upgrade, as JSON `[[database, collation],
+        /// ...]` (`default` for a database's own).
+        #[arg(long, default_value = "[]")]
+        drifted: String,
+    },
+    /// Of the locales given, those this process cannot open (JSON); no server involved.
+    Locales {
+        #[arg(long = "locale")]
+        locales: Vec<String>,
     },
 }
 
@@ -186,6 +220,9 @@ pub(crate) fn serve(request: Request) -> Result<()> {
                     crate::inspect::analyze::analyze(&target, jobs, stages, missing_only).await?;
                 Ok(serde_json::to_string(&report))
             }
+            r @ (Request::CollationVersions { .. }
+            | Request::Reindex { .. }
+            | Request::Locales { .. }) => collation_request(r).await,
             Request::Proof { target, jobs } => {
                 let (client, user) = connect_any(&target, "postgres").await?;
                 let proof = crate::inspect::proof::capture(
@@ -228,4 +265,56 @@ pub(crate) fn serve(request: Request) -> Result<()> {
     // The parent reads this pipe; if it is gone there is no one left to tell.
     let _ = writeln!(std::io::stdout(), "{json}");
     Ok(())
+}
+
+/// The collation requests: versions a server reports, the repair, locales this process
+/// cannot open.
+async fn collation_request(request: Request) -> Result<serde_json::Result<String>> {
+    match request {
+        Request::CollationVersions { target, locales } => {
+            let (client, _) = connect_any(&target, "postgres").await?;
+            let probes = crate::inspect::collation::probe(&client, &locales)
+                .await
+                .map_err(|e| pg_error("asking for collation versions", &e))?;
+            Ok(serde_json::to_string(&probes))
+        }
+        Request::Reindex {
+            target,
+            jobs,
+            dry_run,
+            refresh,
+            failed,
+            drifted,
+        } => {
+            let pairs = |what: &str, text: &str| {
+                serde_json::from_str::<Vec<(String, String)>>(text).map_err(|e| Error::DbAnswer {
+                    request: format!("reindex --{what}"),
+                    source: e,
+                })
+            };
+            let ask = crate::inspect::reindex::Ask {
+                jobs,
+                dry_run,
+                refresh,
+                failed: pairs("failed", &failed)?,
+                drifted: pairs("drifted", &drifted)?,
+            };
+            let (first, user) = connect_any(&target, "postgres").await?;
+            let open: crate::inspect::reindex::Connect = Arc::new(move |db: String| {
+                let (target, user) = (target.clone(), user.clone());
+                Box::pin(async move {
+                    connect(&target, &user, &db)
+                        .await
+                        .map_err(|e| pg_error(&format!("connecting to {db}"), &e))
+                })
+            });
+            let report = crate::inspect::reindex::repair(first, open, &ask).await?;
+            Ok(serde_json::to_string(&report))
+        }
+        Request::Locales { locales } => Ok(serde_json::to_string(
+            &crate::inspect::collation::unopenable(&locales),
+        )),
+        // serve() answers the others itself.
+        _ => Ok(Ok(String::new())),
+    }
 }

@@ -9,6 +9,7 @@ use clap::Args;
 use crate::host::debian::ClusterId;
 use crate::plan::Mode;
 use crate::preflight::replication::{Policies, SlotPolicy, StandbyPolicy, SubscriptionPolicy};
+use crate::plan::collations::CollationMode;
 
 /// Which upgrade: the old cluster (by data directory or postgresql-common name), the host
 /// root its paths are resolved under, and the new data directory. Shared by every command.
@@ -89,6 +90,13 @@ pub(crate) struct CheckArgs {
     /// number of cores].
     #[arg(short, long, env = "PGLEAP_JOBS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) jobs: Option<u32>,
+
+    /// What to do about indexes sorted by a collation whose version changed (glibc or ICU
+    /// under the cluster moved): report them and the commands that repair them; reindex
+    /// them concurrently once the new server serves, then refresh the recorded versions;
+    /// or refuse the upgrade.
+    #[arg(long, env = "PGLEAP_COLLATIONS", value_name = "MODE", value_enum, default_value_t = CollationMode::Report)]
+    pub(crate) collations: CollationMode,
 
     /// Role to connect as first [default: the data directory owner's name, then postgres].
     #[arg(short = 'U', long, env = "PGLEAP_USERNAME", value_name = "ROLE")]

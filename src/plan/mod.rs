@@ -3,6 +3,7 @@
 //! A plain serializable value: `check --json` prints it, `upgrade` executes it.
 
 pub(crate) mod args;
+pub(crate) mod collations;
 pub(crate) mod estimate;
 pub(crate) mod prepare;
 
@@ -214,6 +215,9 @@ pub(crate) struct Plan {
     pub(crate) downtime_basis: String,
     pub(crate) analyze: bool,
     pub(crate) leave_stopped: bool,
+    /// Collation drift: what changed, what sorts by it, and what pgleap does about it.
+    #[serde(default)]
+    pub(crate) collations: collations::Section,
     /// The steps' names, in order (`steps::order::ORDER`).
     pub(crate) steps: Vec<String>,
     /// Standbys, slots and subscriptions, and what becomes of each (absent when the old

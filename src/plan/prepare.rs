@@ -38,6 +38,9 @@ pub(crate) struct Prepared {
     pub(crate) cluster: Cluster,
     pub(crate) old: Install,
     pub(crate) new: Install,
+    /// The old catalog's collation facts (empty when it was not read, and on resume): what
+    /// `check` judges again against the new installation's versions.
+    pub(crate) collation_facts: Vec<crate::inspect::collation::Database>,
 }
 
 /// What the caller will do with the plan.
@@ -66,11 +69,26 @@ fn inspect_old(args: &CheckArgs) -> Result<(PathBuf, layout::Layout, Cluster)> {
     Ok((root, old_layout, cluster))
 }
 
+/// The glibc locales the old cluster uses that the new server's environment cannot open;
+/// the locales are opened by a child with the environment servers get.
+fn collation_findings(c: &Catalog, runner: &Runner, findings: &mut Findings) -> Result<()> {
+    let needed = crate::preflight::collation::needed_locales(c);
+    let names: Vec<String> = needed.iter().map(|(l, _)| l.clone()).collect();
+    let missing = crate::inspect::collation::missing_locales(runner, &names)?;
+    findings.extend(crate::preflight::collation::missing_locale_findings(
+        &needed, &missing,
+    ));
+    Ok(())
+}
+
 pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     let (f, findings) = static_phase(args, purpose)?;
     // Static checks refuse here, before any server is started or stopped.
     let mut findings = findings.into_result()?;
     let catalog = read_catalog(args, purpose, &f, &mut findings)?;
+    if let Some(c) = &catalog {
+        collation_findings(c, &f.runner, &mut findings)?;
+    }
     let host = service::plan_host(
         &f.runner,
         &f.root,
@@ -97,6 +115,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         section.socket_dir = f.cluster.postmaster().and_then(|p| p.socket_dir.clone());
         (!section.is_empty()).then_some(section)
     });
+    findings.extend(crate::preflight::collation::drift_finding(&plan.collations));
     Ok(Prepared {
         plan,
         findings,
@@ -104,6 +123,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         cluster: f.cluster,
         old: f.old,
         new: f.new,
+        collation_facts: catalog.map(|c| c.collations).unwrap_or_default(),
     })
 }
 
@@ -328,6 +348,12 @@ fn build_plan(
         downtime_basis: estimate.basis,
         analyze,
         leave_stopped,
+        collations: plan::collations::section(
+            catalog.map_or(&[], |c| c.collations.as_slice()),
+            &[],
+            args.collations,
+            jobs,
+        ),
         // Filled from the step order by the commands (steps are a higher layer).
         steps: Vec::new(),
         replication: None,
@@ -586,6 +612,7 @@ impl Prepared {
             cluster,
             old,
             new,
+            collation_facts: Vec::new(),
         })
     }
 }

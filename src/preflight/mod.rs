@@ -12,6 +12,7 @@
 //! the walk early, with every finding so far).
 
 pub(crate) mod cmdline;
+pub(crate) mod collation;
 pub(crate) mod extensions;
 pub(crate) mod facts;
 pub(crate) mod layout;
@@ -92,6 +93,7 @@ pub(crate) const FAMILIES: &[&Family] = &[
     &fam::PREPARED,
     &fam::HOST,
     &fam::REPLICATION,
+    &fam::COLLATION,
     // after the preflight
     &fam::PG_UPGRADE_CHECK,
     &fam::REHEARSE,
@@ -136,6 +138,10 @@ mod fam {
         Run::At(
             "plan::prepare::static_phase, prepare, preflight::replication::decide, standby_finding",
         ),
+    );
+    pub(super) const COLLATION: Family = family(
+        "collation",
+        Run::At("plan::prepare::collation_findings, preflight::collation::drift_finding"),
     );
     pub(super) const PG_UPGRADE_CHECK: Family = family(
         "pg-upgrade-check",
@@ -241,6 +247,8 @@ pub(crate) const CHECKS: &[Check] = {
     const SLOTS: &str = "replication slots survive the major pair";
     const SUBSCRIPTIONS: &str = "subscriptions are carried with their state";
     const STANDBYS: &str = "no physical standby streams from the old cluster";
+    const LOCALE: &str = "every glibc locale the old cluster uses (template0, each database, each\n  collation created with `CREATE COLLATION`) opens in the environment the new server gets";
+    const DRIFT: &str = "collation drift (see [Collations](#collations))";
     const REHEARSE: &str = "`rehearse` refuses before it writes anything";
     const OUTSIDE: &str = "in an included file outside the data directory they are refused, with the file\n  and line";
     &[
@@ -314,6 +322,8 @@ pub(crate) const CHECKS: &[Check] = {
             EXTENSIONS,
         ),
         check("prepared-transactions", Catalog, &fam::PREPARED, PREPARED),
+        check("locale-missing", Catalog, &fam::COLLATION, LOCALE),
+        check("collation-drift", Catalog, &fam::COLLATION, DRIFT),
         check("new-bindir-not-debian", Catalog, &fam::HOST, LAYOUT),
         check(
             "config-setting-dropped",
@@ -359,6 +369,8 @@ pub(crate) const CHECKS: &[Check] = {
         check("checkpoint-failed", Command, &fam::COMMAND, ""),
         check("update-extensions-failed", Command, &fam::COMMAND, ""),
         check("analyze-failed", Command, &fam::COMMAND, ""),
+        check("collations-failed", Command, &fam::COMMAND, ""),
+        check("reindex-failed", Command, &fam::COMMAND, ""),
         check(
             "rehearse-scratch-overlaps",
             Command,

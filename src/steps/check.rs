@@ -23,9 +23,15 @@ impl Step for Check {
     fn run(&self, run: &mut Run<'_>) -> Result<()> {
         let new = run.p.plan.new.datadir.clone();
         let confdir = run.p.plan.new.conf_dir();
-        run.step(self, "pg_upgrade --check", |r| {
-            pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, true)
+        let judged = run.step(self, "pg_upgrade --check", |r| {
+            pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, true)?;
+            super::collations::check_new(r, &confdir, &new)
         })?;
+        if let Some(s) = judged {
+            // What the collations step after the window repairs, also in a resumed upgrade.
+            run.journal.record.plan.collations = s;
+            run.journal.write()?;
+        }
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 pub(crate) mod analyze;
 pub(crate) mod carry_config;
 pub(crate) mod check;
+pub(crate) mod collations;
 pub(crate) mod crossing;
 pub(crate) mod extensions;
 pub(crate) mod finish;

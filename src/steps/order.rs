@@ -7,6 +7,7 @@ use crate::state::journal::Journal;
 use super::analyze::Analyze;
 use super::carry_config::CarryConfig;
 use super::check::Check;
+use super::collations::Collations;
 use super::extensions::UpdateExtensions;
 use super::finish::Finish;
 use super::initdb::Initdb;
@@ -25,6 +26,7 @@ pub(crate) const ORDER: &[&dyn Step] = &[
     &PgUpgrade,
     &StartNew,
     &UpdateExtensions,
+    &Collations,
     &Analyze,
     &Finish,
 ];

@@ -350,6 +350,8 @@ fn run_pipeline(
         new_bindir: Some(real.plan.new.bindir.clone()),
         new_version: None,
         mode: Mode::Link,
+        // The same collation repair, timed on the copy.
+        collations: args.collations,
         jobs: u32::try_from(real.plan.jobs).ok(),
         username: args.username.clone(),
         slots: args.slots,

@@ -185,6 +185,9 @@ pub(crate) fn upgrade_command(args: &CheckArgs, p: &Prepared) -> String {
     opt("--new-bindir", plan.new.bindir.display().to_string());
     opt("--mode", plan.mode.name().to_string());
     opt("--jobs", plan.jobs.to_string());
+    if plan.collations.mode != crate::plan::collations::CollationMode::Report {
+        opt("--collations", plan.collations.mode.name().to_string());
+    }
     if let Some(u) = &args.username {
         opt("--username", u.clone());
     }

@@ -74,6 +74,8 @@ pub(crate) struct Run<'a> {
     pub(crate) boot: Option<String>,
     /// The downtime estimate scaled to this machine by initdb's time (fresh upgrades).
     pub(crate) estimate: Option<crate::plan::estimate::Estimate>,
+    /// What the collations step found and did, and how long it took.
+    pub(crate) collations: Option<(crate::inspect::reindex::Report, f64)>,
     /// The step's place in the order and the order's length, for the step lines.
     pub(crate) at: (usize, usize),
     /// The private socket directory of the fenced new server, made when first needed.
@@ -100,6 +102,7 @@ impl<'a> Run<'a> {
             analyzed: None,
             boot: None,
             estimate: None,
+            collations: None,
             at: (0, 0),
             fence: None,
             new_up: false,

@@ -47,6 +47,7 @@ impl Ui {
         where_rows(&mut out, plan);
         how_rows(&mut out, plan);
         size_rows(&mut out, plan);
+        collation_row(&mut out, plan);
         for (k, v) in crate::ui::replication::plan_rows(plan) {
             row(&mut out, k, v);
         }
@@ -85,6 +86,27 @@ pub(crate) fn secs(d: Duration) -> String {
     } else {
         format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
     }
+}
+
+/// The collations row: the mode, and what drifted against whose library.
+fn collation_row(out: &mut String, plan: &Plan) {
+    let c = &plan.collations;
+    let what = if c.has_drift() {
+        let dbs: std::collections::BTreeSet<&str> =
+            c.drifted.iter().map(|d| d.database.as_str()).collect();
+        format!(
+            "{} collation versions drifted in {} databases ({}): {} indexes, {} bytes, about {:.1}s to rebuild",
+            c.drifted.len(),
+            dbs.len(),
+            c.compared_with,
+            c.indexes.len(),
+            c.index_bytes,
+            c.estimated_reindex_seconds
+        )
+    } else {
+        format!("no drift ({})", c.compared_with)
+    };
+    row(out, "collations", format!("{}: {what}", c.mode.name()));
 }
 
 /// One `  key          value` line of the plan.
