@@ -14,7 +14,7 @@ pub(crate) mod paths;
 pub(crate) mod pgerr;
 pub(crate) mod pgpass;
 pub(crate) mod proof;
-pub(crate) mod replication;
 pub(crate) mod reindex;
+pub(crate) mod replication;
 pub(crate) mod session;
 pub(crate) mod space;

@@ -8,8 +8,8 @@ use clap::Args;
 
 use crate::host::debian::ClusterId;
 use crate::plan::Mode;
-use crate::preflight::replication::{Policies, SlotPolicy, StandbyPolicy, SubscriptionPolicy};
 use crate::plan::collations::CollationMode;
+use crate::preflight::replication::{Policies, SlotPolicy, StandbyPolicy, SubscriptionPolicy};
 
 /// Which upgrade: the old cluster (by data directory or postgresql-common name), the host
 /// root its paths are resolved under, and the new data directory. Shared by every command.

@@ -186,6 +186,7 @@ mod tests {
             databases: Vec::new(),
             shared_preload_libraries: Vec::new(),
             prepared: Vec::new(),
+            replication: crate::inspect::replication::Replication::default(),
             collations: vec![Database {
                 name: "app".into(),
                 default: versioned("libc", "fr_FR.UTF-8"),
