@@ -57,7 +57,7 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
         j.path().display(),
     ));
     let replication = if r.state == State::Done {
-        super::upgrade::replication_report(plan)
+        super::upgrade::replication_report(plan, &r.replication)
     } else {
         String::new()
     };

@@ -36,6 +36,22 @@ pub(crate) enum Request {
         #[command(flatten)]
         target: Target,
     },
+    /// The fence before a 17+ old cluster stops: its hba file and the errors the server finds
+    /// in it, client sessions terminated (`--terminate`), the replication facts (JSON).
+    FencePoll {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        terminate: bool,
+    },
+    /// Drop replication slots by name, ending the walsender of one in use (JSON: each slot
+    /// and its error, if any).
+    DropSlots {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long = "slot")]
+        slots: Vec<String>,
+    },
     /// CHECKPOINTs until little is left to flush, so that a shutdown right after has little
     /// left to write (JSON: each round).
     Checkpoint {
@@ -149,15 +165,20 @@ pub(crate) fn call_with_progress<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The cluster-wide replication facts (`__db slots`).
-async fn slots(target: &Target) -> Result<crate::inspect::replication::Replication> {
-    let (client, _) = connect_any(target, "postgres").await?;
+/// The server's version number.
+async fn version(client: &tokio_postgres::Client) -> Result<u32> {
     let version: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await
         .map_err(|e| pg_error("querying the server", &e))?
         .get(0);
-    crate::inspect::replication::read(&client, version.try_into().unwrap_or(0))
+    Ok(version.try_into().unwrap_or(0))
+}
+
+/// The cluster-wide replication facts (`__db slots`).
+async fn slots(target: &Target) -> Result<crate::inspect::replication::Replication> {
+    let (client, _) = connect_any(target, "postgres").await?;
+    crate::inspect::replication::read(&client, version(&client).await?)
         .await
         .map_err(|e| pg_error("reading the replication slots", &e))
 }
@@ -197,6 +218,7 @@ pub(crate) fn serve(request: Request) -> Result<()> {
                 Ok(serde_json::to_string(&v.parse::<u32>().unwrap_or(0)))
             }
             Request::Slots { target } => slots(&target).await.map(|r| serde_json::to_string(&r)),
+            r @ (Request::FencePoll { .. } | Request::DropSlots { .. }) => fence_request(r).await,
             Request::NextXid { target } => {
                 let (client, _) = connect_any(&target, "postgres").await?;
                 // txid_* (10+; pg_current_snapshot is 13+): xmax is the next id to assign.
@@ -265,6 +287,26 @@ pub(crate) fn serve(request: Request) -> Result<()> {
     // The parent reads this pipe; if it is gone there is no one left to tell.
     let _ = writeln!(std::io::stdout(), "{json}");
     Ok(())
+}
+
+/// The fence's requests: a poll, and slots dropped.
+async fn fence_request(request: Request) -> Result<serde_json::Result<String>> {
+    match request {
+        Request::FencePoll { target, terminate } => {
+            let (client, _) = connect_any(&target, "postgres").await?;
+            let poll = crate::inspect::fence::poll(&client, version(&client).await?, terminate)
+                .await
+                .map_err(|e| pg_error("polling the fenced server", &e))?;
+            Ok(serde_json::to_string(&poll))
+        }
+        Request::DropSlots { target, slots } => {
+            let (client, _) = connect_any(&target, "postgres").await?;
+            Ok(serde_json::to_string(
+                &crate::inspect::fence::drop_slots(&client, &slots).await,
+            ))
+        }
+        _ => Ok(Ok(String::new())),
+    }
 }
 
 /// The collation requests: versions a server reports, the repair, locales this process

@@ -22,7 +22,8 @@ pub(crate) enum SlotPolicy {
     /// Refuse when a slot would be lost.
     #[default]
     Refuse,
-    /// Upgrade without them; the report says how to recreate each.
+    /// Upgrade without them (from 17, logical slots that have not caught up are dropped
+    /// right before the stop); the report says how to recreate each.
     Drop,
     /// Like drop, and recreate the physical slots (same names) on the new cluster.
     RecreatePhysical,
@@ -74,6 +75,23 @@ pub(crate) enum Fate {
     Rebuild,
 }
 
+/// What an upgrade did to replication items beyond what the plan decided, journaled as it
+/// happens and reported at the end.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// Logical slots of a 17+ old cluster dropped right before the stop (`--slots drop`):
+    /// name and why.
+    #[serde(default)]
+    pub(crate) dropped: Vec<(String, String)>,
+    /// The fence before the stop: how long it held and what it cut off.
+    #[serde(default)]
+    pub(crate) fence: Option<String>,
+    /// Subscriptions pgleap resumed, or not, after the new start: `database.name` and what
+    /// happened.
+    #[serde(default)]
+    pub(crate) subscriptions: Vec<(String, String)>,
+}
+
 /// The plan's replication section: the facts, the choices and each item's fate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Section {
@@ -117,9 +135,13 @@ impl Section {
     }
 }
 
-/// Physical standbys: walsenders that do not stream from a logical slot.
+/// Physical standbys: walsenders that do not stream from a logical slot. A base backup in
+/// progress (`pg_basebackup`, state `backup`) is a walsender too, but no standby follows it.
 pub(crate) fn standbys(facts: &Replication) -> impl Iterator<Item = &Sender> {
-    facts.senders.iter().filter(|s| !s.logical)
+    facts
+        .senders
+        .iter()
+        .filter(|s| !s.logical && s.state != "backup")
 }
 
 /// Refuses an old cluster that is itself a standby, naming the primary it follows.
@@ -176,7 +198,7 @@ fn describe_slot(s: &Slot) -> String {
 }
 
 /// A logical slot of a 17+ cluster that pg_upgrade would refuse once the server is stopped.
-fn not_caught_up(s: &Slot) -> Option<String> {
+pub(crate) fn not_caught_up(s: &Slot) -> Option<String> {
     /// A consumer further behind than this is not waited for inside the window.
     const FAR_BEHIND: i64 = 16 * 1024 * 1024;
     if s.invalidated {
@@ -212,10 +234,15 @@ fn slot_fates(
         // 17: pg_upgrade carries logical slots (not physical ones).
         let carried = s.is_logical() && old_major >= 17;
         let fate = if carried {
-            if let Some(why) = not_caught_up(s) {
-                behind.push(why);
+            match (not_caught_up(s), policy) {
+                (Some(why), SlotPolicy::Refuse) => {
+                    behind.push(why);
+                    Fate::Kept
+                }
+                // Dropped on the old cluster right before the stop (`steps::fence`).
+                (Some(_), _) => Fate::Dropped,
+                (None, _) => Fate::Kept,
             }
-            Fate::Kept
         } else {
             match policy {
                 SlotPolicy::Refuse => {
@@ -248,14 +275,7 @@ fn slot_fates(
         ));
     }
     if !behind.is_empty() {
-        findings.push(Finding::error(
-            "replication-slot-behind",
-            format!(
-                "pg_upgrade carries a logical slot only once its consumer has confirmed every change, and checks it with the old server stopped: {}",
-                behind.join("; ")
-            ),
-            "Let each consumer catch up (connect it, or consume the slot with pg_logical_slot_get_changes), or drop a slot you do not need with SELECT pg_drop_replication_slot('name'); then run pgleap again",
-        ));
+        findings.push(behind_finding(&behind));
     }
     for s in facts
         .slots
@@ -272,6 +292,18 @@ fn slot_fates(
         ));
     }
     fates
+}
+
+/// The refusal of 17+ logical slots pg_upgrade would not carry, each with why.
+pub(crate) fn behind_finding(behind: &[String]) -> Finding {
+    Finding::error(
+        "replication-slot-behind",
+        format!(
+            "pg_upgrade carries a logical slot only once its consumer has confirmed every change, and checks it with the old server stopped: {}",
+            behind.join("; ")
+        ),
+        "Let each consumer catch up (connect it, or consume the slot with pg_logical_slot_get_changes), or pass --slots drop to have pgleap drop the slots that have not caught up right before the stop (the report names each and how to recreate it); then run pgleap again",
+    )
 }
 
 fn subscription_fates(
@@ -420,6 +452,43 @@ mod tests {
         assert_eq!(out[0].code, "replication-slot-behind");
         assert!(out[0].message.contains("'late'"));
         assert!(!out[0].message.contains("'ok'"));
+    }
+
+    fn sender(name: &str, state: &str) -> Sender {
+        Sender {
+            pid: 1,
+            user: "rep".into(),
+            application_name: name.into(),
+            client_addr: None,
+            state: state.into(),
+            slot: None,
+            logical: false,
+        }
+    }
+
+    #[test]
+    fn a_base_backup_in_progress_is_not_a_standby() {
+        let mut f = facts(Vec::new());
+        f.senders = vec![sender("pg_basebackup", "backup")];
+        let mut out = Vec::new();
+        let s = decide(&f, (16, 17), Policies::default(), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert!(s.standbys.is_empty());
+        f.senders.push(sender("walreceiver", "streaming"));
+        let s = decide(&f, (16, 17), Policies::default(), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].code, "standbys-connected");
+        assert!(
+            out[0].message.contains("'walreceiver'"),
+            "{}",
+            out[0].message
+        );
+        assert!(
+            !out[0].message.contains("pg_basebackup"),
+            "{}",
+            out[0].message
+        );
+        assert_eq!(s.standbys, [("walreceiver".to_string(), Fate::Rebuild)]);
     }
 
     #[test]

@@ -102,6 +102,14 @@ pub(crate) struct Record {
     /// by clients since then are what a rollback would discard (see `crossing`).
     #[serde(default)]
     pub(crate) new_next_xid: Option<u64>,
+    /// The old cluster's pg_hba.conf while it is fenced before the stop (see `steps::fence`):
+    /// set before the fenced file is written, cleared once the original is back.
+    #[serde(default)]
+    pub(crate) hba_fence: Option<crate::config::hba::HbaFence>,
+    /// What the upgrade did to replication items beyond the plan (slots dropped before the
+    /// stop, subscriptions resumed after the start).
+    #[serde(default)]
+    pub(crate) replication: crate::preflight::replication::Outcome,
     pub(crate) started_at: u64,
     pub(crate) updated_at: u64,
     /// What proves which directories are this upgrade's (see `state::identity`).
@@ -147,6 +155,8 @@ impl Journal {
             window_started_ms: None,
             new_checkpoint: None,
             new_next_xid: None,
+            hba_fence: None,
+            replication: crate::preflight::replication::Outcome::default(),
             started_at: now(),
             updated_at: now(),
             identity: Identity::default(),

@@ -26,8 +26,9 @@ impl Step for StopOld {
     }
 
     fn run(&self, run: &mut Run<'_>) -> Result<()> {
-        // Before anything of the window: a refusal here leaves the old server serving.
-        super::replication::check_slots_before_stop(run)?;
+        // Before anything of the window: a refusal here leaves the old server serving (17+
+        // with logical slots: fenced, consumers waited for, see `fence`).
+        super::fence::before_stop(run)?;
         checkpoint_old(run);
         run.journal.record.window_started_ms = Some(now_millis());
         let what = format!(
@@ -40,7 +41,11 @@ impl Step for StopOld {
             Ok(started.elapsed().as_secs_f64())
         })?;
         run.journal.record.shutdown_seconds = Some(shutdown);
-        run.journal.write()
+        run.journal.write()?;
+        if let Some(note) = super::fence::lift(run.p, &mut run.journal)? {
+            run.ui.line(&format!("      {note}"));
+        }
+        Ok(())
     }
 
     /// A server on the old data directory (the old one caught midway through its shutdown)

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::inspect::replication::{Slot, Subscription, host_port};
 use crate::plan::Plan;
-use crate::preflight::replication::{Fate, Section, describe_standby, standbys};
+use crate::preflight::replication::{Fate, Outcome, Section, describe_standby, standbys};
 
 /// `(key, value)` rows for the plan.
 pub(crate) fn plan_rows(plan: &Plan) -> Vec<(&'static str, String)> {
@@ -29,6 +29,7 @@ pub(crate) fn plan_rows(plan: &Plan) -> Vec<(&'static str, String)> {
         let fate = match r.fate_of_slot(&s.name) {
             Some(Fate::Kept) => "kept by pg_upgrade (its consumer must have confirmed every change when the server stops)".to_string(),
             Some(Fate::Recreated) => "not carried; recreated empty on the new cluster after its start".into(),
+            Some(Fate::Dropped) if s.is_logical() && old >= 17 => "has not caught up: dropped on the old cluster right before the stop (--slots drop)".into(),
             _ if s.is_logical() && old < 17 => format!("lost: pg_upgrade carries no slot from {old}"),
             _ => "lost: pg_upgrade never carries physical slots".into(),
         };
@@ -125,14 +126,22 @@ fn sql_ident(s: &str) -> String {
 }
 
 /// The report's replication section; `origins` is how far each replication origin of the
-/// old cluster had applied when it stopped (origin id → LSN), when it could be read.
-pub(crate) fn report(plan: &Plan, origins: Option<&[(i32, String)]>) -> String {
+/// old cluster had applied when it stopped (origin id → LSN), when it could be read;
+/// `outcome` what the upgrade did beyond the plan.
+pub(crate) fn report(plan: &Plan, origins: Option<&[(i32, String)]>, outcome: &Outcome) -> String {
     let Some(r) = &plan.replication else {
         return String::new();
     };
     let mut out = String::from("Replication:\n");
+    if let Some(fence) = &outcome.fence {
+        let _ = writeln!(
+            out,
+            "  before the stop: {fence} (only replication connections and pgleap were admitted while the logical replication consumers confirmed every change)"
+        );
+    }
     for s in &r.facts.slots {
-        slot_lines(&mut out, plan, r, s);
+        let dropped = outcome.dropped.iter().find(|(n, _)| *n == s.name);
+        slot_lines(&mut out, plan, r, s, dropped.map(|(_, why)| why.as_str()));
     }
     for s in &r.facts.subscriptions {
         subscription_lines(&mut out, plan, r, s, origins);
@@ -148,9 +157,14 @@ pub(crate) fn report(plan: &Plan, origins: Option<&[(i32, String)]>) -> String {
     out
 }
 
-fn slot_lines(out: &mut String, plan: &Plan, r: &Section, s: &Slot) {
+fn slot_lines(out: &mut String, plan: &Plan, r: &Section, s: &Slot, dropped: Option<&str>) {
     let name = slot_name(s);
-    match r.fate_of_slot(&s.name) {
+    let fate = if dropped.is_some() {
+        Some(Fate::Dropped)
+    } else {
+        r.fate_of_slot(&s.name)
+    };
+    match fate {
         Some(Fate::Kept) => {
             let _ = writeln!(
                 out,
@@ -176,9 +190,12 @@ fn slot_lines(out: &mut String, plan: &Plan, r: &Section, s: &Slot) {
                 sql_literal(&s.name),
                 sql_literal(plugin)
             );
+            let when = dropped.map_or_else(String::new, |why| {
+                format!(" on the old cluster right before the stop (--slots drop: {why})")
+            });
             let _ = writeln!(
                 out,
-                "  slot {name}: dropped (its consumer had confirmed up to {}). Recreate it with:\n    {}\n    Why: it starts at the new cluster's current position: changes written on the new cluster before it exists never reach its consumer, so resynchronize the consumer from a fresh copy of the data (a subscriber: re-create its subscription with copy_data = true).",
+                "  slot {name}: dropped{when} (its consumer had confirmed up to {}). Recreate it with:\n    {}\n    Why: it starts at the new cluster's current position: changes written on the new cluster before it exists never reach its consumer, so resynchronize the consumer from a fresh copy of the data (a subscriber: re-create its subscription with copy_data = true).",
                 s.confirmed_flush_lsn.as_deref().unwrap_or("nothing"),
                 psql(plan, r, db, &sql)
             );
