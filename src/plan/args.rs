@@ -109,7 +109,8 @@ pub(crate) struct CheckArgs {
     pub(crate) slots: SlotPolicy,
 
     /// Subscriptions of an old cluster before 17, which arrive disabled and without table
-    /// state: refuse, or upgrade and resume them afterwards as the report says.
+    /// state: refuse, upgrade and resume them afterwards as the report says (disable), or
+    /// have pgleap resume them after the start when their recorded state allows it (resume).
     #[arg(long, env = "PGLEAP_SUBSCRIPTIONS", value_name = "POLICY", value_enum, default_value_t = SubscriptionPolicy::Refuse)]
     pub(crate) subscriptions: SubscriptionPolicy,
 

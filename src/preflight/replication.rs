@@ -38,6 +38,9 @@ pub(crate) enum SubscriptionPolicy {
     Refuse,
     /// Upgrade; they stay disabled until you resume them as the report says.
     Disable,
+    /// Upgrade, and resume each after the new start when its recorded state allows it
+    /// (else it stays disabled and the report says why and how to resume it).
+    Resume,
 }
 
 /// `--standbys`: physical standbys streaming from the old cluster.
@@ -86,10 +89,48 @@ pub(crate) struct Outcome {
     /// The fence before the stop: how long it held and what it cut off.
     #[serde(default)]
     pub(crate) fence: Option<String>,
-    /// Subscriptions pgleap resumed, or not, after the new start: `database.name` and what
-    /// happened.
+    /// Subscriptions after the new start (`--subscriptions resume`): what pgleap did.
     #[serde(default)]
-    pub(crate) subscriptions: Vec<(String, String)>,
+    pub(crate) subscriptions: Vec<SubscriptionOutcome>,
+}
+
+/// One subscription after the new start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct SubscriptionOutcome {
+    /// `database.name`.
+    pub(crate) name: String,
+    /// Whether pgleap resumed it (or found it running).
+    pub(crate) resumed: bool,
+    /// What happened, or why it was not resumed.
+    pub(crate) note: String,
+}
+
+/// Whether the state recorded before the window lets pgleap resume a subscription of an old
+/// cluster before 17 by itself (`--subscriptions resume`); `origin_lsn` is how far it had
+/// applied when the old server stopped. `Err` says why not.
+pub(crate) fn resume_allowed(
+    s: &crate::inspect::replication::Subscription,
+    origin_lsn: Option<&str>,
+) -> Result<(), String> {
+    if !s.enabled {
+        return Err(
+            "it was disabled before the upgrade; enable it yourself when you want it to run".into(),
+        );
+    }
+    if s.slot.is_none() {
+        return Err("it has no slot on the publisher (slot_name = NONE)".into());
+    }
+    if s.tables_ready != s.tables {
+        return Err(format!(
+            "{} of its {} tables were still being synchronized (not in state ready): REFRESH PUBLICATION WITH (copy_data = false) would leave them incomplete; re-create the subscription with copy_data = true, or resume it as below and resynchronize those tables",
+            s.tables - s.tables_ready,
+            s.tables
+        ));
+    }
+    if origin_lsn.is_none() {
+        return Err("how far it had applied could not be read from the old cluster's pg_logical/replorigin_checkpoint".into());
+    }
+    Ok(())
 }
 
 /// The plan's replication section: the facts, the choices and each item's fate.
@@ -342,7 +383,7 @@ fn subscription_fates(
                 majors.0,
                 majors.1
             ),
-            "Pass --subscriptions disable to upgrade anyway: the report then gives, for each subscription, the exact statements that resume it from where it stopped without losing or repeating rows",
+            "Pass --subscriptions disable to upgrade anyway: the report then gives, for each subscription, the exact statements that resume it from where it stopped without losing or repeating rows; or --subscriptions resume to have pgleap run them after the new start when the subscription's recorded state allows it",
         ));
     }
     fates
