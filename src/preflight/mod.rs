@@ -24,6 +24,7 @@ pub(crate) mod ports;
 pub(crate) mod prepared;
 pub(crate) mod replication;
 pub(crate) mod space;
+pub(crate) mod standby;
 pub(crate) mod target;
 pub(crate) mod versions;
 
@@ -139,7 +140,7 @@ mod fam {
     pub(super) const REPLICATION: Family = family(
         "replication",
         Run::At(
-            "plan::prepare::static_phase, prepare, preflight::replication::decide, standby_finding",
+            "plan::prepare::static_phase, prepare, preflight::replication::decide, standby_finding, preflight::standby::resolve",
         ),
     );
     pub(super) const COLLATION: Family = family(
@@ -405,6 +406,8 @@ pub(crate) const CHECKS: &[Check] = {
             SUBSCRIPTIONS,
         ),
         check("standbys-connected", Catalog, &fam::REPLICATION, STANDBYS),
+        check("standby-unknown", Catalog, &fam::REPLICATION, STANDBYS),
+        check("standby-dir", Catalog, &fam::REPLICATION, STANDBYS),
         check("slot-recreate-failed", Command, &fam::COMMAND, ""),
     ]
 };

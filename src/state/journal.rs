@@ -102,6 +102,14 @@ pub(crate) struct Record {
     /// by clients since then are what a rollback would discard (see `crossing`).
     #[serde(default)]
     pub(crate) new_next_xid: Option<u64>,
+    /// The old cluster's latest checkpoint location once pgleap stopped it (its shutdown
+    /// checkpoint): a standby caught up with it has the same one after its own stop.
+    #[serde(default)]
+    pub(crate) old_checkpoint: Option<String>,
+    /// Set when the upgrade paused before the new primary's first start for the standbys'
+    /// rsync (`--standbys rebuild-later`, link mode): the next `pgleap upgrade` starts it.
+    #[serde(default)]
+    pub(crate) paused_for_standbys: bool,
     pub(crate) started_at: u64,
     pub(crate) updated_at: u64,
     /// What proves which directories are this upgrade's (see `state::identity`).
@@ -147,6 +155,8 @@ impl Journal {
             window_started_ms: None,
             new_checkpoint: None,
             new_next_xid: None,
+            old_checkpoint: None,
+            paused_for_standbys: false,
             started_at: now(),
             updated_at: now(),
             identity: Identity::default(),
