@@ -72,10 +72,12 @@ fn standby_of(fx: &Fixture, slot: Option<&str>) -> Standby {
         &as_owner(&fx.bindir().join("pg_basebackup"), &args),
         "pg_basebackup",
     );
+    // The standby's own setting beside primary_conninfo (the primary's postgresql.conf came
+    // with the base backup): its rebuild must keep it.
     let port = port();
-    let conf = dir.join("postgresql.conf");
+    let conf = dir.join("postgresql.auto.conf");
     let text = std::fs::read_to_string(&conf).unwrap();
-    std::fs::write(&conf, format!("{text}\nport = {port}\n")).unwrap();
+    std::fs::write(&conf, format!("{text}port = {port}\n")).unwrap();
     common::start_server(fx.major, &dir, &fx.root.path().join("standby.log"));
     wait_until("the standby streams", || {
         fx.sql(
@@ -398,6 +400,106 @@ fn subscriber_of_16_resumes_with_exactly_the_publishers_rows() {
     assert_eq!(count.trim(), "1310|1310", "no row lost, none twice");
 }
 
+/// The lines indented by 4 spaces (commands and the `#` comments naming where they run)
+/// right after the first line of `out` that starts with `header`.
+fn printed_block(out: &str, header: &str) -> Vec<String> {
+    let mut lines = out.lines().skip_while(|l| !l.starts_with(header));
+    assert!(lines.next().is_some(), "no {header:?} in:\n{out}");
+    let block: Vec<String> = lines
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| l[4..].to_string())
+        .collect();
+    assert!(!block.is_empty(), "nothing under {header:?} in:\n{out}");
+    block
+}
+
+/// Runs printed lines verbatim as the owner, as one `bash -e` script: no preamble.
+fn run_verbatim(lines: &[String]) -> String {
+    let script = lines.join("\n");
+    ok(
+        &as_owner(Path::new("/bin/bash"), &["-e", "-c", &script]),
+        &format!("the printed commands:\n{script}"),
+    )
+}
+
+/// The journal of the fixture's upgrade to `new`.
+fn journal(fx: &Fixture, new: u32) -> serde_json::Value {
+    let dir = fx.new_datadir(new);
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let path = dir
+        .with_file_name(format!(".pgleap-{name}-{}-to-{new}", fx.major))
+        .join("journal.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn control_field(major: u32, datadir: &Path, field: &str) -> String {
+    let out = ok(
+        &as_owner(
+            &bindir(major).join("pg_controldata"),
+            &[datadir.display().to_string().as_str()],
+        ),
+        "pg_controldata",
+    );
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {out}"))
+        .trim()
+        .to_string()
+}
+
+fn target(fx: &Fixture, command: &str, new_major: u32) -> Vec<String> {
+    vec![
+        command.to_string(),
+        "--old-datadir".into(),
+        fx.datadir.display().to_string(),
+        "--new-datadir".into(),
+        fx.new_datadir(new_major).display().to_string(),
+    ]
+}
+
+/// The upgrade to 17 paused after pg_upgrade, before the new primary's first start: it says
+/// so, no server ran on the new cluster (none runs, and pg_upgrade's own shutdown checkpoint
+/// is still its latest), and the procedure checks the standby against the old primary's
+/// shutdown checkpoint as journaled.
+fn assert_paused_before_start(fx: &Fixture, stderr: &str) {
+    let new = fx.new_datadir(17);
+    assert!(
+        stderr.contains(&format!("Paused before the new primary's first start, so that the standbys can be rebuilt with rsync: pg_upgrade has finished in --link mode and no server has run on {}. The downtime window is still open: clients are still down.", new.display())),
+        "{}",
+        stderr
+    );
+    assert_eq!(
+        stderr.trim_end().lines().last().unwrap(),
+        format!(
+            "Next: pgleap upgrade --old-datadir {0} --new-datadir {1} starts the new primary and closes the window; or pgleap rollback --old-datadir {0} --new-datadir {1} brings the old primary back.",
+            fx.datadir.display(),
+            new.display()
+        )
+    );
+    // The new primary never started: no server on it, and pg_upgrade's own shutdown
+    // checkpoint is still its latest.
+    assert!(!new.join("postmaster.pid").exists());
+    let j = journal(fx, 17);
+    assert_eq!(j["state"], "upgraded");
+    assert_eq!(j["paused_for_standbys"], true);
+    assert_eq!(
+        control_field(17, &new, "Database cluster state"),
+        "shut down"
+    );
+    assert_eq!(
+        control_field(17, &new, "Latest checkpoint location"),
+        j["new_checkpoint"].as_str().unwrap()
+    );
+    let old_checkpoint = j["old_checkpoint"].as_str().unwrap().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "its latest checkpoint must be the primary's shutdown checkpoint, {old_checkpoint}"
+        )),
+        "{}",
+        stderr
+    );
+}
+
 #[test]
 fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
     let fx = Fixture::new(16).running().build();
@@ -408,44 +510,63 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
         .refused("Pass --standbys rebuild-later");
     assert_unchanged(&before, &snapshot(&fx.datadir), "a refused upgrade");
 
+    fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'before' FROM generate_series(1001, 1050) g",
+    );
+    let mapping = format!("walreceiver={}", sb.dir.display());
     let run = fx.pgleap(upgrade_args(
         &fx,
         17,
         &[
+            "--mode",
+            "link",
             "--standbys",
             "rebuild-later",
+            "--standby",
+            &mapping,
             "--slots",
             "recreate-physical",
         ],
     ));
     run.success();
+    assert_paused_before_start(&fx, &run.stderr);
+
+    let procedure = printed_block(&run.stderr, "  standby 'walreceiver'");
     assert!(
-        run.stderr
+        procedure.iter().any(|l| l
+            .starts_with("rsync --archive --delete --hard-links --size-only --no-inc-recursive")),
+        "{procedure:?}"
+    );
+    run_verbatim(&procedure);
+    // The rsync reused the standby's own files: its new relation files are hard links to
+    // its old ones.
+    let new_standby = fx.root.path().join("standby/17");
+    assert!(new_standby.join("standby.signal").exists());
+    let linked = walkdir::WalkDir::new(new_standby.join("base"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .any(|e| std::os::unix::fs::MetadataExt::nlink(&e.metadata().unwrap()) > 1);
+    assert!(linked, "no file of the new standby is a hard link");
+
+    let resume = fx.pgleap(target(&fx, "upgrade", 17));
+    resume.success();
+    assert!(
+        resume
+            .stderr
             .contains("recreated physical replication slot 'standby1'"),
         "{}",
-        run.stderr
+        resume.stderr
     );
-    fx.sql(
-        "postgres",
-        "INSERT INTO t SELECT g, 'after' FROM generate_series(1001, 1050) g",
-    );
-    let procedure = printed_commands(&run.stderr, "  standby 'walreceiver'");
-    assert_eq!(procedure.len(), 4, "{procedure:?}");
-    let new_standby = fx.root.path().join("standby/17");
-    run_as_owner(
-        &format!(
-            "export STANDBY_OLD={} STANDBY_NEW={} STANDBY_PORT={}",
-            sb.dir.display(),
-            new_standby.display(),
-            sb.port
-        ),
-        &procedure,
-    );
+    let start = printed_block(&resume.stderr, "  standby 'walreceiver'");
+    assert_eq!(start.len(), 2, "{start:?}");
+    run_verbatim(&start);
     let on_standby = |sql: &str| psql(17, &fx.socket, sb.port, "postgres", "postgres", sql);
     assert_eq!(on_standby("SELECT pg_is_in_recovery()").trim(), "t");
     fx.sql(
         "postgres",
-        "INSERT INTO t SELECT g, 'later' FROM generate_series(1051, 1060) g",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1051, 1060) g",
     );
     let want = rows(17, &fx.socket, fx.port, "t");
     wait_until("the rebuilt standby has the primary's rows", || {
@@ -459,6 +580,126 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
         streaming.trim(),
         "1",
         "the standby streams from the new primary through its slot"
+    );
+}
+
+#[test]
+fn standby_places_are_refused_then_a_paused_upgrade_rolls_back() {
+    let fx = Fixture::new(16).running().build();
+    let sb = standby_of(&fx, None);
+    let before = settled_snapshot(&fx, fx.port);
+    let link = ["--mode", "link", "--standbys", "rebuild-later"];
+    let with = |extra: &[&str]| {
+        let mut a = link.to_vec();
+        a.extend(extra);
+        fx.pgleap(upgrade_args(&fx, 17, &a))
+    };
+    with(&[])
+        .refused(&format!(
+            "the standby 'walreceiver' runs on this host (over a Unix socket), so its data directory is not the primary's {}, and pgleap cannot tell which it is",
+            fx.datadir.display()
+        ))
+        .refused("Pass --standby walreceiver=DIR with the standby's data directory");
+    with(&["--standby", "other=/srv/standby/16"])
+        .refused("--standby other=/srv/standby/16 names no standby streaming from the old cluster (connected: 'walreceiver')");
+    with(&["--standby", "walreceiver=/srv/standby/main"])
+        .refused(&format!(
+            "the standby 'walreceiver' keeps its data in /srv/standby/main, which does not end in 16 as the primary's {} does",
+            fx.datadir.display()
+        ))
+        .refused("Rename the standby's data directory so that it ends in 16");
+    assert_unchanged(&before, &snapshot(&fx.datadir), "refused upgrades");
+    assert!(!fx.new_datadir(17).exists());
+
+    let rows_before = rows(16, &fx.socket, fx.port, "t");
+    let mapping = format!("walreceiver={}", sb.dir.display());
+    with(&["--standby", &mapping]).success();
+    let status = fx.pgleap(target(&fx, "status", 17));
+    status.success();
+    assert!(
+        status.stderr.contains("state:     upgraded (paused before the new primary's first start, for the standbys' rsync; the downtime window is open: clients are down)"),
+        "{}",
+        status.stderr
+    );
+    assert!(
+        status
+            .stderr
+            .contains("The downtime window is still open: clients are still down."),
+        "{}",
+        status.stderr
+    );
+    let procedure = printed_block(&status.stderr, "  standby 'walreceiver'");
+    assert!(
+        procedure.iter().any(|l| l.starts_with("rsync ")),
+        "status prints the rsync: {procedure:?}"
+    );
+
+    let rollback = fx.pgleap(target(&fx, "rollback", 17));
+    rollback.success();
+    assert!(
+        rollback.stderr.contains("a standby rsynced from the upgraded primary meanwhile no longer matches the old one; rebuild it from a base backup of the old primary"),
+        "{}",
+        rollback.stderr
+    );
+    assert!(
+        fx.sql("postgres", "SHOW server_version_num")
+            .starts_with("16")
+    );
+    assert_eq!(rows(16, &fx.socket, fx.port, "t"), rows_before);
+    assert!(!fx.new_datadir(17).exists());
+}
+
+#[test]
+fn standby_rebuilt_from_a_base_backup_without_a_pause() {
+    let fx = Fixture::new(16).running().build();
+    let sb = standby_of(&fx, Some("standby1"));
+    let mapping = format!("walreceiver={}", sb.dir.display());
+    let run = fx.pgleap(upgrade_args(
+        &fx,
+        17,
+        &[
+            "--mode",
+            "link",
+            "--standbys",
+            "basebackup",
+            "--standby",
+            &mapping,
+            "--slots",
+            "recreate-physical",
+        ],
+    ));
+    run.success();
+    assert!(!run.stderr.contains("Paused"), "{}", run.stderr);
+    assert_eq!(journal(&fx, 17)["state"], "done");
+    fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1001, 1050) g",
+    );
+    let procedure = printed_block(&run.stderr, "  standby 'walreceiver'");
+    assert!(
+        procedure.iter().any(|l| l.contains("/pg_basebackup ")),
+        "{procedure:?}"
+    );
+    run_verbatim(&procedure);
+    fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'later' FROM generate_series(1051, 1060) g",
+    );
+    let want = rows(17, &fx.socket, fx.port, "t");
+    wait_until("the rebuilt standby has the primary's rows", || {
+        rows(17, &fx.socket, sb.port, "t") == want
+    });
+    assert_eq!(
+        psql(
+            17,
+            &fx.socket,
+            sb.port,
+            "postgres",
+            "postgres",
+            "SELECT pg_is_in_recovery()"
+        )
+        .trim(),
+        "t"
     );
 }
 

@@ -23,7 +23,7 @@ use crate::plan::prepare::{Prepared, Purpose, prepare};
 use crate::state::journal::{Journal, State};
 use crate::state::lock::Lock;
 use crate::steps;
-use crate::steps::run::carry_out;
+use crate::steps::run::{Finished, carry_out};
 use crate::steps::step::Run;
 use crate::steps::undo::{self, Discard};
 use crate::ui::report::{Ui, secs};
@@ -97,8 +97,8 @@ fn fresh(args: &UpgradeArgs, ui: Ui, old_was_running: Option<bool>) -> Result<()
     p.runner.set_log_dir(log_dir.clone());
     let journal = Journal::create(&p.plan, p.plan.old_running)?;
     let mut run = Run::new(&p, ui, journal, log_dir, p.findings.0.clone());
-    carry_out(&mut run)?;
-    report(&run);
+    let how = carry_out(&mut run)?;
+    finish(&run, how);
     Ok(())
 }
 
@@ -167,8 +167,8 @@ fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
     }
     let log_dir = p.plan.work_dir.join("logs");
     let mut run = Run::new(&p, ui, j, log_dir, Vec::new());
-    carry_out(&mut run)?;
-    report(&run);
+    let how = carry_out(&mut run)?;
+    finish(&run, how);
     Ok(())
 }
 
@@ -199,12 +199,71 @@ fn args_from_plan(args: &UpgradeArgs, p: &Prepared) -> UpgradeArgs {
             slots: policies.slots,
             subscriptions: policies.subscriptions,
             standbys: policies.standbys,
+            standby: plan
+                .replication
+                .iter()
+                .flat_map(|r| &r.standby_places)
+                .filter(|s| s.given)
+                .map(|s| crate::preflight::standby::StandbyArg {
+                    name: s.name.clone(),
+                    host: s.host.clone(),
+                    dir: s.old_dir.clone(),
+                })
+                .collect(),
             json: args.common.json,
         },
         port: Some(plan.new.port),
         no_analyze: !plan.analyze,
         leave_stopped: plan.leave_stopped,
     }
+}
+
+fn finish(run: &Run<'_>, how: Finished) {
+    match how {
+        Finished::Done => report(run),
+        Finished::PausedForStandbys => paused_report(run),
+    }
+}
+
+/// `--old-datadir OLD --new-datadir NEW`, quoted for a shell.
+pub(crate) fn target_args(plan: &crate::plan::Plan) -> String {
+    shell_words::join([
+        "--old-datadir",
+        &plan.old.datadir.display().to_string(),
+        "--new-datadir",
+        &plan.new.datadir.display().to_string(),
+    ])
+}
+
+/// Where a paused upgrade stands, the standbys' rsync, and what comes next (`status` says
+/// the same while it is paused).
+pub(crate) fn paused_text(plan: &crate::plan::Plan, checkpoint: Option<&str>) -> String {
+    let target = target_args(plan);
+    let resume = format!("pgleap upgrade {target}");
+    format!(
+        "Paused before the new primary's first start, so that the standbys can be rebuilt with rsync: pg_upgrade has finished in --link mode and no server has run on {}. The downtime window is still open: clients are still down.\n{}Next: {resume} starts the new primary and closes the window; or pgleap rollback {target} brings the old primary back.",
+        plan.new.datadir.display(),
+        crate::ui::standby::paused(plan, checkpoint, &resume)
+    )
+}
+
+fn paused_report(run: &Run<'_>) {
+    let r = &run.journal.record;
+    run.ui.findings(&run.warnings);
+    let text = paused_text(&run.p.plan, r.old_checkpoint.as_deref());
+    run.ui.line(&format!("\n{text}"));
+    run.ui.json(&json!({
+        "ok": true,
+        "paused": true,
+        "state": r.state,
+        "plan": run.p.plan,
+        "steps": r.steps,
+        "old_checkpoint": r.old_checkpoint,
+        "standbys": text,
+        "next": format!("pgleap upgrade {}", target_args(&run.p.plan)),
+        "log_dir": run.log_dir,
+        "journal": run.journal.path(),
+    }));
 }
 
 fn report(run: &Run<'_>) {

@@ -2,6 +2,7 @@
 //! Never imports plan, preflight, steps or commands.
 
 pub(crate) mod analyze;
+pub(crate) mod archive;
 pub(crate) mod backup;
 pub(crate) mod catalog;
 pub(crate) mod checkpoint;

@@ -10,6 +10,7 @@ use crate::host::debian::ClusterId;
 use crate::plan::Mode;
 use crate::plan::collations::CollationMode;
 use crate::preflight::replication::{Policies, SlotPolicy, StandbyPolicy, SubscriptionPolicy};
+use crate::preflight::standby::StandbyArg;
 
 /// Which upgrade: the old cluster (by data directory or postgresql-common name), the host
 /// root its paths are resolved under, and the new data directory. Shared by every command.
@@ -118,6 +119,17 @@ pub(crate) struct CheckArgs {
     /// afterwards as the report says.
     #[arg(long, env = "PGLEAP_STANDBYS", value_name = "POLICY", value_enum, default_value_t = StandbyPolicy::Refuse)]
     pub(crate) standbys: StandbyPolicy,
+
+    /// A standby's own data directory, for its rebuild procedure: NAME is its
+    /// application_name in pg_stat_replication, DIR its old data directory, HOST its host
+    /// [default: the primary's paths on the host it connects from]. Repeat for each standby.
+    #[arg(
+        long,
+        env = "PGLEAP_STANDBY",
+        value_name = "NAME=[HOST:]DIR",
+        value_delimiter = ','
+    )]
+    pub(crate) standby: Vec<StandbyArg>,
 
     /// Print one JSON document on stdout (the plan and findings; for upgrade, the result).
     #[arg(long, env = "PGLEAP_JSON", value_parser = clap::builder::BoolishValueParser::new())]

@@ -50,8 +50,12 @@ pub(crate) enum StandbyPolicy {
     /// Refuse while a standby streams from the old cluster.
     #[default]
     Refuse,
-    /// Upgrade; rebuild each standby afterwards as the report says.
+    /// Upgrade; rebuild each standby as the output says. In link mode the upgrade pauses
+    /// before the new primary's first start, for the rsync of pg_upgrade's documentation.
     RebuildLater,
+    /// Upgrade without pausing; rebuild each standby from a fresh base backup of the new
+    /// primary afterwards.
+    Basebackup,
 }
 
 /// The three choices together, as given.
@@ -150,6 +154,9 @@ pub(crate) struct Section {
     pub(crate) socket_dir: Option<std::path::PathBuf>,
     #[serde(default)]
     pub(crate) hostname: String,
+    /// Where each standby keeps its data (see `preflight::standby`).
+    #[serde(default)]
+    pub(crate) standby_places: Vec<super::standby::Place>,
 }
 
 impl Section {
@@ -226,6 +233,7 @@ pub(crate) fn decide(
         subscriptions,
         standbys,
         socket_dir: None,
+        standby_places: Vec::new(),
         hostname: nix::unistd::gethostname()
             .map_or_else(|_| "localhost".into(), |h| h.to_string_lossy().into_owned()),
     }
@@ -406,7 +414,7 @@ fn standby_fates(
                 if list.len() == 1 { "s" } else { "" },
                 names.join(", ")
             ),
-            "Pass --standbys rebuild-later to upgrade the primary anyway: the report then gives each standby's rebuild procedure (rsync of the upgraded primary, or a fresh base backup); keep the standbys stopped until then",
+            "Pass --standbys rebuild-later to upgrade the primary anyway (in link mode the upgrade then pauses before the new primary's first start and prints each standby's rsync from the upgraded primary; in other modes, its rebuild from a fresh base backup), or --standbys basebackup for a base backup without the pause; with --standby NAME=[HOST:]DIR for each standby's own data directory",
         ));
     }
     list.iter()

@@ -110,6 +110,14 @@ pub(crate) struct Record {
     /// stop, subscriptions resumed after the start).
     #[serde(default)]
     pub(crate) replication: crate::preflight::replication::Outcome,
+    /// The old cluster's latest checkpoint location once pgleap stopped it (its shutdown
+    /// checkpoint): a standby caught up with it has the same one after its own stop.
+    #[serde(default)]
+    pub(crate) old_checkpoint: Option<String>,
+    /// Set when the upgrade paused before the new primary's first start for the standbys'
+    /// rsync (`--standbys rebuild-later`, link mode): the next `pgleap upgrade` starts it.
+    #[serde(default)]
+    pub(crate) paused_for_standbys: bool,
     pub(crate) started_at: u64,
     pub(crate) updated_at: u64,
     /// What proves which directories are this upgrade's (see `state::identity`).
@@ -157,6 +165,8 @@ impl Journal {
             new_next_xid: None,
             hba_fence: None,
             replication: crate::preflight::replication::Outcome::default(),
+            old_checkpoint: None,
+            paused_for_standbys: false,
             started_at: now(),
             updated_at: now(),
             identity: Identity::default(),

@@ -5,6 +5,7 @@
 //! serves; the downtime window holds only stop-old, pg_upgrade and start-new.
 
 pub(crate) mod analyze;
+pub(crate) mod archiving;
 pub(crate) mod carry_config;
 pub(crate) mod check;
 pub(crate) mod collations;

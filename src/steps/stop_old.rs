@@ -41,6 +41,10 @@ impl Step for StopOld {
             Ok(started.elapsed().as_secs_f64())
         })?;
         run.journal.record.shutdown_seconds = Some(shutdown);
+        // What a standby's rebuild checks it has caught up with (link mode's pg_upgrade
+        // renames the old pg_control).
+        let control = run.p.cluster.control_data(&run.p.runner, &run.p.old);
+        run.journal.record.old_checkpoint = control.ok().map(|c| c.checkpoint);
         run.journal.write()?;
         if let Some(note) = super::fence::lift(run.p, &mut run.journal)? {
             run.ui.line(&format!("      {note}"));

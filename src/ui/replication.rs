@@ -76,8 +76,9 @@ pub(crate) fn plan_rows(plan: &Plan) -> Vec<(&'static str, String)> {
         rows.push((
             "standby",
             format!(
-                "{}: cannot follow the new major; rebuild it from the new primary",
-                describe_standby(s)
+                "{}: cannot follow the new major; {}",
+                describe_standby(s),
+                super::standby::plan_fate(plan, r, s)
             ),
         ));
     }
@@ -316,36 +317,5 @@ fn subscription_lines(
 }
 
 fn standby_lines(out: &mut String, plan: &Plan, r: &Section) {
-    for s in standbys(&r.facts) {
-        let here = s.client_addr.is_none();
-        let primary_host = if here { host(r) } else { r.hostname.clone() };
-        let slot = s.slot.as_ref().map(|n| match r.fate_of_slot(n) {
-            Some(Fate::Recreated) => format!(" -S {}", shell_words::quote(n)),
-            _ => format!(" -C -S {}", shell_words::quote(n)),
-        });
-        let new_bin = plan.new.bindir.display();
-        let _ = writeln!(
-            out,
-            "  standby {}: cannot follow the new major; rebuild it with a fresh base backup of the new primary. On {}, as the cluster owner, with PostgreSQL {} installed (STANDBY_OLD and STANDBY_NEW default to this primary's paths; set them to the standby's own):",
-            describe_standby(s),
-            s.client_addr.as_deref().unwrap_or("this machine"),
-            plan.new.major
-        );
-        let _ = writeln!(
-            out,
-            "    STANDBY_OLD=\"${{STANDBY_OLD:-{old}}}\"; STANDBY_NEW=\"${{STANDBY_NEW:-{new}}}\"; STANDBY_PORT=\"${{STANDBY_PORT:-{port}}}\"\n    {obin}/pg_ctl -D \"$STANDBY_OLD\" stop -m fast || true\n    {new_bin}/pg_basebackup -h {h} -p {pp} -U {user} -D \"$STANDBY_NEW\" -X stream -R --checkpoint=fast{slot}\n    {new_bin}/pg_ctl -D \"$STANDBY_NEW\" -o \"-p $STANDBY_PORT\" -l \"$STANDBY_NEW/startup.log\" start",
-            old = plan.old.datadir.display(),
-            new = plan.new.datadir.display(),
-            port = plan.new.port,
-            obin = plan.old.bindir.display(),
-            h = shell_words::quote(&primary_host),
-            pp = plan.new.port,
-            user = shell_words::quote(&s.user),
-            slot = slot.unwrap_or_default(),
-        );
-        let _ = writeln!(
-            out,
-            "    Why not the rsync of pg_upgrade's documentation: it is only correct before the new primary first starts, and pgleap has started it (its files changed in place since, which rsync --size-only would not see). Remove the standby's old data directory once the new standby streams."
-        );
-    }
+    super::standby::report_lines(out, plan, r);
 }
