@@ -123,7 +123,7 @@ fn lsn(text: &str) -> Option<u64> {
 
 /// Writes the fenced file (the original journaled first) and has the server reload it. A
 /// file pgleap cannot fence (not the owner's, not UTF-8, rejected by the server) is a
-/// warning: the wait then runs without the fence, as before 17.
+/// warning: the wait then runs without the fence, clients still connected.
 fn put_up(run: &mut Run<'_>, target: &db::Target, first: &Poll) -> Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     let p = run.p;
