@@ -36,6 +36,22 @@ pub(crate) enum Request {
         #[command(flatten)]
         target: Target,
     },
+    /// The fence before a 17+ old cluster stops: its hba file and the errors the server finds
+    /// in it, client sessions terminated (`--terminate`), the replication facts (JSON).
+    FencePoll {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        terminate: bool,
+    },
+    /// Drop replication slots by name, ending the walsender of one in use (JSON: each slot
+    /// and its error, if any).
+    DropSlots {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long = "slot")]
+        slots: Vec<String>,
+    },
     /// Complete the current WAL segment and wait until it is archived or fails to be (JSON,
     /// see `inspect::archive`); nothing when archiving is off.
     ArchiveProbe {
@@ -211,6 +227,7 @@ pub(crate) fn serve(request: Request) -> Result<()> {
             | Request::NextXid { .. }
             | Request::Slots { .. }
             | Request::ArchiveProbe { .. }) => facts_request(r).await,
+            r @ (Request::FencePoll { .. } | Request::DropSlots { .. }) => fence_request(r).await,
             Request::Analyze {
                 target,
                 jobs,
@@ -297,6 +314,26 @@ async fn facts_request(request: Request) -> Result<serde_json::Result<String>> {
                 .map_err(|e| pg_error("querying the server", &e))?
                 .get(0);
             Ok(serde_json::to_string(&v.parse::<u64>().unwrap_or(0)))
+        }
+        _ => Ok(Ok(String::new())),
+    }
+}
+
+/// The fence's requests: a poll, and slots dropped.
+async fn fence_request(request: Request) -> Result<serde_json::Result<String>> {
+    match request {
+        Request::FencePoll { target, terminate } => {
+            let (client, version) = connect_versioned(&target).await?;
+            let poll = crate::inspect::fence::poll(&client, version, terminate)
+                .await
+                .map_err(|e| pg_error("polling the fenced server", &e))?;
+            Ok(serde_json::to_string(&poll))
+        }
+        Request::DropSlots { target, slots } => {
+            let (client, _) = connect_any(&target, "postgres").await?;
+            Ok(serde_json::to_string(
+                &crate::inspect::fence::drop_slots(&client, &slots).await,
+            ))
         }
         _ => Ok(Ok(String::new())),
     }

@@ -10,6 +10,7 @@ pub(crate) mod cluster;
 pub(crate) mod cmdline;
 pub(crate) mod collation;
 pub(crate) mod db;
+pub(crate) mod fence;
 pub(crate) mod install;
 pub(crate) mod paths;
 pub(crate) mod pgerr;

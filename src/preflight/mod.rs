@@ -409,6 +409,9 @@ pub(crate) const CHECKS: &[Check] = {
         check("standby-unknown", Catalog, &fam::REPLICATION, STANDBYS),
         check("standby-dir", Catalog, &fam::REPLICATION, STANDBYS),
         check("slot-recreate-failed", Command, &fam::COMMAND, ""),
+        check("hba-fence-skipped", Command, &fam::COMMAND, ""),
+        check("hba-fence-left", Command, &fam::COMMAND, ""),
+        check("replication-slot-drop-failed", Command, &fam::COMMAND, ""),
     ]
 };
 

@@ -11,6 +11,7 @@ pub(crate) mod check;
 pub(crate) mod collations;
 pub(crate) mod crossing;
 pub(crate) mod extensions;
+pub(crate) mod fence;
 pub(crate) mod finish;
 pub(crate) mod initdb;
 pub(crate) mod order;
