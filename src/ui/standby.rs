@@ -31,7 +31,7 @@ struct Standby<'a> {
     saved: PathBuf,
 }
 
-fn each(r: &Section) -> Vec<Standby<'_>> {
+fn each<'a>(r: &'a Section, owner: &str) -> Vec<Standby<'a>> {
     standbys(&r.facts)
         .filter_map(|s| {
             let place = r
@@ -39,8 +39,8 @@ fn each(r: &Section) -> Vec<Standby<'_>> {
                 .iter()
                 .find(|p| p.name == s.application_name)?;
             let host = place.host.as_ref().map_or_else(
-                || "the standby's host (this host)".to_string(),
-                |h| format!("the standby's host {h}"),
+                || format!("the standby's host (this host), as {owner}"),
+                |h| format!("the standby's host {h}, as {owner}"),
             );
             let at = place.host.clone().unwrap_or_else(|| "this host".into());
             let mut saved = place.old_dir.clone().into_os_string();
@@ -56,8 +56,8 @@ fn each(r: &Section) -> Vec<Standby<'_>> {
         .collect()
 }
 
-fn primary_host(r: &Section) -> String {
-    format!("the primary's host ({})", r.hostname)
+fn primary_host(r: &Section, owner: &str) -> String {
+    format!("the primary's host ({}), as {owner}", r.hostname)
 }
 
 /// `-h` for a standby reaching the new primary: its socket directory from this host, else
@@ -149,14 +149,13 @@ const RSYNC: &str =
 
 /// A location outside the data directory (tablespace, WAL): at the same path on another
 /// host; on this host the standby's copy is elsewhere, which pgleap does not know.
-fn elsewhere(out: &mut String, r: &Section, to: Option<&str>, what: &str, line: &str) {
+fn elsewhere(out: &mut String, primary: &str, to: Option<&str>, what: &str, line: &str) {
     if to.is_some() {
         let _ = writeln!(out, "    {line}");
     } else {
         let _ = writeln!(
             out,
-            "    # {}: {what} are the primary's; rsync them like this to where this standby keeps its copy: {line}",
-            primary_host(r)
+            "    # {primary}: {what} are the primary's; rsync them like this to where this standby keeps its copy: {line}"
         );
     }
 }
@@ -228,18 +227,18 @@ fn rsync_procedure(
             .unwrap_or(Path::new("/"))
             .to_path_buf()
     });
+    let primary = primary_host(r, &plan.owner.name);
     let _ = writeln!(
         out,
         "    # {}{}: copy the upgraded primary's directories onto the standby's: files the standby already has are hard-linked, not copied\n    {}",
-        primary_host(r),
-        to.map(|h| format!(", over ssh to {h} as {}", plan.owner.name))
-            .unwrap_or_default(),
+        primary_host(r, &plan.owner.name),
+        to.map(|h| format!(", over ssh to {h}")).unwrap_or_default(),
         rsync(&plan.old.datadir, &plan.new.datadir, &dest, to)
     );
     if let (Some(o), Some(n)) = (&plan.old.waldir, &plan.new.waldir) {
         elsewhere(
             out,
-            r,
+            &primary,
             to,
             &format!("the WAL directories {} and {}", o.display(), n.display()),
             &rsync(o, n, &common_root(o, n).0, to),
@@ -248,7 +247,7 @@ fn rsync_procedure(
     for t in &plan.tablespaces {
         let line = tablespace_rsync(t, (plan.old.major, plan.new.major), to);
         let what = format!("the tablespace {}", t.display());
-        elsewhere(out, r, to, &what, &line);
+        elsewhere(out, &primary, to, &what, &line);
     }
     let _ = writeln!(
         out,
@@ -277,7 +276,7 @@ fn config_dir(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
             let _ = writeln!(
                 out,
                 "    # {}, over ssh to {h}: the new configuration directory {} too (then make the standby's own changes to its postgresql.conf there again)\n    rsync --archive --relative {} {}",
-                primary_host(r),
+                primary_host(r, &plan.owner.name),
                 conf.display(),
                 q(&root.join(".").join(rel_new)),
                 shell_words::quote(&dest)
@@ -304,6 +303,20 @@ fn ctl_dir(plan: &Plan, s: &Standby<'_>) -> PathBuf {
     }
 }
 
+/// A standby's slot that the new primary will not have: said before its start command.
+fn slot_first(r: &Section, s: &Standby<'_>) -> String {
+    s.sender
+        .slot
+        .as_ref()
+        .filter(|n| !matches!(r.fate_of_slot(n), Some(Fate::Recreated | Fate::Kept)))
+        .map(|n| {
+            format!(
+                " (its slot '{n}' is not recreated: first create it on the new primary with the command the report gives)"
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// The standbys' part of the output printed when the upgrade pauses before the new
 /// primary's first start: each one's rsync, then what comes next. `resume` is the command
 /// that starts the new primary.
@@ -312,21 +325,20 @@ pub(crate) fn paused(plan: &Plan, checkpoint: Option<&str>, resume: &str) -> Str
         return String::new();
     };
     let mut out = String::from("Standbys:\n");
-    for s in each(r) {
+    for s in each(r, &plan.owner.name) {
         let _ = writeln!(
             out,
-            "  standby {}, data directory {} on {}: rebuild it now, while the new primary has never started (pg_upgrade's documented rsync for --link mode); each command as {} on the host its comment names:",
+            "  standby {}, data directory {} on {}: rebuild it now, while the new primary has never started (pg_upgrade's documented rsync for --link mode); run these in order, each on the host its comment names:",
             describe_standby(s.sender),
             s.place.old_dir.display(),
-            s.at,
-            plan.owner.name
+            s.at
         );
         rsync_procedure(&mut out, plan, r, &s, checkpoint);
         let _ = writeln!(
             out,
-            "  Then, once {resume} has started the new primary, start it on {} as {}: {} -D {} -l {} start",
+            "  Then, once {resume} has started the new primary, start it on {}{}: {} -D {} -l {} start",
             s.host,
-            plan.owner.name,
+            slot_first(r, &s),
             q(&plan.new.bindir.join("pg_ctl")),
             q(&ctl_dir(plan, &s)),
             q(&s.place.new_dir.join("startup.log"))
@@ -341,28 +353,25 @@ pub(crate) fn paused(plan: &Plan, checkpoint: Option<&str>, resume: &str) -> Str
 /// The standbys' lines of the report, once the new primary runs.
 pub(crate) fn report_lines(out: &mut String, plan: &Plan, r: &Section) {
     let rsynced = pauses(Some(r), plan.mode == crate::plan::Mode::Link);
-    for s in each(r) {
+    for s in each(r, &plan.owner.name) {
         if rsynced {
             let _ = writeln!(
                 out,
-                "  standby {}: if you rebuilt it with rsync while the upgrade paused, start it now:\n    # {}, as {}",
+                "  standby {}: if you rebuilt it with rsync while the upgrade paused, start it now:\n    # {}",
                 describe_standby(s.sender),
-                s.host,
-                plan.owner.name
+                s.host
             );
             start_new(out, plan, &s);
             let _ = writeln!(
                 out,
-                "  If you did not, rsync is no longer correct (the new primary has started): rebuild {} from a fresh base backup of the new primary, each command as {} on the host its comment names:",
-                describe_standby(s.sender),
-                plan.owner.name
+                "  If you did not, rsync is no longer correct (the new primary has started): rebuild {} from a fresh base backup of the new primary, each command on the host its comment names:",
+                describe_standby(s.sender)
             );
         } else {
             let _ = writeln!(
                 out,
-                "  standby {}: cannot follow the new major; rebuild it from a fresh base backup of the new primary, each command as {} on the host its comment names:",
-                describe_standby(s.sender),
-                plan.owner.name
+                "  standby {}: cannot follow the new major; rebuild it from a fresh base backup of the new primary, each command on the host its comment names:",
+                describe_standby(s.sender)
             );
         }
         basebackup(out, plan, r, &s);
