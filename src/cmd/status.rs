@@ -61,7 +61,7 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
         j.path().display(),
     ));
     let replication = if r.state == State::Done {
-        super::upgrade::replication_report(plan)
+        super::upgrade::replication_report(plan, &r.replication)
     } else if paused(&j) {
         super::upgrade::paused_text(plan, r.old_checkpoint.as_deref())
     } else {

@@ -144,7 +144,9 @@ fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
         // Nothing of the new cluster is worth keeping: undo it, then redo from initdb with
         // the same binaries, paths and mode.
         let old_was_running = j.record.old_was_running;
-        let undone = undo::undo_new(&p, &j, Discard::Remove)?;
+        // A run killed while the old server was fenced: its pg_hba.conf first.
+        let mut undone: Vec<String> = crate::steps::fence::lift(&p, &mut j)?.into_iter().collect();
+        undone.extend(undo::undo_new(&p, &j, Discard::Remove)?);
         for n in &undone {
             ui.line(&format!("      {n}"));
         }
@@ -286,7 +288,7 @@ fn report(run: &Run<'_>) {
     } else {
         "The new cluster is stopped; start it as you started the old one.\n".to_string()
     };
-    let replication = replication_report(&p.plan);
+    let replication = replication_report(&p.plan, &run.journal.record.replication);
     run.ui.line(&format!(
         "\nUpgraded {} (PostgreSQL {}) to {} (PostgreSQL {}) in --{} mode; downtime {downtime}.\n{running}{old_note}\n{replication}Logs: {}",
         p.plan.old.datadir.display(),
@@ -344,12 +346,15 @@ pub(crate) fn old_cluster_note(p: &Prepared) -> String {
 /// The report's replication section (empty without replication). The old cluster's origin
 /// progress is read now, after pg_upgrade stopped it for the last time: subscriptions of an
 /// old cluster before 17 resume from there.
-pub(crate) fn replication_report(plan: &crate::plan::Plan) -> String {
+pub(crate) fn replication_report(
+    plan: &crate::plan::Plan,
+    outcome: &crate::preflight::replication::Outcome,
+) -> String {
     let Some(r) = &plan.replication else {
         return String::new();
     };
     let origins = (!r.facts.subscriptions.is_empty() && plan.old.major < 17)
         .then(|| crate::inspect::replication::read_origin_progress(&plan.owner, &plan.old.datadir))
         .flatten();
-    crate::ui::replication::report(plan, origins.as_deref())
+    crate::ui::replication::report(plan, origins.as_deref(), outcome)
 }

@@ -103,13 +103,15 @@ pub(crate) struct CheckArgs {
     #[arg(short = 'U', long, env = "PGLEAP_USERNAME", value_name = "ROLE")]
     pub(crate) username: Option<String>,
 
-    /// Replication slots the upgrade cannot carry (all before 17, physical ones always):
-    /// refuse, drop them, or drop them and recreate the physical ones on the new cluster.
+    /// Replication slots the upgrade cannot carry (all before 17, physical ones always, from
+    /// 17 logical ones that have not caught up): refuse, drop them (those of 17+ right before
+    /// the stop), or drop them and recreate the physical ones on the new cluster.
     #[arg(long, env = "PGLEAP_SLOTS", value_name = "POLICY", value_enum, default_value_t = SlotPolicy::Refuse)]
     pub(crate) slots: SlotPolicy,
 
     /// Subscriptions of an old cluster before 17, which arrive disabled and without table
-    /// state: refuse, or upgrade and resume them afterwards as the report says.
+    /// state: refuse, upgrade and resume them afterwards as the report says (disable), or
+    /// have pgleap resume them after the start when their recorded state allows it (resume).
     #[arg(long, env = "PGLEAP_SUBSCRIPTIONS", value_name = "POLICY", value_enum, default_value_t = SubscriptionPolicy::Refuse)]
     pub(crate) subscriptions: SubscriptionPolicy,
 

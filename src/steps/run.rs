@@ -22,6 +22,10 @@ pub(crate) enum Finished {
 /// Runs every step after the journaled state, in order. A failure of a step that
 /// [rolls back](super::step::Step::rolls_back) puts the old cluster back first.
 pub(crate) fn carry_out(run: &mut Run<'_>) -> Result<Finished> {
+    // A run killed while the old server was fenced left its pg_hba.conf to put back.
+    if let Some(note) = super::fence::lift(run.p, &mut run.journal)? {
+        run.ui.line(&format!("      {note}"));
+    }
     for (i, step) in ORDER.iter().enumerate() {
         if step.reaches() <= run.journal.record.state {
             continue;

@@ -26,8 +26,9 @@ impl Step for StopOld {
     }
 
     fn run(&self, run: &mut Run<'_>) -> Result<()> {
-        // Before anything of the window: a refusal here leaves the old server serving.
-        super::replication::check_slots_before_stop(run)?;
+        // Before anything of the window: a refusal here leaves the old server serving (17+
+        // with logical slots: fenced, consumers waited for, see `fence`).
+        super::fence::before_stop(run)?;
         checkpoint_old(run);
         run.journal.record.window_started_ms = Some(now_millis());
         let what = format!(
@@ -44,7 +45,11 @@ impl Step for StopOld {
         // renames the old pg_control).
         let control = run.p.cluster.control_data(&run.p.runner, &run.p.old);
         run.journal.record.old_checkpoint = control.ok().map(|c| c.checkpoint);
-        run.journal.write()
+        run.journal.write()?;
+        if let Some(note) = super::fence::lift(run.p, &mut run.journal)? {
+            run.ui.line(&format!("      {note}"));
+        }
+        Ok(())
     }
 
     /// A server on the old data directory (the old one caught midway through its shutdown)
