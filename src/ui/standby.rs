@@ -375,6 +375,12 @@ pub(crate) fn report_lines(out: &mut String, plan: &Plan, r: &Section) {
             );
         }
         basebackup(out, plan, r, &s);
+        let _ = writeln!(
+            out,
+            "  Once it streams from the new primary, its old data directory {} and {} can be removed.",
+            s.place.old_dir.display(),
+            s.saved.display()
+        );
     }
     let unplaced = standbys(&r.facts).filter(|s| {
         !r.standby_places
