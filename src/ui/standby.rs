@@ -453,3 +453,110 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod procedure_tests {
+    use super::*;
+
+    /// A Debian primary (`/var/lib/postgresql/16/main`, configuration in
+    /// `/etc/postgresql/N/main`) with a tablespace and its WAL apart, and a standby on db2.
+    fn plan() -> Plan {
+        let side = |major: u32| {
+            serde_json::json!({
+                "datadir": format!("/var/lib/postgresql/{major}/main"),
+                "confdir": format!("/etc/postgresql/{major}/main"),
+                "waldir": format!("/wal/{major}"),
+                "bindir": format!("/usr/lib/postgresql/{major}/bin"),
+                "major": major,
+                "version": format!("{major}.1"),
+                "port": 5432,
+            })
+        };
+        let sender = serde_json::json!({
+            "pid": 1, "user": "replicator", "application_name": "db2", "client_addr": "10.0.0.2",
+            "state": "streaming", "slot": "db2", "logical": false,
+        });
+        let replication = serde_json::json!({
+            "policies": {"slots": "recreate-physical", "subscriptions": "refuse", "standbys": "rebuild-later"},
+            "facts": {
+                "in_recovery": false, "wal_level": "replica", "max_replication_slots": 10,
+                "current_lsn": "0/3000000", "senders": [sender], "slots": [], "subscriptions": [],
+                "publications": [],
+            },
+            "slots": [["db2", "recreated"]], "subscriptions": [], "standbys": [["db2", "rebuild"]],
+            "hostname": "db1",
+            "standby_places": [{
+                "name": "db2", "host": "10.0.0.2", "given": false,
+                "old_dir": "/var/lib/postgresql/16/main", "new_dir": "/var/lib/postgresql/17/main",
+            }],
+        });
+        serde_json::from_value(serde_json::json!({
+            "old": side(16), "new": side(17), "mode": "link", "mode_reason": "", "jobs": 1,
+            "owner": {"uid": 101, "gid": 101, "name": "postgres", "home": "/var/lib/postgresql"},
+            "work_dir": "/var/lib/postgresql/.pgleap", "old_running": true, "old_state": "",
+            "tablespaces": ["/srv/ts"], "initdb": null, "space": [], "relation_bytes": 0,
+            "estimated_downtime_secs": 1, "analyze": true, "leave_stopped": false, "steps": [],
+            "replication": replication,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_remote_standby_of_a_debian_primary_gets_every_directory() {
+        let plan = plan();
+        let text = paused(&plan, Some("0/2000028"), "pgleap upgrade --cluster 16/main");
+        let commands: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("    ") && !l.trim_start().starts_with('#'))
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            commands,
+            [
+                "! /usr/lib/postgresql/16/bin/pg_ctl -D /var/lib/postgresql/16/main status >/dev/null || /usr/lib/postgresql/16/bin/pg_ctl -D /var/lib/postgresql/16/main stop -m fast",
+                "LC_ALL=C /usr/lib/postgresql/16/bin/pg_controldata -D /var/lib/postgresql/16/main | grep -qx 'Latest checkpoint location: *0/2000028' || { echo 'standby db2 is not caught up with the old primary (its latest checkpoint location is not 0/2000028): do not rsync it; rebuild it from a base backup once the upgrade is done' >&2; false; }",
+                "cp /var/lib/postgresql/16/main/postgresql.auto.conf /var/lib/postgresql/16/main.standby.auto.conf",
+                "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative /var/lib/postgresql/./16/main /var/lib/postgresql/./17/main 10.0.0.2:/var/lib/postgresql/",
+                "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative /wal/./16 /wal/./17 10.0.0.2:/wal/",
+                "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative /srv/ts/./PG_16_* /srv/ts/./PG_17_* 10.0.0.2:/srv/ts/",
+                "touch /var/lib/postgresql/17/main/standby.signal",
+                "{ echo '# pgleap: the settings of this standby, from its old postgresql.auto.conf'; cat /var/lib/postgresql/16/main.standby.auto.conf; } >> /var/lib/postgresql/17/main/postgresql.auto.conf",
+                "rsync --archive --relative /etc/postgresql/./17/main 10.0.0.2:/etc/postgresql/",
+            ]
+        );
+        assert!(
+            text.contains("    # the primary's host (db1), as postgres, over ssh to 10.0.0.2: copy the upgraded primary's directories"),
+            "{text}"
+        );
+        assert!(
+            text.contains("start it on the standby's host 10.0.0.2, as postgres: /usr/lib/postgresql/17/bin/pg_ctl -D /etc/postgresql/17/main -l /var/lib/postgresql/17/main/startup.log start"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_remote_standby_of_a_copy_upgrade_gets_a_base_backup() {
+        let mut plan = plan();
+        plan.mode = crate::plan::Mode::Copy;
+        let r = plan.replication.clone().unwrap();
+        let mut text = String::new();
+        report_lines(&mut text, &plan, &r);
+        let commands: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("    ") && !l.trim_start().starts_with('#'))
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            commands,
+            [
+                "! /usr/lib/postgresql/16/bin/pg_ctl -D /var/lib/postgresql/16/main status >/dev/null || /usr/lib/postgresql/16/bin/pg_ctl -D /var/lib/postgresql/16/main stop -m fast",
+                "cp /var/lib/postgresql/16/main/postgresql.auto.conf /var/lib/postgresql/16/main.standby.auto.conf",
+                "/usr/lib/postgresql/17/bin/pg_basebackup -h db1 -p 5432 -U replicator -D /var/lib/postgresql/17/main -X stream -R --checkpoint=fast -S db2",
+                "{ echo '# pgleap: the settings of this standby, from its old postgresql.auto.conf'; cat /var/lib/postgresql/16/main.standby.auto.conf; } >> /var/lib/postgresql/17/main/postgresql.auto.conf",
+                "rsync --archive --relative /etc/postgresql/./17/main 10.0.0.2:/etc/postgresql/",
+                "/usr/lib/postgresql/17/bin/pg_ctl -D /etc/postgresql/17/main -l /var/lib/postgresql/17/main/startup.log start",
+            ]
+        );
+        assert!(!text.contains("rsync --archive --delete"), "{text}");
+    }
+}
