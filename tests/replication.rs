@@ -613,7 +613,19 @@ fn standby_places_are_refused_then_a_paused_upgrade_rolls_back() {
 
     let rows_before = rows(16, &fx.socket, fx.port, "t");
     let mapping = format!("walreceiver={}", sb.dir.display());
-    with(&["--standby", &mapping]).success();
+    let paused = with(&["--standby", &mapping, "--json"]);
+    paused.success();
+    let doc: serde_json::Value = serde_json::from_str(&paused.stdout).unwrap();
+    assert_eq!(doc["paused"], true, "{}", paused.stdout);
+    assert_eq!(doc["state"], "upgraded");
+    assert_eq!(
+        doc["next"],
+        format!(
+            "pgleap upgrade --old-datadir {} --new-datadir {}",
+            fx.datadir.display(),
+            fx.new_datadir(17).display()
+        )
+    );
     let status = fx.pgleap(target(&fx, "status", 17));
     status.success();
     assert!(
