@@ -135,6 +135,20 @@ impl Entrypoint {
         .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut cmd = Command::new(SCRIPT);
+        // A container's entrypoint starts with SIGINT and SIGTERM at their defaults. A test
+        // binary started as a background job of a non-interactive shell inherits SIGINT
+        // ignored, and a shell cannot trap a signal ignored at its start: restore it.
+        // SAFETY: signal(2) is async-signal-safe, and nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::signal::signal(
+                    nix::sys::signal::Signal::SIGINT,
+                    nix::sys::signal::SigHandler::SigDfl,
+                )
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+            });
+        }
         cmd.env_clear()
             .env(
                 "PATH",
