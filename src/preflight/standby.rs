@@ -8,6 +8,7 @@
 //! the same place relative to the directory both of the primary's data directories share
 //! (`16` beside `17`, or `16/main` beside `17/main`), and its new one lands there too.
 
+use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
@@ -119,12 +120,28 @@ pub(crate) fn standby_root(standby_old: &Path, rel_old: &Path) -> Option<PathBuf
     Some(root)
 }
 
-/// Whether the client address is this host (a Unix socket, or loopback).
-fn on_this_host(s: &Sender) -> bool {
+/// Whether the client address is this host: a Unix socket, loopback, or the address of one
+/// of this host's interfaces (its paths cannot then be the primary's).
+fn on_this_host(s: &Sender, local: &[IpAddr]) -> bool {
     s.client_addr.as_deref().is_none_or(|a| {
-        a.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        a.parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || local.contains(&ip))
     })
+}
+
+/// The addresses of this host's network interfaces.
+fn local_addresses() -> Vec<IpAddr> {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    interfaces
+        .filter_map(|i| i.address)
+        .filter_map(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect()
 }
 
 /// Resolves each connected standby's place, with the refusals for what cannot be: a
@@ -157,10 +174,11 @@ pub(crate) fn resolve(
         }
     }
     let (_, rel_old, rel_new) = common_root(old, new);
+    let local = local_addresses();
     let mut places = Vec::new();
     for s in connected {
         let arg = given.iter().find(|g| g.name == s.application_name);
-        let here = on_this_host(s);
+        let here = on_this_host(s, &local);
         let place = match arg {
             Some(a) => Place {
                 name: s.application_name.clone(),
@@ -251,6 +269,27 @@ mod tests {
         assert!("=/srv/16".parse::<StandbyArg>().is_err());
         assert!("walreceiver".parse::<StandbyArg>().is_err());
         assert!("w=/srv/../16".parse::<StandbyArg>().is_err());
+    }
+
+    #[test]
+    fn a_standby_connecting_from_an_address_of_this_host_is_on_this_host() {
+        let sender = |addr: Option<&str>| Sender {
+            pid: 1,
+            user: "postgres".into(),
+            application_name: "walreceiver".into(),
+            client_addr: addr.map(Into::into),
+            state: "streaming".into(),
+            slot: None,
+            logical: false,
+        };
+        let local = local_addresses();
+        assert!(local.iter().any(IpAddr::is_loopback), "{local:?}");
+        for ip in &local {
+            assert!(on_this_host(&sender(Some(&ip.to_string())), &local), "{ip}");
+        }
+        assert!(on_this_host(&sender(None), &local));
+        assert!(on_this_host(&sender(Some("127.0.0.2")), &local));
+        assert!(!on_this_host(&sender(Some("192.0.2.77")), &local));
     }
 
     #[test]
