@@ -90,6 +90,9 @@ pub(crate) struct Record {
     /// How long the old server took to shut down (its shutdown checkpoint, mostly).
     #[serde(default)]
     pub(crate) shutdown_seconds: Option<f64>,
+    /// What ANALYZE did after the window, with when each stage covered every relation.
+    #[serde(default)]
+    pub(crate) analyze: Option<crate::inspect::analyze::AnalyzeReport>,
     /// When stop-old began (ms since the epoch): downtime is measured from here, across a
     /// resume if need be.
     #[serde(default)]
@@ -144,6 +147,7 @@ impl Journal {
             downtime_seconds: None,
             pre_stop_checkpoint: None,
             shutdown_seconds: None,
+            analyze: None,
             window_started_ms: None,
             new_checkpoint: None,
             new_next_xid: None,

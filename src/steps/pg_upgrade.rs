@@ -8,6 +8,7 @@ use crate::exec::ownerfs;
 use crate::exec::process::Owner;
 use crate::exec::process::{Logged, Opts};
 use crate::exec::server::{self, Fence};
+use crate::plan::Mode;
 use crate::plan::prepare::Prepared;
 use crate::state::identity;
 use crate::state::journal::State;
@@ -31,9 +32,19 @@ impl Step for PgUpgrade {
     fn run(&self, run: &mut Run<'_>) -> Result<()> {
         let new = run.p.plan.new.datadir.clone();
         let confdir = run.p.plan.new.conf_dir();
-        let what = format!("--{} with {} jobs", run.p.plan.mode.name(), run.p.plan.jobs);
+        // The journaled mode: auto may have fallen back from copy-file-range at the check.
+        let mode = run.journal.record.plan.mode;
+        let what = format!("--{} with {} jobs", mode.name(), run.p.plan.jobs);
         run.step(self, &what, |r| {
-            pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, false)
+            pg_upgrade(
+                r.p,
+                mode,
+                &new,
+                &confdir,
+                &r.p.plan.work_dir,
+                &r.log_dir,
+                false,
+            )
         })?;
         // pg_upgrade started and stopped the old cluster; from now on nothing should.
         run.journal.record.identity.old_control_mtime =
@@ -72,11 +83,12 @@ pub(crate) fn restore_control(owner: &Owner, old: &Path) -> Result<Option<String
     Ok(None)
 }
 
-/// Runs pg_upgrade (or `pg_upgrade --check`) from `cwd`, where it leaves its scripts, and
-/// moves its log directory into `log_dir`. Configuration directories outside the data
-/// directories (Debian) are what pg_upgrade is given: it asks `postgres -C data_directory`.
+/// Runs pg_upgrade (or `pg_upgrade --check`) in `mode` from `cwd`, where it leaves its
+/// scripts, and moves its log directory into `log_dir`. Configuration directories outside the
+/// data directories (Debian) are what pg_upgrade is given: it asks `postgres -C data_directory`.
 pub(crate) fn pg_upgrade(
     p: &Prepared,
+    mode: Mode,
     new_datadir: &Path,
     new_confdir: &Path,
     cwd: &Path,
@@ -84,7 +96,7 @@ pub(crate) fn pg_upgrade(
     check: bool,
 ) -> Result<Logged> {
     let fence = Fence::new(p.runner.owner())?;
-    let args = arguments(p, &fence, new_confdir, check)?;
+    let args = arguments(p, mode, &fence, new_confdir, check)?;
     let progress = crate::ui::progress::Progress::new(if check {
         "pg_upgrade --check"
     } else {
@@ -115,10 +127,7 @@ pub(crate) fn pg_upgrade(
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     let out = std::thread::scope(|s| {
-        if !check
-            && p.plan.mode != crate::plan::Mode::Link
-            && p.plan.mode != crate::plan::Mode::Swap
-        {
+        if !check && mode != Mode::Link && mode != Mode::Swap {
             // Copying modes: follow the new cluster's user relation files as they grow.
             let dirs = copied_dirs(p, new_datadir);
             let expected = p.plan.user_relation_bytes;
@@ -178,7 +187,13 @@ fn copied_dirs<'a>(p: &'a Prepared, new_datadir: &Path) -> impl Fn() -> Vec<Path
 
 /// pg_upgrade's arguments: both installations and clusters, the fenced socket directory
 /// and hba, the mode's flag, and what each target major supports.
-fn arguments(p: &Prepared, fence: &Fence, new_confdir: &Path, check: bool) -> Result<Vec<String>> {
+fn arguments(
+    p: &Prepared,
+    mode: Mode,
+    fence: &Fence,
+    new_confdir: &Path,
+    check: bool,
+) -> Result<Vec<String>> {
     let opts = p.plan.initdb.as_ref().ok_or(Error::SuperuserUnknown)?;
     let live = check && p.cluster.is_running();
     let old_port = p.plan.old.port;
@@ -203,7 +218,7 @@ fn arguments(p: &Prepared, fence: &Fence, new_confdir: &Path, check: bool) -> Re
     if !live {
         args.push(format!("--old-options={hba}"));
     }
-    let flag = p.plan.mode.pg_upgrade_flag();
+    let flag = mode.pg_upgrade_flag();
     // 16: --copy became an option; older pg_upgrade copies by default and rejects the flag.
     if flag != "--copy" || p.new.major >= 16 {
         args.push(flag.to_string());
