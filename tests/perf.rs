@@ -183,6 +183,19 @@ fn checkpoints_before_the_stop_under_write_load_and_reports_the_shutdown() {
     );
     let steps = doc["steps"].as_array().unwrap();
     assert!(steps.iter().any(|s| s["name"] == "stop-old"), "{steps:?}");
+    // pg_upgrade's phases, timed from its output: the transfer phase among them, said.
+    let phases = doc["pg_upgrade_phases"].as_array().unwrap();
+    let linking = phases
+        .iter()
+        .find(|p| p["name"] == "Linking user relation files")
+        .unwrap_or_else(|| panic!("{phases:?}"));
+    assert!(linking["seconds"].as_f64().unwrap() >= 0.0, "{phases:?}");
+    assert!(phases.len() >= 5, "{phases:?}");
+    assert!(
+        run.stderr.contains("      Linking user relation files: "),
+        "{}",
+        run.stderr
+    );
     // The data is all there (the load only updates rows).
     assert_eq!(
         fx.sql("postgres", "SELECT count(*) FROM pgbench_accounts"),

@@ -253,6 +253,7 @@ fn report(run: &Run<'_>) {
         "downtime_seconds": r.downtime_seconds,
         "downtime_estimate": run.estimate,
         "shutdown_seconds": r.shutdown_seconds,
+        "pg_upgrade_phases": r.pg_upgrade_phases,
         "pre_stop_checkpoint": r.pre_stop_checkpoint,
         "new_running": run.leave_running(),
         "config": run.carried,

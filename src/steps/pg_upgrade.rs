@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Finding, Result};
 use crate::exec::ownerfs;
+use crate::exec::phases::{PhaseClock, PhaseTime};
+use crate::exec::process::Opts;
 use crate::exec::process::Owner;
-use crate::exec::process::{Logged, Opts};
 use crate::exec::server::{self, Fence};
 use crate::plan::Mode;
 use crate::plan::prepare::Prepared;
@@ -36,7 +37,7 @@ impl Step for PgUpgrade {
         let mode = run.journal.record.plan.mode;
         let what = format!("--{} with {} jobs", mode.name(), run.p.plan.jobs);
         run.step(self, &what, |r| {
-            pg_upgrade(
+            let phases = pg_upgrade(
                 r.p,
                 mode,
                 &new,
@@ -44,17 +45,23 @@ impl Step for PgUpgrade {
                 &r.p.plan.work_dir,
                 &r.log_dir,
                 false,
-            )
-        })?;
-        // pg_upgrade started and stopped the old cluster; from now on nothing should.
-        run.journal.record.identity.old_control_mtime =
-            identity::control_mtime(&run.p.plan.old.datadir);
-        run.journal.write()?;
-        // Without this record, a later rollback judges a start from pg_control's state alone.
-        if let Err(e) = crate::steps::crossing::record_checkpoint(run.p, &mut run.journal) {
-            tracing::warn!("cannot record the new cluster's checkpoint: {e}");
-        }
-        Ok(())
+            )?;
+            if let Some(t) = crate::exec::phases::transfer(&phases) {
+                r.ui.line(&format!("      {}: {:.1}s", t.name, t.seconds));
+            }
+            r.journal.record.pg_upgrade_phases = phases;
+            // pg_upgrade started and stopped the old cluster; from now on nothing should.
+            // What follows is journaled with the step's end: no extra write in the window.
+            r.journal.record.identity.old_control_mtime =
+                identity::control_mtime(&r.p.plan.old.datadir);
+            // Without this record, a later rollback judges a start from pg_control's state
+            // alone.
+            match crate::steps::crossing::new_checkpoint(r.p) {
+                Ok(c) => r.journal.record.new_checkpoint = Some(c),
+                Err(e) => tracing::warn!("cannot record the new cluster's checkpoint: {e}"),
+            }
+            Ok(())
+        })
     }
 
     /// Stops the servers pg_upgrade left running (on the new and the old data directory),
@@ -84,7 +91,8 @@ pub(crate) fn restore_control(owner: &Owner, old: &Path) -> Result<Option<String
 }
 
 /// Runs pg_upgrade (or `pg_upgrade --check`) in `mode` from `cwd`, where it leaves its
-/// scripts, and moves its log directory into `log_dir`. Configuration directories outside the
+/// scripts, and moves its log directory into `log_dir`; returns how long each of its phases
+/// took. Configuration directories outside the
 /// data directories (Debian) are what pg_upgrade is given: it asks `postgres -C data_directory`.
 pub(crate) fn pg_upgrade(
     p: &Prepared,
@@ -94,7 +102,7 @@ pub(crate) fn pg_upgrade(
     cwd: &Path,
     log_dir: &Path,
     check: bool,
-) -> Result<Logged> {
+) -> Result<Vec<PhaseTime>> {
     let fence = Fence::new(p.runner.owner())?;
     let args = arguments(p, mode, &fence, new_confdir, check)?;
     let progress = crate::ui::progress::Progress::new(if check {
@@ -104,7 +112,13 @@ pub(crate) fn pg_upgrade(
     });
     // Header lines name the phase; indented lines are its items (databases, files).
     let phase = std::sync::Mutex::new(String::new());
+    let clock = std::sync::Mutex::new(PhaseClock::default());
+    let started = std::time::Instant::now();
     let on_output = |line: &str| {
+        clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .line(line, started.elapsed().as_secs_f64());
         let mut current = phase
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -139,9 +153,13 @@ pub(crate) fn pg_upgrade(
         out
     })?;
     progress.finish();
+    let phases = clock
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .finish(started.elapsed().as_secs_f64());
     let moved = move_output_dir(p.runner.owner(), new_datadir, log_dir, check);
     if out.status.success() {
-        Ok(out)
+        Ok(phases)
     } else {
         let report = moved
             .as_ref()
