@@ -539,3 +539,68 @@ fn status_after_finalize_needs_only_the_old_path() {
         run.stderr
     );
 }
+
+/// pgleap killed inside its own ANALYZE, after it wrote statistics but before the journal
+/// recorded the step: with the new server fenced (`--leave-stopped`), every transaction on it
+/// is pgleap's, and rollback needs no `--discard-new-writes`.
+#[test]
+fn killed_within_analyze_of_a_fenced_new_cluster_rolls_back() {
+    let (fx, rows) = fixture();
+    let mut args = upgrade_args(&fx, "copy");
+    args.push("--leave-stopped".into());
+    let crashed = pgleap_env(&args, &[("PGLEAP_FAULT", "within:analyze")]);
+    assert_eq!(crashed.status.signal(), Some(9), "{}", crashed.stderr);
+    let j = journal(&fx, NEW).unwrap();
+    assert_eq!(j["running"], "analyze", "{j}");
+    // The orphaned new server still runs fenced, and ANALYZE wrote transactions on it.
+    let pid = std::fs::read_to_string(fx.new_datadir(NEW).join("postmaster.pid")).unwrap();
+    let socket = pid.lines().nth(4).unwrap().trim().to_string();
+    assert!(socket.starts_with("/tmp/pgleap-"), "{pid}");
+    assert_eq!(pid.lines().nth(5).map(str::trim), Some(""), "{pid}");
+    let now = common::psql(
+        NEW,
+        Path::new(&socket),
+        fx.port,
+        "postgres",
+        "postgres",
+        "SELECT pg_catalog.txid_current() - 1",
+    );
+    let base = j["new_next_xid"].as_u64().unwrap();
+    assert!(
+        now.trim().parse::<u64>().unwrap() > base,
+        "ANALYZE wrote no transaction ({now} after {base}): the test proves nothing"
+    );
+
+    let rolled = common::pgleap(target_args(&fx, "rollback", &[]));
+    rolled.success();
+    assert_old_back(&fx, &rows);
+}
+
+/// The same crash with the new server live (clients back at start-new): the transactions
+/// since pgleap last counted may be clients', so rollback still refuses and changes nothing.
+#[test]
+fn killed_within_analyze_of_a_live_new_cluster_refuses_to_roll_back() {
+    let (fx, _rows) = fixture();
+    let crashed = pgleap_env(
+        &upgrade_args(&fx, "copy"),
+        &[("PGLEAP_FAULT", "within:analyze")],
+    );
+    assert_eq!(crashed.status.signal(), Some(9), "{}", crashed.stderr);
+    let before = common::snapshot(&fx.datadir);
+    let run = common::pgleap(target_args(&fx, "rollback", &["--yes"]));
+    run.refused(&format!(
+        "the new cluster at {} has run ",
+        fx.new_datadir(NEW).display()
+    ))
+    .refused("counting those of pgleap's own interrupted analyze step); rolling back would lose");
+    common::assert_unchanged(
+        &before,
+        &common::snapshot(&fx.datadir),
+        "a refused rollback",
+    );
+    let v = fx.sql("postgres", "SHOW server_version_num");
+    assert!(
+        v.starts_with(&NEW.to_string()),
+        "the new server still serves: {v}"
+    );
+}

@@ -5,7 +5,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{Fixture, Run, bindir, chown};
 
@@ -559,44 +559,12 @@ fn removed_contrib_extension_names_no_package() {
 // PostgreSQL rejects, and check and upgrade refused with "could not connect".
 #[test]
 fn server_key_symlink_to_a_group_readable_key_is_kept() {
-    use std::os::unix::fs::PermissionsExt as _;
     if !common::is_root() {
         eprintln!("skipped: needs root (a root-owned key)");
         return;
     }
     let fx = Fixture::new(16).running().build();
-    let ssl = fx.root.path().join("ssl");
-    std::fs::create_dir(&ssl).unwrap();
-    let (key, crt) = (ssl.join("snakeoil.key"), ssl.join("snakeoil.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .unwrap();
-    common::ok(&out, "openssl req");
-    // Debian's group is ssl-cert; the fixture starts servers with the owner's primary group
-    // only, so that group stands in for it: root owns the key, the owner's group reads it.
-    nix::unistd::chown(&key, Some(0.into()), Some(common::owner().gid.into())).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
-    std::fs::set_permissions(&crt, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::os::unix::fs::symlink(&key, fx.datadir.join("server.key")).unwrap();
-    std::os::unix::fs::symlink(&crt, fx.datadir.join("server.crt")).unwrap();
-    append_conf(&fx, "ssl = on\n");
-    fx.stop();
-    fx.start();
+    let (key, crt) = serve_ssl_with_a_root_owned_key(&fx, "snakeoil.key", "snakeoil.pem");
     assert_eq!(fx.sql("postgres", "SHOW ssl").trim(), "on");
 
     fx.pgleap(fx.args("check", 17, &[])).success();
@@ -672,36 +640,7 @@ fn new_server_fatal_is_quoted_in_the_refusal() {
         return;
     }
     let fx = Fixture::new(16).running().build();
-    let ssl = fx.root.path().join("ssl");
-    std::fs::create_dir(&ssl).unwrap();
-    let (key, crt) = (ssl.join("server.key"), ssl.join("server.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .unwrap();
-    common::ok(&out, "openssl req");
-    nix::unistd::chown(&key, Some(0.into()), Some(common::owner().gid.into())).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
-    std::fs::set_permissions(&crt, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::os::unix::fs::symlink(&key, fx.datadir.join("server.key")).unwrap();
-    std::os::unix::fs::symlink(&crt, fx.datadir.join("server.crt")).unwrap();
-    append_conf(&fx, "ssl = on\n");
-    fx.stop();
-    fx.start();
+    let (key, _crt) = serve_ssl_with_a_root_owned_key(&fx, "server.key", "server.pem");
     // The running server has loaded its key; a server starting now cannot read it.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let run = fx.pgleap(fx.args("check", 17, &[]));
@@ -781,4 +720,44 @@ fn downtime_estimate_shows_its_basis_and_is_near_the_measured_downtime() {
         "estimate {estimate:.1}s against {measured:.1}s measured ({})",
         scaled["basis"]
     );
+}
+
+/// Makes a self-signed key pair in `<root>/ssl` whose key root owns and the owner's group
+/// reads (0640, as Debian's snakeoil key for the group ssl-cert), links it as the data
+/// directory's `server.key`/`server.crt`, and restarts the fixture with `ssl = on`.
+fn serve_ssl_with_a_root_owned_key(fx: &Fixture, key: &str, crt: &str) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ssl = fx.root.path().join("ssl");
+    std::fs::create_dir(&ssl).unwrap();
+    let (key, crt) = (ssl.join(key), ssl.join(crt));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    common::ok(&out, "openssl req");
+    // Debian's group is ssl-cert; the fixture starts servers with the owner's primary group
+    // only, so that group stands in for it: root owns the key, the owner's group reads it.
+    nix::unistd::chown(&key, Some(0.into()), Some(common::owner().gid.into())).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(&crt, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&key, fx.datadir.join("server.key")).unwrap();
+    std::os::unix::fs::symlink(&crt, fx.datadir.join("server.crt")).unwrap();
+    append_conf(fx, "ssl = on\n");
+    fx.stop();
+    fx.start();
+    (key, crt)
 }

@@ -524,3 +524,133 @@ fn postgresql_common_cluster() -> (Fixture, PathBuf) {
     }
     (fx, confdir)
 }
+
+/// A scratch area inside the data directory, and an existing directory that is not a
+/// rehearsal's: both refused before anything is copied, and nothing is written there.
+#[test]
+fn scratch_inside_the_cluster_or_not_a_rehearsals_is_refused() {
+    let fx = Fixture::new(16).build();
+    let unexpected = |before: &Snapshot| -> Vec<PathBuf> {
+        changed(before, &common::snapshot(&fx.datadir))
+            .into_iter()
+            .filter(|p| !written_by_a_start_and_stop(&fx.datadir, p))
+            .collect()
+    };
+
+    let inside = fx.datadir.join("rehearsal");
+    let before = common::snapshot(&fx.datadir);
+    let run = rehearse(&fx, &["--scratch", inside.to_str().unwrap()]);
+    run.refused(&format!(
+        "the scratch area {} overlaps {}, which the old cluster uses",
+        inside.display(),
+        fx.datadir.display()
+    ))
+    .refused("Pass --scratch with a directory outside the data directory, its tablespaces and its WAL directory");
+    assert!(!inside.exists(), "the refused scratch area was created");
+    assert_eq!(unexpected(&before), Vec::<PathBuf>::new());
+
+    let foreign = fx.root.path().join("not-a-rehearsal");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("keep.txt"), "somebody's file\n").unwrap();
+    let foreign_before = common::snapshot(&foreign);
+    let before = common::snapshot(&fx.datadir);
+    let run = rehearse(&fx, &["--scratch", foreign.to_str().unwrap()]);
+    run.refused(&format!(
+        "{} exists and is not a rehearsal's scratch area (it has no rehearsal.json)",
+        foreign.display()
+    ))
+    .refused("Remove it, or pass --scratch with a directory that does not exist yet");
+    common::assert_unchanged(
+        &foreign_before,
+        &common::snapshot(&foreign),
+        "a refused rehearsal",
+    );
+    assert_eq!(unexpected(&before), Vec::<PathBuf>::new());
+    assert!(
+        siblings(&fx, ".pgleap-").is_empty(),
+        "{:?}",
+        siblings(&fx, ".pgleap-")
+    );
+}
+
+/// A smoke-test file for the owner to read.
+fn smoke_file(fx: &Fixture, name: &str, sql: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let f = fx.root.path().join(name);
+    std::fs::write(&f, sql).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    f
+}
+
+/// `--smoke-sql` runs on the upgraded copy and its output is in the report; `--max-rate`
+/// reaches pg_basebackup. A failing smoke query fails the rehearsal (exit 1) and says so.
+#[test]
+fn smoke_queries_run_on_the_upgraded_copy_and_a_failing_one_fails_the_rehearsal() {
+    let fx = Fixture::new(16).running().build();
+    fx.sql(
+        "postgres",
+        "CREATE TABLE smoke AS SELECT g AS id FROM generate_series(1, 4321) g",
+    );
+    let good = smoke_file(
+        &fx,
+        "good.sql",
+        "SELECT 'rows: ' || count(*) AS smoke FROM smoke;\nSELECT current_setting('server_version_num')::int / 10000 AS major;\n",
+    );
+    let run = rehearse(
+        &fx,
+        &[
+            "--smoke-sql",
+            good.to_str().unwrap(),
+            "--max-rate",
+            "64M",
+            "-vv",
+        ],
+    );
+    run.success();
+    assert!(
+        run.stderr.contains("--max-rate=64M"),
+        "pg_basebackup was not given the rate:\n{}",
+        run.stderr
+    );
+    let doc = run.json();
+    assert_eq!(doc["copy"]["method"], "base-backup", "{:#}", doc["copy"]);
+    let smoke = &doc["smoke"];
+    assert_eq!(smoke["ok"], true, "{smoke:#}");
+    let output = smoke["output"].as_str().unwrap();
+    assert!(output.contains("rows: 4321"), "{output}");
+    assert!(
+        output.contains(" 17\n") || output.ends_with(" 17"),
+        "ran on the upgraded copy: {output}"
+    );
+    assert!(output.contains("Time: "), "no statement timings: {output}");
+
+    let bad = smoke_file(
+        &fx,
+        "bad.sql",
+        "SELECT count(*) FROM smoke;\nSELECT * FROM no_such_table;\nSELECT 'not reached';\n",
+    );
+    let run = rehearse(&fx, &["--smoke-sql", bad.to_str().unwrap()]);
+    assert_eq!(run.code(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the rehearsal found a failing smoke query; the report lists them"),
+        "{}",
+        run.stderr
+    );
+    let smoke = &run.json()["smoke"];
+    assert_eq!(smoke["ok"], false, "{smoke:#}");
+    let output = smoke["output"].as_str().unwrap();
+    assert!(
+        output.contains("relation \"no_such_table\" does not exist"),
+        "{output}"
+    );
+    assert!(
+        !output.contains("not reached"),
+        "psql went on after the error: {output}"
+    );
+    assert!(
+        siblings(&fx, ".pgleap-").is_empty(),
+        "{:?}",
+        siblings(&fx, ".pgleap-")
+    );
+}

@@ -72,10 +72,12 @@ fn standby_of(fx: &Fixture, slot: Option<&str>) -> Standby {
         &as_owner(&fx.bindir().join("pg_basebackup"), &args),
         "pg_basebackup",
     );
+    // The standby's own setting beside primary_conninfo (the primary's postgresql.conf came
+    // with the base backup): its rebuild must keep it.
     let port = port();
-    let conf = dir.join("postgresql.conf");
+    let conf = dir.join("postgresql.auto.conf");
     let text = std::fs::read_to_string(&conf).unwrap();
-    std::fs::write(&conf, format!("{text}\nport = {port}\n")).unwrap();
+    std::fs::write(&conf, format!("{text}port = {port}\n")).unwrap();
     common::start_server(fx.major, &dir, &fx.root.path().join("standby.log"));
     wait_until("the standby streams", || {
         fx.sql(
@@ -239,11 +241,9 @@ fn lagging_slot_of_17_is_refused_before_the_stop() {
         "postgres",
         "SELECT pg_backend_pid() > 0; SELECT pg_postmaster_start_time()",
     );
-    for extra in [&[][..], &["--slots", "drop"][..]] {
-        let run = fx.pgleap(upgrade_args(&fx, 18, extra));
-        run.refused("'lagging' (logical, test_decoding, database postgres) has no consumer connected and changes it has not confirmed")
-            .refused("Let each consumer catch up");
-    }
+    let run = fx.pgleap(upgrade_args(&fx, 18, &[]));
+    run.refused("'lagging' (logical, test_decoding, database postgres) has no consumer connected and changes it has not confirmed")
+        .refused("Let each consumer catch up");
     assert!(!fx.new_datadir(18).exists());
     assert_eq!(
         fx.sql(
@@ -400,6 +400,106 @@ fn subscriber_of_16_resumes_with_exactly_the_publishers_rows() {
     assert_eq!(count.trim(), "1310|1310", "no row lost, none twice");
 }
 
+/// The lines indented by 4 spaces (commands and the `#` comments naming where they run)
+/// right after the first line of `out` that starts with `header`.
+fn printed_block(out: &str, header: &str) -> Vec<String> {
+    let mut lines = out.lines().skip_while(|l| !l.starts_with(header));
+    assert!(lines.next().is_some(), "no {header:?} in:\n{out}");
+    let block: Vec<String> = lines
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| l[4..].to_string())
+        .collect();
+    assert!(!block.is_empty(), "nothing under {header:?} in:\n{out}");
+    block
+}
+
+/// Runs printed lines verbatim as the owner, as one `bash -e` script: no preamble.
+fn run_verbatim(lines: &[String]) -> String {
+    let script = lines.join("\n");
+    ok(
+        &as_owner(Path::new("/bin/bash"), &["-e", "-c", &script]),
+        &format!("the printed commands:\n{script}"),
+    )
+}
+
+/// The journal of the fixture's upgrade to `new`.
+fn journal(fx: &Fixture, new: u32) -> serde_json::Value {
+    let dir = fx.new_datadir(new);
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let path = dir
+        .with_file_name(format!(".pgleap-{name}-{}-to-{new}", fx.major))
+        .join("journal.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn control_field(major: u32, datadir: &Path, field: &str) -> String {
+    let out = ok(
+        &as_owner(
+            &bindir(major).join("pg_controldata"),
+            &[datadir.display().to_string().as_str()],
+        ),
+        "pg_controldata",
+    );
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {out}"))
+        .trim()
+        .to_string()
+}
+
+fn target(fx: &Fixture, command: &str, new_major: u32) -> Vec<String> {
+    vec![
+        command.to_string(),
+        "--old-datadir".into(),
+        fx.datadir.display().to_string(),
+        "--new-datadir".into(),
+        fx.new_datadir(new_major).display().to_string(),
+    ]
+}
+
+/// The upgrade to 17 paused after pg_upgrade, before the new primary's first start: it says
+/// so, no server ran on the new cluster (none runs, and pg_upgrade's own shutdown checkpoint
+/// is still its latest), and the procedure checks the standby against the old primary's
+/// shutdown checkpoint as journaled.
+fn assert_paused_before_start(fx: &Fixture, stderr: &str) {
+    let new = fx.new_datadir(17);
+    assert!(
+        stderr.contains(&format!("Paused before the new primary's first start, so that the standbys can be rebuilt with rsync: pg_upgrade has finished in --link mode and no server has run on {}. The downtime window is still open: clients are still down.", new.display())),
+        "{}",
+        stderr
+    );
+    assert_eq!(
+        stderr.trim_end().lines().last().unwrap(),
+        format!(
+            "Next: pgleap upgrade --old-datadir {0} --new-datadir {1} starts the new primary and closes the window; or pgleap rollback --old-datadir {0} --new-datadir {1} brings the old primary back.",
+            fx.datadir.display(),
+            new.display()
+        )
+    );
+    // The new primary never started: no server on it, and pg_upgrade's own shutdown
+    // checkpoint is still its latest.
+    assert!(!new.join("postmaster.pid").exists());
+    let j = journal(fx, 17);
+    assert_eq!(j["state"], "upgraded");
+    assert_eq!(j["paused_for_standbys"], true);
+    assert_eq!(
+        control_field(17, &new, "Database cluster state"),
+        "shut down"
+    );
+    assert_eq!(
+        control_field(17, &new, "Latest checkpoint location"),
+        j["new_checkpoint"].as_str().unwrap()
+    );
+    let old_checkpoint = j["old_checkpoint"].as_str().unwrap().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "its latest checkpoint must be the primary's shutdown checkpoint, {old_checkpoint}"
+        )),
+        "{}",
+        stderr
+    );
+}
+
 #[test]
 fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
     let fx = Fixture::new(16).running().build();
@@ -410,44 +510,63 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
         .refused("Pass --standbys rebuild-later");
     assert_unchanged(&before, &snapshot(&fx.datadir), "a refused upgrade");
 
+    fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'before' FROM generate_series(1001, 1050) g",
+    );
+    let mapping = format!("walreceiver={}", sb.dir.display());
     let run = fx.pgleap(upgrade_args(
         &fx,
         17,
         &[
+            "--mode",
+            "link",
             "--standbys",
             "rebuild-later",
+            "--standby",
+            &mapping,
             "--slots",
             "recreate-physical",
         ],
     ));
     run.success();
+    assert_paused_before_start(&fx, &run.stderr);
+
+    let procedure = printed_block(&run.stderr, "  standby 'walreceiver'");
     assert!(
-        run.stderr
+        procedure.iter().any(|l| l
+            .starts_with("rsync --archive --delete --hard-links --size-only --no-inc-recursive")),
+        "{procedure:?}"
+    );
+    run_verbatim(&procedure);
+    // The rsync reused the standby's own files: its new relation files are hard links to
+    // its old ones.
+    let new_standby = fx.root.path().join("standby/17");
+    assert!(new_standby.join("standby.signal").exists());
+    let linked = walkdir::WalkDir::new(new_standby.join("base"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .any(|e| std::os::unix::fs::MetadataExt::nlink(&e.metadata().unwrap()) > 1);
+    assert!(linked, "no file of the new standby is a hard link");
+
+    let resume = fx.pgleap(target(&fx, "upgrade", 17));
+    resume.success();
+    assert!(
+        resume
+            .stderr
             .contains("recreated physical replication slot 'standby1'"),
         "{}",
-        run.stderr
+        resume.stderr
     );
-    fx.sql(
-        "postgres",
-        "INSERT INTO t SELECT g, 'after' FROM generate_series(1001, 1050) g",
-    );
-    let procedure = printed_commands(&run.stderr, "  standby 'walreceiver'");
-    assert_eq!(procedure.len(), 4, "{procedure:?}");
-    let new_standby = fx.root.path().join("standby/17");
-    run_as_owner(
-        &format!(
-            "export STANDBY_OLD={} STANDBY_NEW={} STANDBY_PORT={}",
-            sb.dir.display(),
-            new_standby.display(),
-            sb.port
-        ),
-        &procedure,
-    );
+    let start = printed_block(&resume.stderr, "  standby 'walreceiver'");
+    assert_eq!(start.len(), 2, "{start:?}");
+    run_verbatim(&start);
     let on_standby = |sql: &str| psql(17, &fx.socket, sb.port, "postgres", "postgres", sql);
     assert_eq!(on_standby("SELECT pg_is_in_recovery()").trim(), "t");
     fx.sql(
         "postgres",
-        "INSERT INTO t SELECT g, 'later' FROM generate_series(1051, 1060) g",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1051, 1060) g",
     );
     let want = rows(17, &fx.socket, fx.port, "t");
     wait_until("the rebuilt standby has the primary's rows", || {
@@ -461,6 +580,126 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
         streaming.trim(),
         "1",
         "the standby streams from the new primary through its slot"
+    );
+}
+
+#[test]
+fn standby_places_are_refused_then_a_paused_upgrade_rolls_back() {
+    let fx = Fixture::new(16).running().build();
+    let sb = standby_of(&fx, None);
+    let before = settled_snapshot(&fx, fx.port);
+    let link = ["--mode", "link", "--standbys", "rebuild-later"];
+    let with = |extra: &[&str]| {
+        let mut a = link.to_vec();
+        a.extend(extra);
+        fx.pgleap(upgrade_args(&fx, 17, &a))
+    };
+    with(&[])
+        .refused(&format!(
+            "the standby 'walreceiver' runs on this host (over a Unix socket), so its data directory is not the primary's {}, and pgleap cannot tell which it is",
+            fx.datadir.display()
+        ))
+        .refused("Pass --standby walreceiver=DIR with the standby's data directory");
+    with(&["--standby", "other=/srv/standby/16"])
+        .refused("--standby other=/srv/standby/16 names no standby streaming from the old cluster (connected: 'walreceiver')");
+    with(&["--standby", "walreceiver=/srv/standby/main"])
+        .refused(&format!(
+            "the standby 'walreceiver' keeps its data in /srv/standby/main, which does not end in 16 as the primary's {} does",
+            fx.datadir.display()
+        ))
+        .refused("Rename the standby's data directory so that it ends in 16");
+    assert_unchanged(&before, &snapshot(&fx.datadir), "refused upgrades");
+    assert!(!fx.new_datadir(17).exists());
+
+    let rows_before = rows(16, &fx.socket, fx.port, "t");
+    let mapping = format!("walreceiver={}", sb.dir.display());
+    with(&["--standby", &mapping]).success();
+    let status = fx.pgleap(target(&fx, "status", 17));
+    status.success();
+    assert!(
+        status.stderr.contains("state:     upgraded (paused before the new primary's first start, for the standbys' rsync; the downtime window is open: clients are down)"),
+        "{}",
+        status.stderr
+    );
+    assert!(
+        status
+            .stderr
+            .contains("The downtime window is still open: clients are still down."),
+        "{}",
+        status.stderr
+    );
+    let procedure = printed_block(&status.stderr, "  standby 'walreceiver'");
+    assert!(
+        procedure.iter().any(|l| l.starts_with("rsync ")),
+        "status prints the rsync: {procedure:?}"
+    );
+
+    let rollback = fx.pgleap(target(&fx, "rollback", 17));
+    rollback.success();
+    assert!(
+        rollback.stderr.contains("a standby rsynced from the upgraded primary meanwhile no longer matches the old one; rebuild it from a base backup of the old primary"),
+        "{}",
+        rollback.stderr
+    );
+    assert!(
+        fx.sql("postgres", "SHOW server_version_num")
+            .starts_with("16")
+    );
+    assert_eq!(rows(16, &fx.socket, fx.port, "t"), rows_before);
+    assert!(!fx.new_datadir(17).exists());
+}
+
+#[test]
+fn standby_rebuilt_from_a_base_backup_without_a_pause() {
+    let fx = Fixture::new(16).running().build();
+    let sb = standby_of(&fx, Some("standby1"));
+    let mapping = format!("walreceiver={}", sb.dir.display());
+    let run = fx.pgleap(upgrade_args(
+        &fx,
+        17,
+        &[
+            "--mode",
+            "link",
+            "--standbys",
+            "basebackup",
+            "--standby",
+            &mapping,
+            "--slots",
+            "recreate-physical",
+        ],
+    ));
+    run.success();
+    assert!(!run.stderr.contains("Paused"), "{}", run.stderr);
+    assert_eq!(journal(&fx, 17)["state"], "done");
+    fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1001, 1050) g",
+    );
+    let procedure = printed_block(&run.stderr, "  standby 'walreceiver'");
+    assert!(
+        procedure.iter().any(|l| l.contains("/pg_basebackup ")),
+        "{procedure:?}"
+    );
+    run_verbatim(&procedure);
+    fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'later' FROM generate_series(1051, 1060) g",
+    );
+    let want = rows(17, &fx.socket, fx.port, "t");
+    wait_until("the rebuilt standby has the primary's rows", || {
+        rows(17, &fx.socket, sb.port, "t") == want
+    });
+    assert_eq!(
+        psql(
+            17,
+            &fx.socket,
+            sb.port,
+            "postgres",
+            "postgres",
+            "SELECT pg_is_in_recovery()"
+        )
+        .trim(),
+        "t"
     );
 }
 
@@ -546,4 +785,540 @@ fn rehearsing_a_subscriber_leaves_the_publishers_changes_to_it() {
     );
     subscriber.start();
     wait_in_sync(&publisher, &subscriber, 16);
+}
+
+/// A command run as the cluster owner (like `common::as_owner`), to be spawned.
+fn owner_command(program: &Path, args: &[String]) -> std::process::Command {
+    use std::os::unix::process::CommandExt as _;
+    let o = common::owner();
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LANG", "C")
+        .current_dir("/")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if common::is_root() {
+        cmd.uid(o.uid).gid(o.gid);
+    }
+    cmd
+}
+
+/// The ids of `feed` rows inserted, as test_decoding prints them, in order.
+fn decoded_ids(text: &str) -> Vec<i64> {
+    text.lines()
+        .filter(|l| l.contains("table public.feed: INSERT"))
+        .filter_map(|l| l.split("id[integer]:").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// A 17 cluster with wal_level logical, a table `feed`, and a role `app` that writes it.
+fn logical_17() -> Fixture {
+    let fx = Fixture::new(17).running().build();
+    configure(&fx, &[("wal_level", "logical")]);
+    fx.sql(
+        "postgres",
+        "CREATE TABLE feed (id int PRIMARY KEY); CREATE ROLE app LOGIN; GRANT INSERT, SELECT ON feed TO app",
+    );
+    fx
+}
+
+/// One connection of role `app`: its error text, empty when it succeeded.
+fn as_app(fx: &Fixture, major: u32, sql: &str) -> String {
+    let out = as_owner(
+        &bindir(major).join("psql"),
+        &[
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            &fx.socket.display().to_string(),
+            "-p",
+            &fx.port.to_string(),
+            "-U",
+            "app",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ],
+    );
+    if out.status.success() {
+        String::new()
+    } else {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+/// `pg_recvlogical` consuming slot `decoder` into `out`, confirming every second, exiting
+/// when the server stops.
+fn recvlogical(fx: &Fixture, out: &Path) -> std::process::Child {
+    let mut args: Vec<String> = [
+        "-h",
+        &fx.socket.display().to_string(),
+        "-p",
+        &fx.port.to_string(),
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-S",
+        "decoder",
+        "--start",
+        "--no-loop",
+        "-F",
+        "1",
+        "-s",
+        "1",
+        "-f",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(out.display().to_string());
+    owner_command(&bindir(17).join("pg_recvlogical"), &args)
+        .spawn()
+        .unwrap()
+}
+
+/// A client of role `app` inserting one row into `feed` per connection until stopped;
+/// `stop` returns the errors its connections met.
+struct Writer {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Writer {
+    fn start(fx: &Fixture) -> Writer {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = std::sync::Arc::clone(&done);
+        let (socket, port) = (fx.socket.display().to_string(), fx.port.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut errors = Vec::new();
+            let mut n = 1;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let sql = format!("INSERT INTO feed VALUES ({n})");
+                let args = [
+                    "-X", "-q", "-h", &socket, "-p", &port, "-U", "app", "-d", "postgres", "-c",
+                    &sql,
+                ];
+                let out = as_owner(&bindir(17).join("psql"), &args);
+                if !out.status.success() {
+                    errors.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            errors
+        });
+        Writer { done, thread }
+    }
+
+    fn stop(self) -> String {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap().join("")
+    }
+}
+
+#[test]
+fn clients_are_fenced_off_while_the_consumer_confirms_every_change() {
+    let fx = logical_17();
+    fx.sql(
+        "postgres",
+        "SELECT pg_create_logical_replication_slot('decoder', 'test_decoding')",
+    );
+    let hba = fx.datadir.join("pg_hba.conf");
+    let original = std::fs::read(&hba).unwrap();
+    let out = fx.root.path().join("decoded");
+    let consumer = recvlogical(&fx, &out);
+    wait_until("the consumer streams", || {
+        fx.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+        )
+        .trim()
+            == "1"
+    });
+    // A session left open, and a client inserting one row per connection until the end.
+    let idle_args: Vec<String> = [
+        "-X",
+        "-h",
+        &fx.socket.display().to_string(),
+        "-p",
+        &fx.port.to_string(),
+        "-U",
+        "app",
+        "-d",
+        "postgres",
+        "-c",
+        "SELECT pg_sleep(600)",
+    ]
+    .map(String::from)
+    .to_vec();
+    let idle = owner_command(&bindir(17).join("psql"), &idle_args)
+        .spawn()
+        .unwrap();
+    let writer = Writer::start(&fx);
+    wait_until("the writer has written", || {
+        fx.sql("postgres", "SELECT count(*) > 20 FROM feed").trim() == "t"
+    });
+    let run = fx.pgleap(upgrade_args(&fx, 18, &[]));
+    let errors = writer.stop();
+    run.success();
+    for want in [
+        "fenced the old server: ",
+        "terminated client session ",
+        " app@postgres (psql)",
+        "Replication:\n  before the stop: fenced ",
+        "slot 'decoder' (logical, test_decoding, database postgres): kept by pg_upgrade",
+    ] {
+        assert!(run.stderr.contains(want), "no {want:?} in:\n{}", run.stderr);
+    }
+    let idle_end = idle.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&idle_end.stderr)
+            .contains("terminating connection due to administrator command"),
+        "{idle_end:?}"
+    );
+    assert!(
+        errors.contains("pg_hba.conf rejects connection for host \"[local]\", user \"app\", database \"postgres\""),
+        "the writer was kept out by the fence: {errors}"
+    );
+    assert_eq!(
+        std::fs::read(&hba).unwrap(),
+        original,
+        "the old cluster's pg_hba.conf is back, byte for byte"
+    );
+    assert_eq!(
+        std::fs::read(fx.new_datadir(18).join("pg_hba.conf")).unwrap(),
+        original,
+        "the new cluster has the original"
+    );
+    let ended = consumer.wait_with_output().unwrap();
+    let mut seen = decoded_ids(&std::fs::read_to_string(&out).unwrap_or_default());
+    assert!(!seen.is_empty(), "{ended:?}");
+    // What the consumer had not received before the stop is still in the kept slot.
+    let rest = psql(
+        18,
+        &fx.socket,
+        fx.port,
+        "postgres",
+        "postgres",
+        "SELECT data FROM pg_logical_slot_get_changes('decoder', NULL, NULL)",
+    );
+    seen.extend(decoded_ids(&rest));
+    seen.sort_unstable();
+    let rows: Vec<i64> = psql(
+        18,
+        &fx.socket,
+        fx.port,
+        "postgres",
+        "postgres",
+        "SELECT id FROM feed ORDER BY id",
+    )
+    .lines()
+    .map(|l| l.trim().parse().unwrap())
+    .collect();
+    assert_eq!(seen, rows, "the consumer saw every row written, each once");
+    assert!(
+        as_app(&fx, 18, "SELECT 1").is_empty(),
+        "clients connect to the new cluster"
+    );
+}
+
+#[test]
+fn a_run_killed_while_fenced_leaves_pg_hba_to_rollback_and_resume() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let fx = logical_17();
+    fx.sql(
+        "postgres",
+        "SELECT pg_create_logical_replication_slot('decoder', 'test_decoding')",
+    );
+    let hba = fx.datadir.join("pg_hba.conf");
+    std::fs::set_permissions(&hba, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let original = std::fs::read_to_string(&hba).unwrap();
+    let mode = || std::fs::metadata(&hba).unwrap().permissions().mode() & 0o7777;
+    let killed = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgleap"))
+            .args(upgrade_args(&fx, 18, &[]))
+            .env("PGLEAP_FAULT", "fenced")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            stderr.contains("fault point fenced: killing pgleap"),
+            "{stderr}"
+        );
+        assert!(
+            std::fs::read_to_string(&hba)
+                .unwrap()
+                .starts_with("# pgleap: fenced"),
+            "{stderr}"
+        );
+        let refused = as_app(&fx, 17, "SELECT 1");
+        assert!(
+            refused.contains("pg_hba.conf rejects connection for host \"[local]\", user \"app\""),
+            "{refused}"
+        );
+    };
+    killed();
+    let back = fx.pgleap([
+        "rollback",
+        "--old-datadir",
+        &fx.datadir.display().to_string(),
+    ]);
+    back.success();
+    assert!(back.stderr.contains("put the original"), "{}", back.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&hba).unwrap(),
+        original,
+        "rollback put it back"
+    );
+    assert_eq!(mode(), 0o640);
+    assert_eq!(
+        as_app(&fx, 17, "INSERT INTO feed VALUES (1)"),
+        "",
+        "the old server admits clients again"
+    );
+
+    let consume = || {
+        decoded_ids(&fx.sql(
+            "postgres",
+            "SELECT data FROM pg_logical_slot_get_changes('decoder', NULL, NULL)",
+        ))
+    };
+    assert_eq!(consume(), [1]);
+
+    killed();
+    let resumed = fx.pgleap(upgrade_args(&fx, 18, &[]));
+    resumed.success();
+    assert!(
+        resumed.stderr.contains("put the original"),
+        "{}",
+        resumed.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&hba).unwrap(),
+        original,
+        "the resumed upgrade put it back:\n{}",
+        resumed.stderr
+    );
+    assert_eq!(mode(), 0o640);
+    fx.sql("postgres", "INSERT INTO feed VALUES (2)");
+    assert_eq!(consume(), [2], "decoding continues on 18, each row once");
+}
+
+#[test]
+fn slots_drop_drops_the_lagging_slot_of_17_and_keeps_the_caught_up_one() {
+    let fx = logical_17();
+    fx.sql(
+        "postgres",
+        "SELECT pg_create_logical_replication_slot('keeper', 'test_decoding'); \
+         SELECT pg_create_logical_replication_slot('laggard', 'test_decoding')",
+    );
+    fx.sql("postgres", "INSERT INTO feed SELECT generate_series(1, 10)");
+    let consumed = fx.sql(
+        "postgres",
+        "SELECT data FROM pg_logical_slot_get_changes('keeper', NULL, NULL)",
+    );
+    assert_eq!(decoded_ids(&consumed).len(), 10);
+    let run = fx.pgleap(upgrade_args(&fx, 18, &["--slots", "drop"]));
+    run.success();
+    for want in [
+        "'laggard' (logical, test_decoding, database postgres): has not caught up: dropped on the old cluster right before the stop (--slots drop)",
+        "dropped logical replication slot 'laggard' (--slots drop): 'laggard' (logical, test_decoding, database postgres) has no consumer connected and changes it has not confirmed",
+        "slot 'keeper' (logical, test_decoding, database postgres): kept by pg_upgrade",
+    ] {
+        assert!(run.stderr.contains(want), "no {want:?} in:\n{}", run.stderr);
+    }
+    let header = "  slot 'laggard' (logical, test_decoding, database postgres): dropped on the old cluster right before the stop (--slots drop: ";
+    let recreate = printed_commands(&run.stderr, header);
+    assert_eq!(recreate.len(), 1, "{recreate:?}");
+    assert!(
+        run.stderr
+            .contains("resynchronize the consumer from a fresh copy of the data"),
+        "the consumer's next step: {}",
+        run.stderr
+    );
+    assert_eq!(
+        fx.sql(
+            "postgres",
+            "SELECT string_agg(slot_name, ',') FROM pg_replication_slots"
+        )
+        .trim(),
+        "keeper"
+    );
+    fx.sql(
+        "postgres",
+        "INSERT INTO feed SELECT generate_series(11, 15)",
+    );
+    let changes = fx.sql(
+        "postgres",
+        "SELECT data FROM pg_logical_slot_get_changes('keeper', NULL, NULL)",
+    );
+    assert_eq!(
+        decoded_ids(&changes),
+        [11, 12, 13, 14, 15],
+        "decoding continues, each row once"
+    );
+    run_as_owner("", &recreate);
+    assert_eq!(
+        fx.sql(
+            "postgres",
+            "SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots"
+        )
+        .trim(),
+        "keeper,laggard",
+        "the printed command recreated it"
+    );
+    let status = fx.pgleap(["status", "--old-datadir", &fx.datadir.display().to_string()]);
+    status.success();
+    assert!(status.stderr.contains(header), "{}", status.stderr);
+}
+
+#[test]
+fn subscriber_of_16_is_resumed_by_pgleap_with_the_opt_in() {
+    let (publisher, subscriber) = publisher_and_subscriber(16);
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'before' FROM generate_series(1001, 1100) g",
+    );
+    wait_in_sync(&publisher, &subscriber, 16);
+    // Written while the subscriber goes down: applied before, or kept by the slot.
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'during' FROM generate_series(1101, 1200) g",
+    );
+    let run = subscriber.pgleap(upgrade_args(
+        &subscriber,
+        17,
+        &["--subscriptions", "resume"],
+    ));
+    run.success();
+    for want in [
+        "pgleap resumes it after the start when its recorded state allows it",
+        "subscription postgres.sub: resumed by pgleap (--subscriptions resume): its origin set to ",
+        "  subscription postgres.sub from ",
+    ] {
+        assert!(run.stderr.contains(want), "no {want:?} in:\n{}", run.stderr);
+    }
+    assert!(
+        !run.stderr.contains("Resume it, in this order"),
+        "nothing is left to run by hand:\n{}",
+        run.stderr
+    );
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1201, 1300) g",
+    );
+    wait_in_sync(&publisher, &subscriber, 17);
+    let count = psql(
+        17,
+        &subscriber.socket,
+        subscriber.port,
+        "postgres",
+        "postgres",
+        "SELECT count(*), count(DISTINCT id) FROM t",
+    );
+    assert_eq!(count.trim(), "1300|1300", "no row lost, none twice");
+    let state = psql(
+        17,
+        &subscriber.socket,
+        subscriber.port,
+        "postgres",
+        "postgres",
+        "SELECT subenabled, subslotname FROM pg_subscription",
+    );
+    assert_eq!(state.trim(), "t|sub", "enabled, on its own slot");
+    let status = subscriber.pgleap([
+        "status",
+        "--old-datadir",
+        &subscriber.datadir.display().to_string(),
+    ]);
+    status.success();
+    assert!(
+        status
+            .stderr
+            .contains("resumed by pgleap (--subscriptions resume)"),
+        "{}",
+        status.stderr
+    );
+}
+
+#[test]
+fn a_subscription_still_synchronizing_is_not_resumed_and_the_report_says_why() {
+    let (publisher, subscriber) = publisher_and_subscriber(16);
+    wait_in_sync(&publisher, &subscriber, 16);
+    // A table whose initial copy keeps failing (a row the subscriber already has): it never
+    // reaches the ready state.
+    for fx in [&publisher, &subscriber] {
+        fx.sql(
+            "postgres",
+            "CREATE TABLE extra (id int PRIMARY KEY); INSERT INTO extra VALUES (1)",
+        );
+    }
+    publisher.sql("postgres", "ALTER PUBLICATION pub ADD TABLE extra");
+    subscriber.sql("postgres", "ALTER SUBSCRIPTION sub REFRESH PUBLICATION");
+    let states = subscriber.sql(
+        "postgres",
+        "SELECT count(*) FILTER (WHERE srsubstate = 'r') || ' of ' || count(*) FROM pg_subscription_rel",
+    );
+    assert_eq!(states.trim(), "1 of 2");
+    let run = subscriber.pgleap(upgrade_args(
+        &subscriber,
+        17,
+        &["--subscriptions", "resume"],
+    ));
+    run.success();
+    for want in [
+        "subscription postgres.sub: not resumed: 1 of its 2 tables were still being synchronized (not in state ready)",
+        "(1 of 2 tables were ready). pgleap did not resume it: 1 of its 2 tables were still being synchronized",
+    ] {
+        assert!(run.stderr.contains(want), "no {want:?} in:\n{}", run.stderr);
+    }
+    assert_eq!(
+        printed_commands(&run.stderr, "  subscription postgres.sub from").len(),
+        7,
+        "the statements are printed instead"
+    );
+    let state = psql(
+        17,
+        &subscriber.socket,
+        subscriber.port,
+        "postgres",
+        "postgres",
+        "SELECT subenabled FROM pg_subscription",
+    );
+    assert_eq!(state.trim(), "f", "left disabled");
+}
+
+#[test]
+fn subscriber_of_17_reports_its_state_on_the_new_cluster() {
+    let (publisher, subscriber) = publisher_and_subscriber(17);
+    wait_in_sync(&publisher, &subscriber, 17);
+    let run = subscriber.pgleap(upgrade_args(
+        &subscriber,
+        18,
+        &["--subscriptions", "resume"],
+    ));
+    run.success();
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("  subscription postgres.sub from "))
+        .unwrap_or_else(|| panic!("no subscription line in:\n{}", run.stderr));
+    assert!(
+        line.contains(
+            "kept by pg_upgrade with its table states and origin; it resumes by itself; "
+        ) && line.ends_with(", 1 of 1 tables ready"),
+        "{line}"
+    );
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1001, 1100) g",
+    );
+    wait_in_sync(&publisher, &subscriber, 18);
 }

@@ -84,7 +84,7 @@ fn readme_tables() -> [BTreeSet<Opt>; 4] {
         .next()
         .unwrap();
     let row = regex::Regex::new(
-        r"(?m)^\| `(?:-(\w), )?--([a-z][a-z-]*)(?: ([A-Z][A-Z/]*))?` \| `(PGLEAP_[A-Z_]+)`",
+        r"(?m)^\| `(?:-(\w), )?--([a-z][a-z-]*)(?: ([A-Z][A-Z/=:\[\]]*))?` \| `(PGLEAP_[A-Z_]+)`",
     )
     .unwrap();
     let mut tables: [BTreeSet<Opt>; 4] = Default::default();

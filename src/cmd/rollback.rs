@@ -39,7 +39,11 @@ pub(crate) fn execute(rargs: &RollbackArgs) -> Result<()> {
     } else {
         Discard::MoveAside
     };
-    let notes = undo::roll_back(&p, &mut j, discard, &p.plan.work_dir.join("logs"))?;
+    let paused = j.record.paused_for_standbys && j.record.state < State::NewStarted;
+    let mut notes = undo::roll_back(&p, &mut j, discard, &p.plan.work_dir.join("logs"))?;
+    if paused {
+        notes.push("the upgrade was paused for the standbys' rsync: a standby rsynced from the upgraded primary meanwhile no longer matches the old one; rebuild it from a base backup of the old primary".into());
+    }
     for n in &notes {
         ui.line(&format!("  {n}"));
     }

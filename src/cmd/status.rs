@@ -32,6 +32,10 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
             format!("{} (pgleap pid {pid} is running {step})", r.state.name())
         }
         (Some(step), None) => format!("{} (interrupted during {step})", r.state.name()),
+        (None, _) if paused(&j) => format!(
+            "{} (paused before the new primary's first start, for the standbys' rsync; the downtime window is open: clients are down)",
+            r.state.name()
+        ),
         (None, _) => r.state.name().to_string(),
     };
     let rollback_line = match (&blocker, r.state) {
@@ -59,7 +63,9 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
         j.path().display(),
     ));
     let replication = if r.state == State::Done {
-        super::upgrade::replication_report(plan)
+        super::upgrade::replication_report(plan, &r.replication)
+    } else if paused(&j) {
+        super::upgrade::paused_text(plan, r.old_checkpoint.as_deref())
     } else {
         String::new()
     };
@@ -113,6 +119,11 @@ fn timings(r: &crate::state::journal::Record) -> String {
     out
 }
 
+/// Paused for the standbys' rsync, the new primary not started yet.
+fn paused(j: &Journal) -> bool {
+    j.record.paused_for_standbys && j.record.state == State::Upgraded && j.record.running.is_none()
+}
+
 fn next_command(j: &Journal, holder: Option<u32>) -> String {
     let plan = &j.record.plan;
     let target = format!(
@@ -136,6 +147,9 @@ fn next_command(j: &Journal, holder: Option<u32>) -> String {
             format!("nothing: the old cluster is back (pgleap upgrade {target} starts again)")
         }
         State::Finalized => "nothing: the upgrade is complete".into(),
+        _ if paused(j) => format!(
+            "rebuild the standbys as below, then pgleap upgrade {target} (starts the new primary), or pgleap rollback {target}"
+        ),
         _ if undo::impossible(j).is_some() => {
             format!("pgleap upgrade {target} (resumes where it stopped)")
         }

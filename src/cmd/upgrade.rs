@@ -23,7 +23,7 @@ use crate::plan::prepare::{Prepared, Purpose, prepare};
 use crate::state::journal::{Journal, State};
 use crate::state::lock::Lock;
 use crate::steps;
-use crate::steps::run::carry_out;
+use crate::steps::run::{Finished, carry_out};
 use crate::steps::step::Run;
 use crate::steps::undo::{self, Discard};
 use crate::ui::report::{Ui, secs};
@@ -97,8 +97,8 @@ fn fresh(args: &UpgradeArgs, ui: Ui, old_was_running: Option<bool>) -> Result<()
     p.runner.set_log_dir(log_dir.clone());
     let journal = Journal::create(&p.plan, p.plan.old_running)?;
     let mut run = Run::new(&p, ui, journal, log_dir, p.findings.0.clone());
-    carry_out(&mut run)?;
-    report(&run);
+    let how = carry_out(&mut run)?;
+    finish(&run, how);
     Ok(())
 }
 
@@ -144,7 +144,9 @@ fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
         // Nothing of the new cluster is worth keeping: undo it, then redo from initdb with
         // the same binaries, paths and mode.
         let old_was_running = j.record.old_was_running;
-        let undone = undo::undo_new(&p, &j, Discard::Remove)?;
+        // A run killed while the old server was fenced: its pg_hba.conf first.
+        let mut undone: Vec<String> = crate::steps::fence::lift(&p, &mut j)?.into_iter().collect();
+        undone.extend(undo::undo_new(&p, &j, Discard::Remove)?);
         for n in &undone {
             ui.line(&format!("      {n}"));
         }
@@ -165,8 +167,8 @@ fn resume(args: &UpgradeArgs, ui: Ui, j: Journal) -> Result<()> {
     }
     let log_dir = p.plan.work_dir.join("logs");
     let mut run = Run::new(&p, ui, j, log_dir, Vec::new());
-    carry_out(&mut run)?;
-    report(&run);
+    let how = carry_out(&mut run)?;
+    finish(&run, how);
     Ok(())
 }
 
@@ -197,12 +199,71 @@ fn args_from_plan(args: &UpgradeArgs, p: &Prepared) -> UpgradeArgs {
             slots: policies.slots,
             subscriptions: policies.subscriptions,
             standbys: policies.standbys,
+            standby: plan
+                .replication
+                .iter()
+                .flat_map(|r| &r.standby_places)
+                .filter(|s| s.given)
+                .map(|s| crate::preflight::standby::StandbyArg {
+                    name: s.name.clone(),
+                    host: s.host.clone(),
+                    dir: s.old_dir.clone(),
+                })
+                .collect(),
             json: args.common.json,
         },
         port: Some(plan.new.port),
         no_analyze: !plan.analyze,
         leave_stopped: plan.leave_stopped,
     }
+}
+
+fn finish(run: &Run<'_>, how: Finished) {
+    match how {
+        Finished::Done => report(run),
+        Finished::PausedForStandbys => paused_report(run),
+    }
+}
+
+/// `--old-datadir OLD --new-datadir NEW`, quoted for a shell.
+pub(crate) fn target_args(plan: &crate::plan::Plan) -> String {
+    shell_words::join([
+        "--old-datadir",
+        &plan.old.datadir.display().to_string(),
+        "--new-datadir",
+        &plan.new.datadir.display().to_string(),
+    ])
+}
+
+/// Where a paused upgrade stands, the standbys' rsync, and what comes next (`status` says
+/// the same while it is paused).
+pub(crate) fn paused_text(plan: &crate::plan::Plan, checkpoint: Option<&str>) -> String {
+    let target = target_args(plan);
+    let resume = format!("pgleap upgrade {target}");
+    format!(
+        "Paused before the new primary's first start, so that the standbys can be rebuilt with rsync: pg_upgrade has finished in --link mode and no server has run on {}. The downtime window is still open: clients are still down.\n{}Next: {resume} starts the new primary and closes the window; or pgleap rollback {target} brings the old primary back.",
+        plan.new.datadir.display(),
+        crate::ui::standby::paused(plan, checkpoint, &resume)
+    )
+}
+
+fn paused_report(run: &Run<'_>) {
+    let r = &run.journal.record;
+    run.ui.findings(&run.warnings);
+    let text = paused_text(&run.p.plan, r.old_checkpoint.as_deref());
+    run.ui.line(&format!("\n{text}"));
+    run.ui.json(&json!({
+        "ok": true,
+        "paused": true,
+        "state": r.state,
+        "plan": run.p.plan,
+        "steps": r.steps,
+        "old_checkpoint": r.old_checkpoint,
+        "standbys": text,
+        "next": format!("pgleap upgrade {}", target_args(&run.p.plan)),
+        "log_dir": run.log_dir,
+        "journal": run.journal.path(),
+    }));
 }
 
 fn report(run: &Run<'_>) {
@@ -227,7 +288,7 @@ fn report(run: &Run<'_>) {
     } else {
         "The new cluster is stopped; start it as you started the old one.\n".to_string()
     };
-    let replication = replication_report(&p.plan);
+    let replication = replication_report(&p.plan, &run.journal.record.replication);
     // The journaled plan: the mode auto fell back to, the collations the check judged.
     let plan = &r.plan;
     let fallback = plan
@@ -295,12 +356,15 @@ pub(crate) fn old_cluster_note(p: &Prepared) -> String {
 /// The report's replication section (empty without replication). The old cluster's origin
 /// progress is read now, after pg_upgrade stopped it for the last time: subscriptions of an
 /// old cluster before 17 resume from there.
-pub(crate) fn replication_report(plan: &crate::plan::Plan) -> String {
+pub(crate) fn replication_report(
+    plan: &crate::plan::Plan,
+    outcome: &crate::preflight::replication::Outcome,
+) -> String {
     let Some(r) = &plan.replication else {
         return String::new();
     };
     let origins = (!r.facts.subscriptions.is_empty() && plan.old.major < 17)
         .then(|| crate::inspect::replication::read_origin_progress(&plan.owner, &plan.old.datadir))
         .flatten();
-    crate::ui::replication::report(plan, origins.as_deref())
+    crate::ui::replication::report(plan, origins.as_deref(), outcome)
 }

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 pub(crate) mod carry;
 pub(crate) mod files;
+pub(crate) mod hba;
 pub(crate) mod outside;
 pub(crate) mod parse;
 pub(crate) mod validate;

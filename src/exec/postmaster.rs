@@ -93,6 +93,13 @@ fn is_zombie(pid: i32) -> bool {
         })
 }
 
+/// True when `postmaster.pid` says the server listens on no TCP address (its
+/// `listen_addresses` is empty), so only clients that can reach its Unix socket get in.
+pub(crate) fn tcp_closed(datadir: &Path) -> bool {
+    std::fs::read_to_string(datadir.join("postmaster.pid"))
+        .is_ok_and(|text| text.lines().nth(5).is_some_and(|l| l.trim().is_empty()))
+}
+
 /// True when a live postmaster serves `datadir`.
 pub(crate) fn running(datadir: &Path) -> bool {
     matches!(liveness(datadir), Liveness::Running(_))

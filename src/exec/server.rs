@@ -129,6 +129,20 @@ fn start_with(
     Ok(())
 }
 
+/// Makes a running server read its configuration files again (`pg_ctl reload`, as the owner).
+pub(crate) fn reload(runner: &Runner, bindir: &Path, datadir: &Path) -> Result<()> {
+    let opts = Opts {
+        log_name: Some("pg_ctl-reload"),
+        ..Opts::default()
+    };
+    runner.run(
+        &bindir.join("pg_ctl"),
+        &["reload", "-D", &datadir.display().to_string()],
+        &opts,
+    )?;
+    Ok(())
+}
+
 /// Fast shutdown, waiting until the postmaster is gone.
 pub(crate) fn stop(runner: &Runner, bindir: &Path, datadir: &Path) -> Result<()> {
     stop_with(runner, &bindir.join("pg_ctl"), datadir)

@@ -65,6 +65,9 @@ pub(crate) struct Catalog {
     /// Per database: collations in use, their versions, and what sorts by them.
     #[serde(default)]
     pub(crate) collations: Vec<crate::inspect::collation::Database>,
+    /// WAL archiving: its settings and whether it fails now.
+    #[serde(default)]
+    pub(crate) archiving: crate::inspect::archive::Archiving,
 }
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
@@ -102,6 +105,7 @@ where
         )
         .await?;
     let mut replication = crate::inspect::replication::read(first, version).await?;
+    let archiving = crate::inspect::archive::read(first, version).await?;
     let mut databases = Vec::new();
     let mut collations = Vec::new();
     for r in names {
@@ -133,6 +137,7 @@ where
         prepared,
         replication,
         collations,
+        archiving,
     })
 }
 

@@ -36,6 +36,28 @@ pub(crate) enum Request {
         #[command(flatten)]
         target: Target,
     },
+    /// The fence before a 17+ old cluster stops: its hba file and the errors the server finds
+    /// in it, client sessions terminated (`--terminate`), the replication facts (JSON).
+    FencePoll {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        terminate: bool,
+    },
+    /// Drop replication slots by name, ending the walsender of one in use (JSON: each slot
+    /// and its error, if any).
+    DropSlots {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long = "slot")]
+        slots: Vec<String>,
+    },
+    /// Complete the current WAL segment and wait until it is archived or fails to be (JSON,
+    /// see `inspect::archive`); nothing when archiving is off.
+    ArchiveProbe {
+        #[command(flatten)]
+        target: Target,
+    },
     /// CHECKPOINTs until little is left to flush, so that a shutdown right after has little
     /// left to write (JSON: each round).
     Checkpoint {
@@ -149,17 +171,31 @@ pub(crate) fn call_with_progress<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The cluster-wide replication facts (`__db slots`).
-async fn slots(target: &Target) -> Result<crate::inspect::replication::Replication> {
+/// A connection to any database the target's users reach, and the server's version number.
+async fn connect_versioned(target: &Target) -> Result<(tokio_postgres::Client, u32)> {
     let (client, _) = connect_any(target, "postgres").await?;
     let version: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await
         .map_err(|e| pg_error("querying the server", &e))?
         .get(0);
-    crate::inspect::replication::read(&client, version.try_into().unwrap_or(0))
+    Ok((client, version.try_into().unwrap_or(0)))
+}
+
+/// The cluster-wide replication facts (`__db slots`).
+async fn slots(target: &Target) -> Result<crate::inspect::replication::Replication> {
+    let (client, version) = connect_versioned(target).await?;
+    crate::inspect::replication::read(&client, version)
         .await
         .map_err(|e| pg_error("reading the replication slots", &e))
+}
+
+/// The archiving probe (`__db archive-probe`).
+async fn archive_probe(target: &Target) -> Result<crate::inspect::archive::Probe> {
+    let (client, version) = connect_versioned(target).await?;
+    crate::inspect::archive::probe(&client, version)
+        .await
+        .map_err(|e| pg_error("probing WAL archiving", &e))
 }
 
 /// Entry point of the hidden `__db` subcommand.
@@ -187,29 +223,11 @@ pub(crate) fn serve(request: Request) -> Result<()> {
                 let report = crate::inspect::checkpoint::settle(&client, rounds).await?;
                 Ok(serde_json::to_string(&report))
             }
-            Request::Ping { target } => {
-                let (client, _) = connect_any(&target, "postgres").await?;
-                let v: String = client
-                    .query_one("SELECT current_setting('server_version_num')", &[])
-                    .await
-                    .map_err(|e| pg_error("querying the server", &e))?
-                    .get(0);
-                Ok(serde_json::to_string(&v.parse::<u32>().unwrap_or(0)))
-            }
-            Request::Slots { target } => slots(&target).await.map(|r| serde_json::to_string(&r)),
-            Request::NextXid { target } => {
-                let (client, _) = connect_any(&target, "postgres").await?;
-                // txid_* (10+; pg_current_snapshot is 13+): xmax is the next id to assign.
-                let v: String = client
-                    .query_one(
-                        "SELECT txid_snapshot_xmax(txid_current_snapshot())::text",
-                        &[],
-                    )
-                    .await
-                    .map_err(|e| pg_error("querying the server", &e))?
-                    .get(0);
-                Ok(serde_json::to_string(&v.parse::<u64>().unwrap_or(0)))
-            }
+            r @ (Request::Ping { .. }
+            | Request::NextXid { .. }
+            | Request::Slots { .. }
+            | Request::ArchiveProbe { .. }) => facts_request(r).await,
+            r @ (Request::FencePoll { .. } | Request::DropSlots { .. }) => fence_request(r).await,
             Request::Analyze {
                 target,
                 jobs,
@@ -265,6 +283,60 @@ pub(crate) fn serve(request: Request) -> Result<()> {
     // The parent reads this pipe; if it is gone there is no one left to tell.
     let _ = writeln!(std::io::stdout(), "{json}");
     Ok(())
+}
+
+/// The small questions about a running server: its version, its next transaction id, its
+/// replication facts, whether it archives.
+async fn facts_request(request: Request) -> Result<serde_json::Result<String>> {
+    match request {
+        Request::Ping { target } => {
+            let (client, _) = connect_any(&target, "postgres").await?;
+            let v: String = client
+                .query_one("SELECT current_setting('server_version_num')", &[])
+                .await
+                .map_err(|e| pg_error("querying the server", &e))?
+                .get(0);
+            Ok(serde_json::to_string(&v.parse::<u32>().unwrap_or(0)))
+        }
+        Request::Slots { target } => slots(&target).await.map(|r| serde_json::to_string(&r)),
+        Request::ArchiveProbe { target } => archive_probe(&target)
+            .await
+            .map(|r| serde_json::to_string(&r)),
+        Request::NextXid { target } => {
+            let (client, _) = connect_any(&target, "postgres").await?;
+            // txid_* (10+; pg_current_snapshot is 13+): xmax is the next id to assign.
+            let v: String = client
+                .query_one(
+                    "SELECT txid_snapshot_xmax(txid_current_snapshot())::text",
+                    &[],
+                )
+                .await
+                .map_err(|e| pg_error("querying the server", &e))?
+                .get(0);
+            Ok(serde_json::to_string(&v.parse::<u64>().unwrap_or(0)))
+        }
+        _ => Ok(Ok(String::new())),
+    }
+}
+
+/// The fence's requests: a poll, and slots dropped.
+async fn fence_request(request: Request) -> Result<serde_json::Result<String>> {
+    match request {
+        Request::FencePoll { target, terminate } => {
+            let (client, version) = connect_versioned(&target).await?;
+            let poll = crate::inspect::fence::poll(&client, version, terminate)
+                .await
+                .map_err(|e| pg_error("polling the fenced server", &e))?;
+            Ok(serde_json::to_string(&poll))
+        }
+        Request::DropSlots { target, slots } => {
+            let (client, _) = connect_any(&target, "postgres").await?;
+            Ok(serde_json::to_string(
+                &crate::inspect::fence::drop_slots(&client, &slots).await,
+            ))
+        }
+        _ => Ok(Ok(String::new())),
+    }
 }
 
 /// The collation requests: versions a server reports, the repair, locales this process

@@ -2,6 +2,7 @@
 //! Never imports plan, preflight, steps or commands.
 
 pub(crate) mod analyze;
+pub(crate) mod archive;
 pub(crate) mod backup;
 pub(crate) mod catalog;
 pub(crate) mod checkpoint;
@@ -9,6 +10,7 @@ pub(crate) mod cluster;
 pub(crate) mod cmdline;
 pub(crate) mod collation;
 pub(crate) mod db;
+pub(crate) mod fence;
 pub(crate) mod install;
 pub(crate) mod paths;
 pub(crate) mod pgerr;

@@ -10,6 +10,7 @@ use crate::host::debian::ClusterId;
 use crate::plan::Mode;
 use crate::plan::collations::CollationMode;
 use crate::preflight::replication::{Policies, SlotPolicy, StandbyPolicy, SubscriptionPolicy};
+use crate::preflight::standby::StandbyArg;
 
 /// Which upgrade: the old cluster (by data directory or postgresql-common name), the host
 /// root its paths are resolved under, and the new data directory. Shared by every command.
@@ -102,13 +103,15 @@ pub(crate) struct CheckArgs {
     #[arg(short = 'U', long, env = "PGLEAP_USERNAME", value_name = "ROLE")]
     pub(crate) username: Option<String>,
 
-    /// Replication slots the upgrade cannot carry (all before 17, physical ones always):
-    /// refuse, drop them, or drop them and recreate the physical ones on the new cluster.
+    /// Replication slots the upgrade cannot carry (all before 17, physical ones always, from
+    /// 17 logical ones that have not caught up): refuse, drop them (those of 17+ right before
+    /// the stop), or drop them and recreate the physical ones on the new cluster.
     #[arg(long, env = "PGLEAP_SLOTS", value_name = "POLICY", value_enum, default_value_t = SlotPolicy::Refuse)]
     pub(crate) slots: SlotPolicy,
 
     /// Subscriptions of an old cluster before 17, which arrive disabled and without table
-    /// state: refuse, or upgrade and resume them afterwards as the report says.
+    /// state: refuse, upgrade and resume them afterwards as the report says (disable), or
+    /// have pgleap resume them after the start when their recorded state allows it (resume).
     #[arg(long, env = "PGLEAP_SUBSCRIPTIONS", value_name = "POLICY", value_enum, default_value_t = SubscriptionPolicy::Refuse)]
     pub(crate) subscriptions: SubscriptionPolicy,
 
@@ -116,6 +119,17 @@ pub(crate) struct CheckArgs {
     /// afterwards as the report says.
     #[arg(long, env = "PGLEAP_STANDBYS", value_name = "POLICY", value_enum, default_value_t = StandbyPolicy::Refuse)]
     pub(crate) standbys: StandbyPolicy,
+
+    /// A standby's own data directory, for its rebuild procedure: NAME is its
+    /// application_name in pg_stat_replication, DIR its old data directory, HOST its host
+    /// [default: the primary's paths on the host it connects from]. Repeat for each standby.
+    #[arg(
+        long,
+        env = "PGLEAP_STANDBY",
+        value_name = "NAME=[HOST:]DIR",
+        value_delimiter = ','
+    )]
+    pub(crate) standby: Vec<StandbyArg>,
 
     /// Print one JSON document on stdout (the plan and findings; for upgrade, the result).
     #[arg(long, env = "PGLEAP_JSON", value_parser = clap::builder::BoolishValueParser::new())]

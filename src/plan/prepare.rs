@@ -108,11 +108,18 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         &mut findings,
     );
     let mut plan = build_plan(args, purpose, &f, catalog.as_ref(), host);
+    let dirs = (plan.old.datadir.clone(), plan.new.datadir.clone());
     plan.replication = catalog.as_ref().and_then(|c| {
         let majors = (f.old.major, f.new.major);
         let mut section =
             replication::decide(&c.replication, majors, args.policies(), &mut findings.0);
         section.socket_dir = f.cluster.postmaster().and_then(|p| p.socket_dir.clone());
+        crate::preflight::standby::resolve(
+            &mut section,
+            &args.standby,
+            (&dirs.0, &dirs.1),
+            &mut findings.0,
+        );
         (!section.is_empty()).then_some(section)
     });
     findings.extend(crate::preflight::collation::drift_finding(&plan.collations));

@@ -187,6 +187,7 @@ mod tests {
             shared_preload_libraries: Vec::new(),
             prepared: Vec::new(),
             replication: crate::inspect::replication::Replication::default(),
+            archiving: crate::inspect::archive::Archiving::default(),
             collations: vec![Database {
                 name: "app".into(),
                 default: versioned("libc", "fr_FR.UTF-8"),

@@ -160,6 +160,7 @@ mod tests {
             shared_preload_libraries: vec!["timescaledb".into()],
             prepared: Vec::new(),
             replication: crate::inspect::replication::Replication::default(),
+            archiving: crate::inspect::archive::Archiving::default(),
             collations: Vec::new(),
         };
         let f = missing_in(&c, &install(), &|_| false);

@@ -11,6 +11,7 @@
 //! refusal that leaves nothing to check further, such as an unreadable `pg_control`, ends
 //! the walk early, with every finding so far).
 
+pub(crate) mod archive;
 pub(crate) mod cmdline;
 pub(crate) mod collation;
 pub(crate) mod extensions;
@@ -23,6 +24,7 @@ pub(crate) mod ports;
 pub(crate) mod prepared;
 pub(crate) mod replication;
 pub(crate) mod space;
+pub(crate) mod standby;
 pub(crate) mod target;
 pub(crate) mod versions;
 
@@ -94,6 +96,7 @@ pub(crate) const FAMILIES: &[&Family] = &[
     &fam::HOST,
     &fam::REPLICATION,
     &fam::COLLATION,
+    &fam::ARCHIVE,
     // after the preflight
     &fam::PG_UPGRADE_CHECK,
     &fam::REHEARSE,
@@ -133,10 +136,11 @@ mod fam {
         family("extensions", Run::Catalog(super::extensions::extensions));
     pub(super) const PREPARED: Family = family("prepared", Run::Catalog(super::prepared::prepared));
     pub(super) const HOST: Family = family("host", Run::Catalog(super::layout::host));
+    pub(super) const ARCHIVE: Family = family("archive", Run::Catalog(super::archive::archive));
     pub(super) const REPLICATION: Family = family(
         "replication",
         Run::At(
-            "plan::prepare::static_phase, prepare, preflight::replication::decide, standby_finding",
+            "plan::prepare::static_phase, prepare, preflight::replication::decide, standby_finding, preflight::standby::resolve",
         ),
     );
     pub(super) const COLLATION: Family = family(
@@ -244,6 +248,9 @@ pub(crate) const CHECKS: &[Check] = {
     const PREPARED: &str = "that no prepared\n  transactions are pending";
     const SCRATCH: &str = "`check` only: `initdb` of a scratch cluster";
     const STANDBY: &str = "the old cluster is not itself a standby";
+    const ARCHIVE: &str = "WAL archiving (warnings)";
+    const ARCHIVE_AFTER: &str =
+        "Once the new cluster serves, pgleap checks whether the new cluster";
     const SLOTS: &str = "replication slots survive the major pair";
     const SUBSCRIPTIONS: &str = "subscriptions are carried with their state";
     const STANDBYS: &str = "no physical standby streams from the old cluster";
@@ -379,6 +386,15 @@ pub(crate) const CHECKS: &[Check] = {
         ),
         check("rehearse-scratch-exists", Command, &fam::REHEARSE, REHEARSE),
         check("rehearse-no-space", Command, &fam::REHEARSE, REHEARSE),
+        check("wal-archiving", Catalog, &fam::ARCHIVE, ARCHIVE),
+        check("wal-archiving-failing", Catalog, &fam::ARCHIVE, ARCHIVE),
+        check("new-archiving-fails", Command, &fam::COMMAND, ARCHIVE_AFTER),
+        check(
+            "new-archiving-unconfirmed",
+            Command,
+            &fam::COMMAND,
+            ARCHIVE_AFTER,
+        ),
         check("old-is-standby", Static, &fam::REPLICATION, STANDBY),
         check("old-in-recovery", Catalog, &fam::REPLICATION, STANDBY),
         check("replication-slots-lost", Catalog, &fam::REPLICATION, SLOTS),
@@ -390,7 +406,12 @@ pub(crate) const CHECKS: &[Check] = {
             SUBSCRIPTIONS,
         ),
         check("standbys-connected", Catalog, &fam::REPLICATION, STANDBYS),
+        check("standby-unknown", Catalog, &fam::REPLICATION, STANDBYS),
+        check("standby-dir", Catalog, &fam::REPLICATION, STANDBYS),
         check("slot-recreate-failed", Command, &fam::COMMAND, ""),
+        check("hba-fence-skipped", Command, &fam::COMMAND, ""),
+        check("hba-fence-left", Command, &fam::COMMAND, ""),
+        check("replication-slot-drop-failed", Command, &fam::COMMAND, ""),
     ]
 };
 

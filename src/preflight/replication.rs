@@ -22,7 +22,8 @@ pub(crate) enum SlotPolicy {
     /// Refuse when a slot would be lost.
     #[default]
     Refuse,
-    /// Upgrade without them; the report says how to recreate each.
+    /// Upgrade without them (from 17, logical slots that have not caught up are dropped
+    /// right before the stop); the report says how to recreate each.
     Drop,
     /// Like drop, and recreate the physical slots (same names) on the new cluster.
     RecreatePhysical,
@@ -37,6 +38,9 @@ pub(crate) enum SubscriptionPolicy {
     Refuse,
     /// Upgrade; they stay disabled until you resume them as the report says.
     Disable,
+    /// Upgrade, and resume each after the new start when its recorded state allows it
+    /// (else it stays disabled and the report says why and how to resume it).
+    Resume,
 }
 
 /// `--standbys`: physical standbys streaming from the old cluster.
@@ -46,8 +50,12 @@ pub(crate) enum StandbyPolicy {
     /// Refuse while a standby streams from the old cluster.
     #[default]
     Refuse,
-    /// Upgrade; rebuild each standby afterwards as the report says.
+    /// Upgrade; rebuild each standby as the output says. In link mode the upgrade pauses
+    /// before the new primary's first start, for the rsync of pg_upgrade's documentation.
     RebuildLater,
+    /// Upgrade without pausing; rebuild each standby from a fresh base backup of the new
+    /// primary afterwards.
+    Basebackup,
 }
 
 /// The three choices together, as given.
@@ -74,6 +82,61 @@ pub(crate) enum Fate {
     Rebuild,
 }
 
+/// What an upgrade did to replication items beyond what the plan decided, journaled as it
+/// happens and reported at the end.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// Logical slots of a 17+ old cluster dropped right before the stop (`--slots drop`):
+    /// name and why.
+    #[serde(default)]
+    pub(crate) dropped: Vec<(String, String)>,
+    /// The fence before the stop: how long it held and what it cut off.
+    #[serde(default)]
+    pub(crate) fence: Option<String>,
+    /// Subscriptions after the new start (`--subscriptions resume`): what pgleap did.
+    #[serde(default)]
+    pub(crate) subscriptions: Vec<SubscriptionOutcome>,
+}
+
+/// One subscription after the new start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct SubscriptionOutcome {
+    /// `database.name`.
+    pub(crate) name: String,
+    /// Whether pgleap resumed it (or found it running).
+    pub(crate) resumed: bool,
+    /// What happened, or why it was not resumed.
+    pub(crate) note: String,
+}
+
+/// Whether the state recorded before the window lets pgleap resume a subscription of an old
+/// cluster before 17 by itself (`--subscriptions resume`); `origin_lsn` is how far it had
+/// applied when the old server stopped. `Err` says why not.
+pub(crate) fn resume_allowed(
+    s: &crate::inspect::replication::Subscription,
+    origin_lsn: Option<&str>,
+) -> Result<(), String> {
+    if !s.enabled {
+        return Err(
+            "it was disabled before the upgrade; enable it yourself when you want it to run".into(),
+        );
+    }
+    if s.slot.is_none() {
+        return Err("it has no slot on the publisher (slot_name = NONE)".into());
+    }
+    if s.tables_ready != s.tables {
+        return Err(format!(
+            "{} of its {} tables were still being synchronized (not in state ready): REFRESH PUBLICATION WITH (copy_data = false) would leave them incomplete; re-create the subscription with copy_data = true, or resume it as below and resynchronize those tables",
+            s.tables - s.tables_ready,
+            s.tables
+        ));
+    }
+    if origin_lsn.is_none() {
+        return Err("how far it had applied could not be read from the old cluster's pg_logical/replorigin_checkpoint".into());
+    }
+    Ok(())
+}
+
 /// The plan's replication section: the facts, the choices and each item's fate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Section {
@@ -91,6 +154,9 @@ pub(crate) struct Section {
     pub(crate) socket_dir: Option<std::path::PathBuf>,
     #[serde(default)]
     pub(crate) hostname: String,
+    /// Where each standby keeps its data (see `preflight::standby`).
+    #[serde(default)]
+    pub(crate) standby_places: Vec<super::standby::Place>,
 }
 
 impl Section {
@@ -117,9 +183,13 @@ impl Section {
     }
 }
 
-/// Physical standbys: walsenders that do not stream from a logical slot.
+/// Physical standbys: walsenders that do not stream from a logical slot. A base backup in
+/// progress (`pg_basebackup`, state `backup`) is a walsender too, but no standby follows it.
 pub(crate) fn standbys(facts: &Replication) -> impl Iterator<Item = &Sender> {
-    facts.senders.iter().filter(|s| !s.logical)
+    facts
+        .senders
+        .iter()
+        .filter(|s| !s.logical && s.state != "backup")
 }
 
 /// Refuses an old cluster that is itself a standby, naming the primary it follows.
@@ -163,6 +233,7 @@ pub(crate) fn decide(
         subscriptions,
         standbys,
         socket_dir: None,
+        standby_places: Vec::new(),
         hostname: nix::unistd::gethostname()
             .map_or_else(|_| "localhost".into(), |h| h.to_string_lossy().into_owned()),
     }
@@ -176,7 +247,7 @@ fn describe_slot(s: &Slot) -> String {
 }
 
 /// A logical slot of a 17+ cluster that pg_upgrade would refuse once the server is stopped.
-fn not_caught_up(s: &Slot) -> Option<String> {
+pub(crate) fn not_caught_up(s: &Slot) -> Option<String> {
     /// A consumer further behind than this is not waited for inside the window.
     const FAR_BEHIND: i64 = 16 * 1024 * 1024;
     if s.invalidated {
@@ -212,10 +283,15 @@ fn slot_fates(
         // 17: pg_upgrade carries logical slots (not physical ones).
         let carried = s.is_logical() && old_major >= 17;
         let fate = if carried {
-            if let Some(why) = not_caught_up(s) {
-                behind.push(why);
+            match (not_caught_up(s), policy) {
+                (Some(why), SlotPolicy::Refuse) => {
+                    behind.push(why);
+                    Fate::Kept
+                }
+                // Dropped on the old cluster right before the stop (`steps::fence`).
+                (Some(_), _) => Fate::Dropped,
+                (None, _) => Fate::Kept,
             }
-            Fate::Kept
         } else {
             match policy {
                 SlotPolicy::Refuse => {
@@ -248,14 +324,7 @@ fn slot_fates(
         ));
     }
     if !behind.is_empty() {
-        findings.push(Finding::error(
-            "replication-slot-behind",
-            format!(
-                "pg_upgrade carries a logical slot only once its consumer has confirmed every change, and checks it with the old server stopped: {}",
-                behind.join("; ")
-            ),
-            "Let each consumer catch up (connect it, or consume the slot with pg_logical_slot_get_changes), or drop a slot you do not need with SELECT pg_drop_replication_slot('name'); then run pgleap again",
-        ));
+        findings.push(behind_finding(&behind));
     }
     for s in facts
         .slots
@@ -272,6 +341,18 @@ fn slot_fates(
         ));
     }
     fates
+}
+
+/// The refusal of 17+ logical slots pg_upgrade would not carry, each with why.
+pub(crate) fn behind_finding(behind: &[String]) -> Finding {
+    Finding::error(
+        "replication-slot-behind",
+        format!(
+            "pg_upgrade carries a logical slot only once its consumer has confirmed every change, and checks it with the old server stopped: {}",
+            behind.join("; ")
+        ),
+        "Let each consumer catch up (connect it, or consume the slot with pg_logical_slot_get_changes), or pass --slots drop to have pgleap drop the slots that have not caught up right before the stop (the report names each and how to recreate it); then run pgleap again",
+    )
 }
 
 fn subscription_fates(
@@ -310,7 +391,7 @@ fn subscription_fates(
                 majors.0,
                 majors.1
             ),
-            "Pass --subscriptions disable to upgrade anyway: the report then gives, for each subscription, the exact statements that resume it from where it stopped without losing or repeating rows",
+            "Pass --subscriptions disable to upgrade anyway: the report then gives, for each subscription, the exact statements that resume it from where it stopped without losing or repeating rows; or --subscriptions resume to have pgleap run them after the new start when the subscription's recorded state allows it",
         ));
     }
     fates
@@ -333,7 +414,7 @@ fn standby_fates(
                 if list.len() == 1 { "s" } else { "" },
                 names.join(", ")
             ),
-            "Pass --standbys rebuild-later to upgrade the primary anyway: the report then gives each standby's rebuild procedure (rsync of the upgraded primary, or a fresh base backup); keep the standbys stopped until then",
+            "Pass --standbys rebuild-later to upgrade the primary anyway (in link mode the upgrade then pauses before the new primary's first start and prints each standby's rsync from the upgraded primary; in other modes, its rebuild from a fresh base backup), or --standbys basebackup for a base backup without the pause; with --standby NAME=[HOST:]DIR for each standby's own data directory",
         ));
     }
     list.iter()
@@ -420,6 +501,43 @@ mod tests {
         assert_eq!(out[0].code, "replication-slot-behind");
         assert!(out[0].message.contains("'late'"));
         assert!(!out[0].message.contains("'ok'"));
+    }
+
+    fn sender(name: &str, state: &str) -> Sender {
+        Sender {
+            pid: 1,
+            user: "rep".into(),
+            application_name: name.into(),
+            client_addr: None,
+            state: state.into(),
+            slot: None,
+            logical: false,
+        }
+    }
+
+    #[test]
+    fn a_base_backup_in_progress_is_not_a_standby() {
+        let mut f = facts(Vec::new());
+        f.senders = vec![sender("pg_basebackup", "backup")];
+        let mut out = Vec::new();
+        let s = decide(&f, (16, 17), Policies::default(), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert!(s.standbys.is_empty());
+        f.senders.push(sender("walreceiver", "streaming"));
+        let s = decide(&f, (16, 17), Policies::default(), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].code, "standbys-connected");
+        assert!(
+            out[0].message.contains("'walreceiver'"),
+            "{}",
+            out[0].message
+        );
+        assert!(
+            !out[0].message.contains("pg_basebackup"),
+            "{}",
+            out[0].message
+        );
+        assert_eq!(s.standbys, [("walreceiver".to_string(), Fate::Rebuild)]);
     }
 
     #[test]

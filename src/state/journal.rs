@@ -108,6 +108,22 @@ pub(crate) struct Record {
     /// by clients since then are what a rollback would discard (see `crossing`).
     #[serde(default)]
     pub(crate) new_next_xid: Option<u64>,
+    /// The old cluster's pg_hba.conf while it is fenced before the stop (see `steps::fence`):
+    /// set before the fenced file is written, cleared once the original is back.
+    #[serde(default)]
+    pub(crate) hba_fence: Option<crate::config::hba::HbaFence>,
+    /// What the upgrade did to replication items beyond the plan (slots dropped before the
+    /// stop, subscriptions resumed after the start).
+    #[serde(default)]
+    pub(crate) replication: crate::preflight::replication::Outcome,
+    /// The old cluster's latest checkpoint location once pgleap stopped it (its shutdown
+    /// checkpoint): a standby caught up with it has the same one after its own stop.
+    #[serde(default)]
+    pub(crate) old_checkpoint: Option<String>,
+    /// Set when the upgrade paused before the new primary's first start for the standbys'
+    /// rsync (`--standbys rebuild-later`, link mode): the next `pgleap upgrade` starts it.
+    #[serde(default)]
+    pub(crate) paused_for_standbys: bool,
     pub(crate) started_at: u64,
     pub(crate) updated_at: u64,
     /// What proves which directories are this upgrade's (see `state::identity`).
@@ -155,6 +171,10 @@ impl Journal {
             window_started_ms: None,
             new_checkpoint: None,
             new_next_xid: None,
+            hba_fence: None,
+            replication: crate::preflight::replication::Outcome::default(),
+            old_checkpoint: None,
+            paused_for_standbys: false,
             started_at: now(),
             updated_at: now(),
             identity: Identity::default(),

@@ -11,9 +11,10 @@ use std::path::PathBuf;
 
 use crate::error::{Finding, Result};
 use crate::exec::postmaster::{self, Liveness};
+use crate::exec::server;
 use crate::inspect::{cluster, db};
 use crate::plan::prepare::Prepared;
-use crate::state::journal::Journal;
+use crate::state::journal::{Journal, State};
 
 /// True when a server has run on the new data directory since pg_upgrade finished: its
 /// `postmaster.pid` exists, `pg_control` no longer says "shut down", or its latest checkpoint
@@ -85,7 +86,7 @@ pub(crate) fn lost_writes(p: &Prepared, j: &Journal) -> Result<Option<Finding>> 
         )));
     };
     let n = now.saturating_sub(base);
-    if n == 0 {
+    if n == 0 || only_pgleap_wrote(p, j) {
         return Ok(None);
     }
     // A step of pgleap's own that was interrupted wrote too (ANALYZE updates statistics).
@@ -105,4 +106,26 @@ pub(crate) fn lost_writes(p: &Prepared, j: &Journal) -> Result<Option<Finding>> 
         ),
         fix,
     )))
+}
+
+/// True when every transaction on the new cluster since pgleap last counted them must be
+/// pgleap's own: pgleap was stopped inside its own work on the new cluster (extension
+/// updates, collation repairs, ANALYZE) before handing it over, and the server still runs
+/// fenced as pgleap started it: no TCP listener, its socket in a private directory of
+/// pgleap's that only the owner can reach. A server that is down proves nothing (somebody
+/// may have started it with its real settings in between), nor does a live start.
+fn only_pgleap_wrote(p: &Prepared, j: &Journal) -> bool {
+    let own_step = matches!(
+        j.record.running.as_deref(),
+        Some("update-extensions" | "collations" | "analyze")
+    );
+    let new = &p.plan.new.datadir;
+    let fenced = match postmaster::liveness(new) {
+        Liveness::Running(pm) => {
+            pm.socket_dir.as_deref().is_some_and(server::is_fence_dir)
+                && postmaster::tcp_closed(new)
+        }
+        _ => false,
+    };
+    own_step && j.record.state < State::Done && fenced
 }

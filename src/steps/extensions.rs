@@ -28,6 +28,7 @@ impl Step for UpdateExtensions {
     fn run(&self, run: &mut Run<'_>) -> Result<()> {
         let socket = run.new_server()?;
         super::replication::recreate_physical_slots(run, &socket);
+        super::replication::resume_subscriptions(run, &socket)?;
         update_extensions(self, run, &socket)
     }
 

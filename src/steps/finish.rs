@@ -22,8 +22,11 @@ impl Step for Finish {
     }
 
     fn run(&self, run: &mut Run<'_>) -> Result<()> {
-        run.new_server()?;
+        let socket = run.new_server()?;
         let leave_running = run.leave_running();
+        if leave_running {
+            super::archiving::check_new(run, &socket);
+        }
         let mut what = if leave_running {
             "new cluster left running".to_string()
         } else {

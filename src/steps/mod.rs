@@ -5,11 +5,13 @@
 //! serves; the downtime window holds only stop-old, pg_upgrade and start-new.
 
 pub(crate) mod analyze;
+pub(crate) mod archiving;
 pub(crate) mod carry_config;
 pub(crate) mod check;
 pub(crate) mod collations;
 pub(crate) mod crossing;
 pub(crate) mod extensions;
+pub(crate) mod fence;
 pub(crate) mod finish;
 pub(crate) mod initdb;
 pub(crate) mod order;

@@ -231,7 +231,10 @@ fn arguments(
         format!("--socketdir={}", fence.socket_dir().display()),
         // Keep pg_upgrade_output.d so its logs can be moved beside the upgrade's own.
         "--retain".into(),
-        format!("--new-options={hba}"),
+        // The new server pg_upgrade runs restores the schema with the carried
+        // configuration: its WAL is thrown away after, and archiving it would put segments
+        // named like the old cluster's first ones into the old cluster's archive.
+        format!("--new-options={hba} -c archive_mode=off"),
     ];
     if !live {
         args.push(format!("--old-options={hba}"));

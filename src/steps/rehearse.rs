@@ -26,6 +26,7 @@ use crate::inspect::space::{self, FsNeed};
 use crate::plan::Mode;
 use crate::plan::args::{CheckArgs, Target};
 use crate::plan::prepare::{Prepared, Purpose, prepare};
+use crate::preflight::replication::StandbyPolicy;
 use crate::state::journal::{Journal, StepRecord};
 use crate::state::lock::Lock;
 use crate::steps::rehearse_copy::{self as copy, Method, Scratch};
@@ -356,7 +357,12 @@ fn run_pipeline(
         username: args.username.clone(),
         slots: args.slots,
         subscriptions: args.subscriptions,
-        standbys: args.standbys,
+        // A rehearsal never pauses for standbys: nothing is rebuilt from the copy.
+        standbys: match args.standbys {
+            StandbyPolicy::RebuildLater => StandbyPolicy::Basebackup,
+            s => s,
+        },
+        standby: Vec::new(),
         json: args.json,
     };
     let purpose = Purpose::Upgrade {

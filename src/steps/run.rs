@@ -9,12 +9,29 @@ use crate::steps::undo::{self, Discard};
 
 use super::step::{Run, step_failed};
 
+/// How a run of the steps ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finished {
+    /// Every step ran.
+    Done,
+    /// Paused before the new primary's first start, for the standbys' rsync (see
+    /// `preflight::standby::pauses`); journaled, so the next run starts it.
+    PausedForStandbys,
+}
+
 /// Runs every step after the journaled state, in order. A failure of a step that
 /// [rolls back](super::step::Step::rolls_back) puts the old cluster back first.
-pub(crate) fn carry_out(run: &mut Run<'_>) -> Result<()> {
+pub(crate) fn carry_out(run: &mut Run<'_>) -> Result<Finished> {
+    // A run killed while the old server was fenced left its pg_hba.conf to put back.
+    if let Some(note) = super::fence::lift(run.p, &mut run.journal)? {
+        run.ui.line(&format!("      {note}"));
+    }
     for (i, step) in ORDER.iter().enumerate() {
         if step.reaches() <= run.journal.record.state {
             continue;
+        }
+        if step.reaches() == State::NewStarted && pause_for_standbys(run)? {
+            return Ok(Finished::PausedForStandbys);
         }
         run.at = (i + 1, ORDER.len());
         if let Err(e) = step.run(run) {
@@ -25,7 +42,22 @@ pub(crate) fn carry_out(run: &mut Run<'_>) -> Result<()> {
             });
         }
     }
-    Ok(())
+    Ok(Finished::Done)
+}
+
+/// The first time the new primary is about to start in link mode with standbys to rebuild
+/// later: journal the pause and stop there. A resumed run goes on.
+fn pause_for_standbys(run: &mut Run<'_>) -> Result<bool> {
+    let plan = &run.p.plan;
+    let link = plan.mode == crate::plan::Mode::Link;
+    if run.journal.record.paused_for_standbys
+        || !crate::preflight::standby::pauses(plan.replication.as_ref(), link)
+    {
+        return Ok(false);
+    }
+    run.journal.record.paused_for_standbys = true;
+    run.journal.write()?;
+    Ok(true)
 }
 
 /// A failure or interrupt before the point of no return: put the old cluster back as it

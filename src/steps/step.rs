@@ -127,6 +127,8 @@ impl<'a> Run<'a> {
         let started = self.ui.step(self.at.0, self.at.1, name, what);
         self.journal.begin(name)?;
         let out = f(self)?;
+        // The step's work is done but not journaled: a crash here leaves it "running".
+        interrupt::fault(&format!("within:{name}"));
         if step.writes_new() {
             self.journal.record.new_next_xid =
                 new_next_xid(self.p).or(self.journal.record.new_next_xid);

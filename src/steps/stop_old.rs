@@ -26,8 +26,9 @@ impl Step for StopOld {
     }
 
     fn run(&self, run: &mut Run<'_>) -> Result<()> {
-        // Before anything of the window: a refusal here leaves the old server serving.
-        super::replication::check_slots_before_stop(run)?;
+        // Before anything of the window: a refusal here leaves the old server serving (17+
+        // with logical slots: fenced, consumers waited for, see `fence`).
+        super::fence::before_stop(run)?;
         checkpoint_old(run);
         run.journal.record.window_started_ms = Some(now_millis());
         let what = format!(
@@ -36,11 +37,18 @@ impl Step for StopOld {
         );
         run.step(self, &what, |r| {
             let started = std::time::Instant::now();
-            stop_old(r.p)?;
-            // Journaled with the step's end: no extra write inside the window.
+            let checkpoint = stop_old(r.p)?;
+            // Journaled with the step's end: no extra write inside the window. The old
+            // checkpoint is what a standby's rebuild checks it has caught up with (link
+            // mode's pg_upgrade renames the old pg_control).
             r.journal.record.shutdown_seconds = Some(started.elapsed().as_secs_f64());
+            r.journal.record.old_checkpoint = Some(checkpoint);
             Ok(())
-        })
+        })?;
+        if let Some(note) = super::fence::lift(run.p, &mut run.journal)? {
+            run.ui.line(&format!("      {note}"));
+        }
+        Ok(())
     }
 
     /// A server on the old data directory (the old one caught midway through its shutdown)
@@ -109,16 +117,15 @@ fn describe_checkpoints(r: &CheckpointReport) -> String {
 }
 
 /// Stops the old server (through what manages it) and verifies pg_control says it shut down
-/// cleanly. Returns what stopped it.
-pub(crate) fn stop_old(p: &Prepared) -> Result<Option<String>> {
-    let how = match postmaster::liveness(&p.plan.old.datadir) {
-        Liveness::Stopped => None,
-        Liveness::Running(_) => servers::stop(p, Which::Old)?,
-        Liveness::Stale { .. } => {
-            server::stop(&p.runner, &p.old.bindir, &p.plan.old.datadir)?;
-            None
+/// cleanly. Returns its latest checkpoint location.
+pub(crate) fn stop_old(p: &Prepared) -> Result<String> {
+    match postmaster::liveness(&p.plan.old.datadir) {
+        Liveness::Stopped => {}
+        Liveness::Running(_) => {
+            servers::stop(p, Which::Old)?;
         }
-    };
+        Liveness::Stale { .. } => server::stop(&p.runner, &p.old.bindir, &p.plan.old.datadir)?,
+    }
     let control = p.cluster.control_data(&p.runner, &p.old)?;
     if !control.cleanly_shut_down() {
         return Err(Error::UncleanShutdown {
@@ -126,5 +133,5 @@ pub(crate) fn stop_old(p: &Prepared) -> Result<Option<String>> {
             state: control.state,
         });
     }
-    Ok(how)
+    Ok(control.checkpoint)
 }

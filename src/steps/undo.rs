@@ -92,6 +92,7 @@ pub(crate) fn roll_back(
     // Proofs first: a refusal here has changed nothing.
     let targets = Targets::proven(p, j)?;
     let mut notes = undo_steps(p, j)?;
+    notes.extend(crate::steps::fence::lift(p, j)?);
     notes.push(restart_old(p, j, log_dir)?);
     // A full disk may keep the journal from being written until the new cluster is gone:
     // then it is written again once that space is free.

@@ -3,3 +3,4 @@
 pub(crate) mod progress;
 pub(crate) mod replication;
 pub(crate) mod report;
+pub(crate) mod standby;

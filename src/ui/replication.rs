@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 
 use crate::inspect::replication::{Slot, Subscription, host_port};
 use crate::plan::Plan;
-use crate::preflight::replication::{Fate, Section, describe_standby, standbys};
+use crate::preflight::replication::{
+    Fate, Outcome, Section, SubscriptionOutcome, describe_standby, standbys,
+};
 
 /// `(key, value)` rows for the plan.
 pub(crate) fn plan_rows(plan: &Plan) -> Vec<(&'static str, String)> {
@@ -29,16 +31,21 @@ pub(crate) fn plan_rows(plan: &Plan) -> Vec<(&'static str, String)> {
         let fate = match r.fate_of_slot(&s.name) {
             Some(Fate::Kept) => "kept by pg_upgrade (its consumer must have confirmed every change when the server stops)".to_string(),
             Some(Fate::Recreated) => "not carried; recreated empty on the new cluster after its start".into(),
+            Some(Fate::Dropped) if s.is_logical() && old >= 17 => "has not caught up: dropped on the old cluster right before the stop (--slots drop)".into(),
             _ if s.is_logical() && old < 17 => format!("lost: pg_upgrade carries no slot from {old}"),
             _ => "lost: pg_upgrade never carries physical slots".into(),
         };
         rows.push(("slot", format!("{}: {fate}", slot_name(s))));
     }
     for s in &r.facts.subscriptions {
-        let fate = if old >= 17 {
-            "kept by pg_upgrade with its table states"
-        } else {
-            "arrives disabled without table states: resume it as the report says"
+        let resume =
+            r.policies.subscriptions == crate::preflight::replication::SubscriptionPolicy::Resume;
+        let fate = match (old >= 17, resume) {
+            (true, _) => "kept by pg_upgrade with its table states",
+            (false, true) => {
+                "arrives disabled without table states: pgleap resumes it after the start when its recorded state allows it (else the report says why and how)"
+            }
+            (false, false) => "arrives disabled without table states: resume it as the report says",
         };
         rows.push((
             "subscription",
@@ -69,8 +76,9 @@ pub(crate) fn plan_rows(plan: &Plan) -> Vec<(&'static str, String)> {
         rows.push((
             "standby",
             format!(
-                "{}: cannot follow the new major; rebuild it from the new primary",
-                describe_standby(s)
+                "{}: cannot follow the new major; {}",
+                describe_standby(s),
+                super::standby::plan_fate(plan, r, s)
             ),
         ));
     }
@@ -125,17 +133,27 @@ fn sql_ident(s: &str) -> String {
 }
 
 /// The report's replication section; `origins` is how far each replication origin of the
-/// old cluster had applied when it stopped (origin id → LSN), when it could be read.
-pub(crate) fn report(plan: &Plan, origins: Option<&[(i32, String)]>) -> String {
+/// old cluster had applied when it stopped (origin id → LSN), when it could be read;
+/// `outcome` what the upgrade did beyond the plan.
+pub(crate) fn report(plan: &Plan, origins: Option<&[(i32, String)]>, outcome: &Outcome) -> String {
     let Some(r) = &plan.replication else {
         return String::new();
     };
     let mut out = String::from("Replication:\n");
+    if let Some(fence) = &outcome.fence {
+        let _ = writeln!(
+            out,
+            "  before the stop: {fence} (only replication connections and pgleap were admitted while the logical replication consumers confirmed every change)"
+        );
+    }
     for s in &r.facts.slots {
-        slot_lines(&mut out, plan, r, s);
+        let dropped = outcome.dropped.iter().find(|(n, _)| *n == s.name);
+        slot_lines(&mut out, plan, r, s, dropped.map(|(_, why)| why.as_str()));
     }
     for s in &r.facts.subscriptions {
-        subscription_lines(&mut out, plan, r, s, origins);
+        let key = format!("{}.{}", s.database, s.name);
+        let done = outcome.subscriptions.iter().find(|d| d.name == key);
+        subscription_lines(&mut out, plan, r, s, origins, done);
     }
     for p in &r.facts.publications {
         let _ = writeln!(
@@ -148,9 +166,14 @@ pub(crate) fn report(plan: &Plan, origins: Option<&[(i32, String)]>) -> String {
     out
 }
 
-fn slot_lines(out: &mut String, plan: &Plan, r: &Section, s: &Slot) {
+fn slot_lines(out: &mut String, plan: &Plan, r: &Section, s: &Slot, dropped: Option<&str>) {
     let name = slot_name(s);
-    match r.fate_of_slot(&s.name) {
+    let fate = if dropped.is_some() {
+        Some(Fate::Dropped)
+    } else {
+        r.fate_of_slot(&s.name)
+    };
+    match fate {
         Some(Fate::Kept) => {
             let _ = writeln!(
                 out,
@@ -176,9 +199,12 @@ fn slot_lines(out: &mut String, plan: &Plan, r: &Section, s: &Slot) {
                 sql_literal(&s.name),
                 sql_literal(plugin)
             );
+            let when = dropped.map_or_else(String::new, |why| {
+                format!(" on the old cluster right before the stop (--slots drop: {why})")
+            });
             let _ = writeln!(
                 out,
-                "  slot {name}: dropped (its consumer had confirmed up to {}). Recreate it with:\n    {}\n    Why: it starts at the new cluster's current position: changes written on the new cluster before it exists never reach its consumer, so resynchronize the consumer from a fresh copy of the data (a subscriber: re-create its subscription with copy_data = true).",
+                "  slot {name}: dropped{when} (its consumer had confirmed up to {}). Recreate it with:\n    {}\n    Why: it starts at the new cluster's current position: changes written on the new cluster before it exists never reach its consumer, so resynchronize the consumer from a fresh copy of the data (a subscriber: re-create its subscription with copy_data = true).",
                 s.confirmed_flush_lsn.as_deref().unwrap_or("nothing"),
                 psql(plan, r, db, &sql)
             );
@@ -197,40 +223,25 @@ fn slot_lines(out: &mut String, plan: &Plan, r: &Section, s: &Slot) {
     }
 }
 
-fn subscription_lines(
-    out: &mut String,
-    plan: &Plan,
-    r: &Section,
-    s: &Subscription,
-    origins: Option<&[(i32, String)]>,
-) {
-    let from = host_port(&s.conninfo);
-    if plan.old.major >= 17 {
-        let _ = writeln!(
-            out,
-            "  subscription {}.{} from {from}: kept by pg_upgrade with its table states and origin; it resumes by itself{}",
-            s.database,
-            s.name,
-            if s.enabled {
-                ""
-            } else {
-                " once enabled (it was disabled before the upgrade)"
-            }
-        );
-        return;
-    }
-    let lsn = s.origin_id.and_then(|id| {
+/// How far the subscription had applied when the old server stopped, from `origins`.
+pub(crate) fn origin_lsn(s: &Subscription, origins: Option<&[(i32, String)]>) -> Option<String> {
+    s.origin_id.and_then(|id| {
         origins?
             .iter()
             .find(|(o, _)| *o == id)
             .map(|(_, l)| l.clone())
-    });
+    })
+}
+
+/// The statements that resume a subscription of an old cluster before 17 on the new
+/// cluster, in order (see the report's explanation).
+pub(crate) fn resume_statements(s: &Subscription, lsn: Option<&str>) -> Vec<String> {
     let name = sql_ident(&s.name);
     let slot = s.slot.clone().unwrap_or_else(|| s.name.clone());
     let mut steps = vec![format!(
         "ALTER SUBSCRIPTION {name} SET (slot_name = 'pgleap_no_such_slot')"
     )];
-    if let Some(lsn) = &lsn {
+    if let Some(lsn) = lsn {
         steps.push(format!(
             "SELECT pg_replication_origin_advance('pg_' || oid, {}) FROM pg_subscription WHERE subname = {}",
             sql_literal(lsn),
@@ -247,16 +258,56 @@ fn subscription_lines(
         ),
         format!("ALTER SUBSCRIPTION {name} ENABLE"),
     ]);
+    steps
+}
+
+fn subscription_lines(
+    out: &mut String,
+    plan: &Plan,
+    r: &Section,
+    s: &Subscription,
+    origins: Option<&[(i32, String)]>,
+    done: Option<&SubscriptionOutcome>,
+) {
+    let from = host_port(&s.conninfo);
+    if plan.old.major >= 17 {
+        let after = done.map_or_else(String::new, |d| format!("; {}", d.note));
+        let _ = writeln!(
+            out,
+            "  subscription {}.{} from {from}: kept by pg_upgrade with its table states and origin; it resumes by itself{}{after}",
+            s.database,
+            s.name,
+            if s.enabled {
+                ""
+            } else {
+                " once enabled (it was disabled before the upgrade)"
+            }
+        );
+        return;
+    }
+    if let Some(d) = done.filter(|d| d.resumed) {
+        let _ = writeln!(
+            out,
+            "  subscription {}.{} from {from}: {}",
+            s.database, s.name, d.note
+        );
+        return;
+    }
+    let lsn = origin_lsn(s, origins);
+    let slot = s.slot.clone().unwrap_or_else(|| s.name.clone());
     let where_from = lsn.as_ref().map_or_else(
         || "its origin recorded no progress, so the publisher resends from the slot's confirmed position".to_string(),
         |l| format!("its origin is set to {l}, the last publisher transaction this cluster applied before it stopped (from the old cluster's pg_logical/replorigin_checkpoint), so nothing is applied twice"),
     );
+    let not_resumed = done.map_or_else(String::new, |d| {
+        format!(" pgleap did not resume it: {}.", d.note)
+    });
     let _ = writeln!(
         out,
-        "  subscription {}.{} from {from}: carried disabled, without table states ({} of {} tables were ready). Resume it, in this order:",
+        "  subscription {}.{} from {from}: carried disabled, without table states ({} of {} tables were ready).{not_resumed} Resume it, in this order:",
         s.database, s.name, s.tables_ready, s.tables
     );
-    for sql in &steps {
+    for sql in &resume_statements(s, lsn.as_deref()) {
         let _ = writeln!(out, "    {}", psql(plan, r, &s.database, sql));
     }
     let _ = writeln!(
@@ -266,36 +317,5 @@ fn subscription_lines(
 }
 
 fn standby_lines(out: &mut String, plan: &Plan, r: &Section) {
-    for s in standbys(&r.facts) {
-        let here = s.client_addr.is_none();
-        let primary_host = if here { host(r) } else { r.hostname.clone() };
-        let slot = s.slot.as_ref().map(|n| match r.fate_of_slot(n) {
-            Some(Fate::Recreated) => format!(" -S {}", shell_words::quote(n)),
-            _ => format!(" -C -S {}", shell_words::quote(n)),
-        });
-        let new_bin = plan.new.bindir.display();
-        let _ = writeln!(
-            out,
-            "  standby {}: cannot follow the new major; rebuild it with a fresh base backup of the new primary. On {}, as the cluster owner, with PostgreSQL {} installed (STANDBY_OLD and STANDBY_NEW default to this primary's paths; set them to the standby's own):",
-            describe_standby(s),
-            s.client_addr.as_deref().unwrap_or("this machine"),
-            plan.new.major
-        );
-        let _ = writeln!(
-            out,
-            "    STANDBY_OLD=\"${{STANDBY_OLD:-{old}}}\"; STANDBY_NEW=\"${{STANDBY_NEW:-{new}}}\"; STANDBY_PORT=\"${{STANDBY_PORT:-{port}}}\"\n    {obin}/pg_ctl -D \"$STANDBY_OLD\" stop -m fast || true\n    {new_bin}/pg_basebackup -h {h} -p {pp} -U {user} -D \"$STANDBY_NEW\" -X stream -R --checkpoint=fast{slot}\n    {new_bin}/pg_ctl -D \"$STANDBY_NEW\" -o \"-p $STANDBY_PORT\" -l \"$STANDBY_NEW/startup.log\" start",
-            old = plan.old.datadir.display(),
-            new = plan.new.datadir.display(),
-            port = plan.new.port,
-            obin = plan.old.bindir.display(),
-            h = shell_words::quote(&primary_host),
-            pp = plan.new.port,
-            user = shell_words::quote(&s.user),
-            slot = slot.unwrap_or_default(),
-        );
-        let _ = writeln!(
-            out,
-            "    Why not the rsync of pg_upgrade's documentation: it is only correct before the new primary first starts, and pgleap has started it (its files changed in place since, which rsync --size-only would not see). Remove the standby's old data directory once the new standby streams."
-        );
-    }
+    super::standby::report_lines(out, plan, r);
 }

@@ -1,0 +1,440 @@
+//! What users read about their physical standbys: each one's rebuild as commands runnable
+//! verbatim (real hosts and paths, no variable to set), each group under a `#` comment
+//! naming the host it runs on, as the cluster owner.
+//!
+//! Two procedures, from PostgreSQL's pg_upgrade documentation: in link mode, while the new
+//! primary has never started, the rsync of the old and new directories together
+//! (`--hard-links --size-only`), which reuses the standby's own files; otherwise a fresh base
+//! backup of the new primary.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::inspect::replication::Sender;
+use crate::plan::Plan;
+use crate::preflight::replication::{Fate, Section, describe_standby, standbys};
+use crate::preflight::standby::{Place, common_root, pauses, standby_root};
+
+fn q(p: &Path) -> String {
+    shell_words::quote(&p.display().to_string()).into_owned()
+}
+
+/// The standby's place, with what the procedures need to say about it.
+struct Standby<'a> {
+    sender: &'a Sender,
+    place: &'a Place,
+    /// How the comments name its host.
+    host: String,
+    /// Its host, short.
+    at: String,
+    /// The file its own settings are saved to, beside its old data directory.
+    saved: PathBuf,
+}
+
+fn each(r: &Section) -> Vec<Standby<'_>> {
+    standbys(&r.facts)
+        .filter_map(|s| {
+            let place = r
+                .standby_places
+                .iter()
+                .find(|p| p.name == s.application_name)?;
+            let host = place.host.as_ref().map_or_else(
+                || "the standby's host (this host)".to_string(),
+                |h| format!("the standby's host {h}"),
+            );
+            let at = place.host.clone().unwrap_or_else(|| "this host".into());
+            let mut saved = place.old_dir.clone().into_os_string();
+            saved.push(".standby.auto.conf");
+            Some(Standby {
+                sender: s,
+                place,
+                host,
+                at,
+                saved: saved.into(),
+            })
+        })
+        .collect()
+}
+
+fn primary_host(r: &Section) -> String {
+    format!("the primary's host ({})", r.hostname)
+}
+
+/// `-h` for a standby reaching the new primary: its socket directory from this host, else
+/// this host's name.
+fn primary_address(r: &Section, s: &Standby<'_>) -> String {
+    match (&s.place.host, &r.socket_dir) {
+        (None, Some(dir)) => dir.display().to_string(),
+        _ => r.hostname.clone(),
+    }
+}
+
+fn stop_old(out: &mut String, plan: &Plan, s: &Standby<'_>) {
+    let ctl = q(&plan.old.bindir.join("pg_ctl"));
+    let dir = q(&s.place.old_dir);
+    let _ = writeln!(
+        out,
+        "    # {}: stop the old standby if it still runs\n    ! {ctl} -D {dir} status >/dev/null || {ctl} -D {dir} stop -m fast",
+        s.host
+    );
+}
+
+fn save_settings(out: &mut String, s: &Standby<'_>) {
+    let _ = writeln!(
+        out,
+        "    # {}: save its own settings (primary_conninfo, primary_slot_name, ...), which the new directory would not have\n    cp {} {}",
+        s.host,
+        q(&s.place.old_dir.join("postgresql.auto.conf")),
+        q(&s.saved)
+    );
+}
+
+fn restore_settings(out: &mut String, s: &Standby<'_>) {
+    let _ = writeln!(
+        out,
+        "    {{ echo '# pgleap: the settings of this standby, from its old postgresql.auto.conf'; cat {}; }} >> {}",
+        q(&s.saved),
+        q(&s.place.new_dir.join("postgresql.auto.conf"))
+    );
+}
+
+fn start_new(out: &mut String, plan: &Plan, s: &Standby<'_>) {
+    let dir = q(&ctl_dir(plan, s));
+    let _ = writeln!(
+        out,
+        "    {} -D {dir} -l {} start",
+        q(&plan.new.bindir.join("pg_ctl")),
+        q(&s.place.new_dir.join("startup.log"))
+    );
+}
+
+/// The base backup procedure, for any mode once the new primary has started.
+fn basebackup(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
+    stop_old(out, plan, s);
+    save_settings(out, s);
+    let slot = s.sender.slot.as_ref().map(|n| match r.fate_of_slot(n) {
+        Some(Fate::Recreated | Fate::Kept) => format!(" -S {}", shell_words::quote(n)),
+        _ => format!(" -C -S {}", shell_words::quote(n)),
+    });
+    let _ = writeln!(
+        out,
+        "    # {}, with PostgreSQL {} at {}: copy the running new primary into {} (which must not exist yet), make it a standby of it with its own settings, and start it\n    {} -h {} -p {} -U {} -D {} -X stream -R --checkpoint=fast{}",
+        s.host,
+        plan.new.major,
+        plan.new.bindir.display(),
+        s.place.new_dir.display(),
+        q(&plan.new.bindir.join("pg_basebackup")),
+        shell_words::quote(&primary_address(r, s)),
+        plan.new.port,
+        shell_words::quote(&s.sender.user),
+        q(&s.place.new_dir),
+        slot.unwrap_or_default()
+    );
+    restore_settings(out, s);
+    config_dir(out, plan, r, s);
+    start_new(out, plan, s);
+}
+
+/// `HOST:PATH` for rsync over ssh; an IPv6 address in brackets.
+fn remote(host: &str, path: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{path}")
+    } else {
+        format!("{host}:{path}")
+    }
+}
+
+const RSYNC: &str =
+    "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative";
+
+/// A location outside the data directory (tablespace, WAL): at the same path on another
+/// host; on this host the standby's copy is elsewhere, which pgleap does not know.
+fn elsewhere(out: &mut String, r: &Section, to: Option<&str>, what: &str, line: &str) {
+    if to.is_some() {
+        let _ = writeln!(out, "    {line}");
+    } else {
+        let _ = writeln!(
+            out,
+            "    # {}: {what} are the primary's; rsync them like this to where this standby keeps its copy: {line}",
+            primary_host(r)
+        );
+    }
+}
+
+/// rsync of the old and new directories of one location (data directory, tablespace, WAL)
+/// from the primary into the same place on the standby.
+fn rsync(old: &Path, new: &Path, dest_root: &Path, host: Option<&str>) -> String {
+    let (root, rel_old, rel_new) = common_root(old, new);
+    let src = |rel: &Path| q(&root.join(".").join(rel));
+    let mut dest = dest_root.display().to_string();
+    if !dest.ends_with('/') {
+        dest.push('/');
+    }
+    let dest = host.map_or(dest.clone(), |h| remote(h, &dest));
+    format!(
+        "{RSYNC} {} {} {}",
+        src(&rel_old),
+        src(&rel_new),
+        shell_words::quote(&dest)
+    )
+}
+
+/// rsync of a tablespace's old and new subdirectories (`PG_16_*`, `PG_17_*`: the shell
+/// expands them) to the same location on the standby's host.
+fn tablespace_rsync(location: &Path, (old, new): (u32, u32), host: Option<&str>) -> String {
+    let dest = format!("{}/", location.display());
+    format!(
+        "{RSYNC} {t}/./PG_{old}_* {t}/./PG_{new}_* {}",
+        shell_words::quote(&host.map_or(dest.clone(), |h| remote(h, &dest))),
+        t = q(location)
+    )
+}
+
+/// The documented rsync procedure, while the new primary has never started.
+fn rsync_procedure(
+    out: &mut String,
+    plan: &Plan,
+    r: &Section,
+    s: &Standby<'_>,
+    checkpoint: Option<&str>,
+) {
+    stop_old(out, plan, s);
+    let control = q(&plan.old.bindir.join("pg_controldata"));
+    match checkpoint {
+        Some(cp) => {
+            let _ = writeln!(
+                out,
+                "    # {}: check it replayed everything the old primary wrote: its latest checkpoint must be the primary's shutdown checkpoint, {cp}\n    LC_ALL=C {control} -D {} | grep -qx 'Latest checkpoint location: *{cp}' || {{ echo 'standby {} is not caught up with the old primary (its latest checkpoint location is not {cp}): do not rsync it; rebuild it from a base backup once the upgrade is done' >&2; false; }}",
+                s.host,
+                q(&s.place.old_dir),
+                s.place.name.replace('\'', "")
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "    # {}: pgleap could not read the old primary's latest checkpoint when it stopped: do not rsync a standby you cannot show is caught up; rebuild it from a base backup once the upgrade is done",
+                s.host
+            );
+        }
+    }
+    save_settings(out, s);
+    let to = s.place.host.as_deref();
+    let (_, rel_old, _) = common_root(&plan.old.datadir, &plan.new.datadir);
+    let dest = standby_root(&s.place.old_dir, &rel_old).unwrap_or_else(|| {
+        s.place
+            .old_dir
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_path_buf()
+    });
+    let _ = writeln!(
+        out,
+        "    # {}{}: copy the upgraded primary's directories onto the standby's: files the standby already has are hard-linked, not copied\n    {}",
+        primary_host(r),
+        to.map(|h| format!(", over ssh to {h} as {}", plan.owner.name))
+            .unwrap_or_default(),
+        rsync(&plan.old.datadir, &plan.new.datadir, &dest, to)
+    );
+    if let (Some(o), Some(n)) = (&plan.old.waldir, &plan.new.waldir) {
+        elsewhere(
+            out,
+            r,
+            to,
+            &format!("the WAL directories {} and {}", o.display(), n.display()),
+            &rsync(o, n, &common_root(o, n).0, to),
+        );
+    }
+    for t in &plan.tablespaces {
+        let line = tablespace_rsync(t, (plan.old.major, plan.new.major), to);
+        let what = format!("the tablespace {}", t.display());
+        elsewhere(out, r, to, &what, &line);
+    }
+    let _ = writeln!(
+        out,
+        "    # {}: make the new directory a standby, with its own settings back",
+        s.host
+    );
+    let _ = writeln!(
+        out,
+        "    touch {}",
+        q(&s.place.new_dir.join("standby.signal"))
+    );
+    restore_settings(out, s);
+    config_dir(out, plan, r, s);
+}
+
+/// A configuration directory outside the data directory (Debian's
+/// `/etc/postgresql/N/NAME`): the standby needs the new one too.
+fn config_dir(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
+    let Some(conf) = &plan.new.confdir else {
+        return;
+    };
+    match &s.place.host {
+        Some(h) => {
+            let (root, _, rel_new) = common_root(&plan.old.conf_dir(), conf);
+            let dest = remote(h, &format!("{}/", root.display()));
+            let _ = writeln!(
+                out,
+                "    # {}, over ssh to {h}: the new configuration directory {} too (then make the standby's own changes to its postgresql.conf there again)\n    rsync --archive --relative {} {}",
+                primary_host(r),
+                conf.display(),
+                q(&root.join(".").join(rel_new)),
+                shell_words::quote(&dest)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "    # {}: the standby's configuration directory for {} is not the primary's {}: create it like its old one, from the primary's new one",
+                s.host,
+                plan.new.major,
+                conf.display()
+            );
+        }
+    }
+}
+
+/// Where `pg_ctl -D` points for the standby: its configuration directory when it is apart
+/// (at the primary's path on another host), else its data directory.
+fn ctl_dir(plan: &Plan, s: &Standby<'_>) -> PathBuf {
+    match (&plan.new.confdir, &s.place.host) {
+        (Some(conf), Some(_)) => conf.clone(),
+        _ => s.place.new_dir.clone(),
+    }
+}
+
+/// The standbys' part of the output printed when the upgrade pauses before the new
+/// primary's first start: each one's rsync, then what comes next. `resume` is the command
+/// that starts the new primary.
+pub(crate) fn paused(plan: &Plan, checkpoint: Option<&str>, resume: &str) -> String {
+    let Some(r) = &plan.replication else {
+        return String::new();
+    };
+    let mut out = String::from("Standbys:\n");
+    for s in each(r) {
+        let _ = writeln!(
+            out,
+            "  standby {}, data directory {} on {}: rebuild it now, while the new primary has never started (pg_upgrade's documented rsync for --link mode); each command as {} on the host its comment names:",
+            describe_standby(s.sender),
+            s.place.old_dir.display(),
+            s.at,
+            plan.owner.name
+        );
+        rsync_procedure(&mut out, plan, r, &s, checkpoint);
+        let _ = writeln!(
+            out,
+            "  Then, once {resume} has started the new primary, start it on {} as {}: {} -D {} -l {} start",
+            s.host,
+            plan.owner.name,
+            q(&plan.new.bindir.join("pg_ctl")),
+            q(&ctl_dir(plan, &s)),
+            q(&s.place.new_dir.join("startup.log"))
+        );
+    }
+    out.push_str(
+        "  A standby not rebuilt before the new primary starts cannot use rsync any more: rebuild it from a base backup afterwards, as the report will say. If you roll back instead (pgleap rollback), a standby already rsynced no longer matches the old primary: rebuild it from a base backup of the old primary.\n",
+    );
+    out
+}
+
+/// The standbys' lines of the report, once the new primary runs.
+pub(crate) fn report_lines(out: &mut String, plan: &Plan, r: &Section) {
+    let rsynced = pauses(Some(r), plan.mode == crate::plan::Mode::Link);
+    for s in each(r) {
+        if rsynced {
+            let _ = writeln!(
+                out,
+                "  standby {}: if you rebuilt it with rsync while the upgrade paused, start it now:\n    # {}, as {}",
+                describe_standby(s.sender),
+                s.host,
+                plan.owner.name
+            );
+            start_new(out, plan, &s);
+            let _ = writeln!(
+                out,
+                "  If you did not, rsync is no longer correct (the new primary has started): rebuild {} from a fresh base backup of the new primary, each command as {} on the host its comment names:",
+                describe_standby(s.sender),
+                plan.owner.name
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  standby {}: cannot follow the new major; rebuild it from a fresh base backup of the new primary, each command as {} on the host its comment names:",
+                describe_standby(s.sender),
+                plan.owner.name
+            );
+        }
+        basebackup(out, plan, r, &s);
+    }
+    let unplaced = standbys(&r.facts).filter(|s| {
+        !r.standby_places
+            .iter()
+            .any(|p| p.name == s.application_name)
+    });
+    for s in unplaced {
+        let _ = writeln!(
+            out,
+            "  standby {}: cannot follow the new major; rebuild it from a fresh base backup of the new primary",
+            describe_standby(s)
+        );
+    }
+}
+
+/// How the plan says a standby is rebuilt.
+pub(crate) fn plan_fate(plan: &Plan, r: &Section, s: &Sender) -> String {
+    let at = r
+        .standby_places
+        .iter()
+        .find(|p| p.name == s.application_name)
+        .map(|p| {
+            format!(
+                " (data directory {} on {})",
+                p.old_dir.display(),
+                p.host.as_deref().unwrap_or("this host")
+            )
+        })
+        .unwrap_or_default();
+    if pauses(Some(r), plan.mode == crate::plan::Mode::Link) {
+        format!(
+            "rebuild it{at} with rsync while the upgrade pauses before the new primary's first start"
+        )
+    } else {
+        format!("rebuild it{at} from a fresh base backup of the new primary")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rsync_lines_keep_the_primarys_layout_on_the_standby() {
+        assert_eq!(
+            rsync(
+                Path::new("/var/lib/postgresql/16/main"),
+                Path::new("/var/lib/postgresql/17/main"),
+                Path::new("/var/lib/postgresql"),
+                Some("db2.example.com")
+            ),
+            "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative /var/lib/postgresql/./16/main /var/lib/postgresql/./17/main db2.example.com:/var/lib/postgresql/"
+        );
+        assert_eq!(
+            rsync(
+                Path::new("/srv/pg data/16"),
+                Path::new("/srv/pg data/17"),
+                Path::new("/standby/pg data"),
+                None
+            ),
+            "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative '/srv/pg data/./16' '/srv/pg data/./17' '/standby/pg data/'"
+        );
+        assert_eq!(
+            tablespace_rsync(Path::new("/vol1/ts"), (16, 17), Some("2001:db8::5")),
+            "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative /vol1/ts/./PG_16_* /vol1/ts/./PG_17_* '[2001:db8::5]:/vol1/ts/'"
+        );
+        assert_eq!(
+            tablespace_rsync(Path::new("/vol1/ts one"), (16, 17), Some("db2")),
+            "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative '/vol1/ts one'/./PG_16_* '/vol1/ts one'/./PG_17_* 'db2:/vol1/ts one/'"
+        );
+    }
+}
