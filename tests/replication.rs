@@ -613,7 +613,19 @@ fn standby_places_are_refused_then_a_paused_upgrade_rolls_back() {
 
     let rows_before = rows(16, &fx.socket, fx.port, "t");
     let mapping = format!("walreceiver={}", sb.dir.display());
-    with(&["--standby", &mapping]).success();
+    let paused = with(&["--standby", &mapping, "--json"]);
+    paused.success();
+    let doc: serde_json::Value = serde_json::from_str(&paused.stdout).unwrap();
+    assert_eq!(doc["paused"], true, "{}", paused.stdout);
+    assert_eq!(doc["state"], "upgraded");
+    assert_eq!(
+        doc["next"],
+        format!(
+            "pgleap upgrade --old-datadir {} --new-datadir {}",
+            fx.datadir.display(),
+            fx.new_datadir(17).display()
+        )
+    );
     let status = fx.pgleap(target(&fx, "status", 17));
     status.success();
     assert!(
@@ -1321,4 +1333,56 @@ fn subscriber_of_17_reports_its_state_on_the_new_cluster() {
         "INSERT INTO t SELECT g, 'after' FROM generate_series(1001, 1100) g",
     );
     wait_in_sync(&publisher, &subscriber, 18);
+}
+
+/// `check` of a stopped subscriber reads its catalog from a fenced start: held there for a
+/// few seconds, that server starts no apply worker, so the publisher's slot keeps what the
+/// real subscriber has not received, and the subscriber's table is as it was.
+#[test]
+fn check_of_a_stopped_subscriber_consumes_nothing() {
+    let (publisher, subscriber) = publisher_and_subscriber(16);
+    wait_in_sync(&publisher, &subscriber, 16);
+    subscriber.stop();
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'while down' FROM generate_series(3001, 3100) g",
+    );
+    let confirmed = || {
+        publisher.sql(
+            "postgres",
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'sub'",
+        )
+    };
+    let before = confirmed();
+    let gate = subscriber.root.path().join("go");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgleap"));
+    cmd.args(subscriber.args("check", 17, &["--subscriptions", "disable"]))
+        .env(
+            "PGLEAP_FAULT",
+            format!("fenced-old-up:pause={}", gate.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    wait_until("the fenced start of the subscriber", || {
+        subscriber.datadir.join("postmaster.pid").exists()
+    });
+    // Long enough for an apply worker to start, connect and confirm (well under a second
+    // when one is allowed).
+    std::thread::sleep(Duration::from_secs(4));
+    let during = confirmed();
+    std::fs::write(&gate, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        during, before,
+        "the fenced subscriber consumed from the publisher"
+    );
+    assert_eq!(confirmed(), before);
+    subscriber.start();
+    wait_in_sync(&publisher, &subscriber, 16);
 }

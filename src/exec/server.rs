@@ -42,10 +42,13 @@ impl Fence {
         self.dir.path()
     }
 
-    /// Server options that fence it: `-o` for pg_ctl, `-o`/`-O` for pg_upgrade.
+    /// Server options that fence it: `-o` for pg_ctl, `-o`/`-O` for pg_upgrade. No logical
+    /// replication worker starts either: a fenced server (a stopped subscriber started to
+    /// read its catalog, a new cluster before it is handed over) must not consume or apply
+    /// changes from a publisher.
     pub(crate) fn server_options(&self, port: u16) -> String {
         format!(
-            "-p {port} -c listen_addresses='' -c unix_socket_permissions=0700 -c unix_socket_directories='{}' -c hba_file='{}'",
+            "-p {port} -c listen_addresses='' -c unix_socket_permissions=0700 -c unix_socket_directories='{}' -c hba_file='{}' -c max_logical_replication_workers=0",
             self.dir.path().display(),
             self.dir.path().join("pg_hba.conf").display()
         )

@@ -556,6 +556,7 @@ fn read_catalog(
         Some((&fence, old_port)),
         &log,
     )?;
+    crate::exec::interrupt::fault("fenced-old-up");
     let target = db::Target::new(fence.socket_dir(), old_port, users);
     let result = db::call::<Catalog>(runner, &["catalog"], &target);
     let stopped = server::stop(runner, &old.bindir, &cluster.datadir);

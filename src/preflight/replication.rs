@@ -541,6 +541,38 @@ mod tests {
     }
 
     #[test]
+    fn resumes_only_what_the_recorded_state_allows() {
+        let ready = crate::inspect::replication::Subscription {
+            name: "sub".into(),
+            database: "app".into(),
+            enabled: true,
+            conninfo: "host=/tmp port=5433 dbname=app".into(),
+            slot: Some("sub".into()),
+            publications: vec!["pub".into()],
+            tables_ready: 2,
+            tables: 2,
+            origin: "pg_16400".into(),
+            origin_id: Some(1),
+        };
+        assert_eq!(resume_allowed(&ready, Some("0/3000060")), Ok(()));
+        let why = |s: &crate::inspect::replication::Subscription, lsn: Option<&str>| {
+            resume_allowed(s, lsn).unwrap_err()
+        };
+        assert!(why(&ready, None).contains("replorigin_checkpoint"));
+        let mut s = ready.clone();
+        s.enabled = false;
+        assert!(why(&s, Some("0/1")).starts_with("it was disabled before the upgrade"));
+        let mut s = ready.clone();
+        s.slot = None;
+        assert!(why(&s, Some("0/1")).contains("slot_name = NONE"));
+        let mut s = ready;
+        s.tables_ready = 1;
+        assert!(
+            why(&s, Some("0/1")).starts_with("1 of its 2 tables were still being synchronized")
+        );
+    }
+
+    #[test]
     fn subscriptions_before_17_need_the_opt_in() {
         let mut f = facts(Vec::new());
         f.subscriptions

@@ -123,7 +123,7 @@ fn lsn(text: &str) -> Option<u64> {
 
 /// Writes the fenced file (the original journaled first) and has the server reload it. A
 /// file pgleap cannot fence (not the owner's, not UTF-8, rejected by the server) is a
-/// warning: the wait then runs without the fence, as before 17.
+/// warning: the wait then runs without the fence, clients still connected.
 fn put_up(run: &mut Run<'_>, target: &db::Target, first: &Poll) -> Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     let p = run.p;
@@ -372,6 +372,58 @@ pub(crate) fn lift(p: &Prepared, j: &mut Journal) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn slot(name: &str, active: bool, confirmed: &str, pending: Option<bool>) -> Slot {
+        Slot {
+            name: name.into(),
+            kind: "logical".into(),
+            plugin: Some("pgoutput".into()),
+            database: Some("app".into()),
+            active,
+            restart_lsn: Some("0/1000000".into()),
+            confirmed_flush_lsn: Some(confirmed.into()),
+            retained_bytes: None,
+            lag_bytes: None,
+            pending_changes: pending,
+            invalidated: false,
+        }
+    }
+
+    #[test]
+    fn waits_for_connected_consumers_short_of_the_fence_only() {
+        let facts = Replication {
+            slots: vec![
+                slot("short", true, "0/2FFF000", None),
+                slot("there", true, "0/3000000", None),
+                slot("idle", false, "0/1000000", Some(false)),
+                slot("doomed", true, "0/1000000", None),
+            ],
+            ..Replication::default()
+        };
+        let doomed = [("doomed".to_string(), String::new())];
+        let got = behind(&facts, &doomed, lsn("0/3000000").unwrap());
+        assert_eq!(
+            got,
+            [("short".to_string(), "'short' 4 KiB behind".to_string())]
+        );
+        assert!(blockers(&facts, &doomed).is_empty());
+    }
+
+    #[test]
+    fn a_slot_with_changes_and_no_consumer_or_invalidated_cannot_be_waited_for() {
+        let mut gone = slot("gone", true, "0/1000000", None);
+        gone.invalidated = true;
+        let facts = Replication {
+            slots: vec![
+                slot("stuck", false, "0/1000000", Some(true)),
+                slot("unknown", false, "0/1000000", None),
+                gone,
+            ],
+            ..Replication::default()
+        };
+        let names: Vec<String> = blockers(&facts, &[]).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["stuck", "gone"]);
+    }
 
     #[test]
     fn compares_positions() {

@@ -237,7 +237,11 @@ fn arguments(
         format!("--new-options={hba} -c archive_mode=off"),
     ];
     if !live {
-        args.push(format!("--old-options={hba}"));
+        // A subscriber's apply workers stay down while pg_upgrade runs the old server (its
+        // -b stops the launcher only from 17).
+        args.push(format!(
+            "--old-options={hba} -c max_logical_replication_workers=0"
+        ));
     }
     let flag = mode.pg_upgrade_flag();
     // 16: --copy became an option; older pg_upgrade copies by default and rejects the flag.

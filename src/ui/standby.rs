@@ -31,7 +31,7 @@ struct Standby<'a> {
     saved: PathBuf,
 }
 
-fn each(r: &Section) -> Vec<Standby<'_>> {
+fn each<'a>(r: &'a Section, owner: &str) -> Vec<Standby<'a>> {
     standbys(&r.facts)
         .filter_map(|s| {
             let place = r
@@ -39,8 +39,8 @@ fn each(r: &Section) -> Vec<Standby<'_>> {
                 .iter()
                 .find(|p| p.name == s.application_name)?;
             let host = place.host.as_ref().map_or_else(
-                || "the standby's host (this host)".to_string(),
-                |h| format!("the standby's host {h}"),
+                || format!("the standby's host (this host), as {owner}"),
+                |h| format!("the standby's host {h}, as {owner}"),
             );
             let at = place.host.clone().unwrap_or_else(|| "this host".into());
             let mut saved = place.old_dir.clone().into_os_string();
@@ -56,8 +56,8 @@ fn each(r: &Section) -> Vec<Standby<'_>> {
         .collect()
 }
 
-fn primary_host(r: &Section) -> String {
-    format!("the primary's host ({})", r.hostname)
+fn primary_host(r: &Section, owner: &str) -> String {
+    format!("the primary's host ({}), as {owner}", r.hostname)
 }
 
 /// `-h` for a standby reaching the new primary: its socket directory from this host, else
@@ -149,14 +149,13 @@ const RSYNC: &str =
 
 /// A location outside the data directory (tablespace, WAL): at the same path on another
 /// host; on this host the standby's copy is elsewhere, which pgleap does not know.
-fn elsewhere(out: &mut String, r: &Section, to: Option<&str>, what: &str, line: &str) {
+fn elsewhere(out: &mut String, primary: &str, to: Option<&str>, what: &str, line: &str) {
     if to.is_some() {
         let _ = writeln!(out, "    {line}");
     } else {
         let _ = writeln!(
             out,
-            "    # {}: {what} are the primary's; rsync them like this to where this standby keeps its copy: {line}",
-            primary_host(r)
+            "    # {primary}: {what} are the primary's; rsync them like this to where this standby keeps its copy: {line}"
         );
     }
 }
@@ -228,18 +227,18 @@ fn rsync_procedure(
             .unwrap_or(Path::new("/"))
             .to_path_buf()
     });
+    let primary = primary_host(r, &plan.owner.name);
     let _ = writeln!(
         out,
         "    # {}{}: copy the upgraded primary's directories onto the standby's: files the standby already has are hard-linked, not copied\n    {}",
-        primary_host(r),
-        to.map(|h| format!(", over ssh to {h} as {}", plan.owner.name))
-            .unwrap_or_default(),
+        primary_host(r, &plan.owner.name),
+        to.map(|h| format!(", over ssh to {h}")).unwrap_or_default(),
         rsync(&plan.old.datadir, &plan.new.datadir, &dest, to)
     );
     if let (Some(o), Some(n)) = (&plan.old.waldir, &plan.new.waldir) {
         elsewhere(
             out,
-            r,
+            &primary,
             to,
             &format!("the WAL directories {} and {}", o.display(), n.display()),
             &rsync(o, n, &common_root(o, n).0, to),
@@ -248,7 +247,7 @@ fn rsync_procedure(
     for t in &plan.tablespaces {
         let line = tablespace_rsync(t, (plan.old.major, plan.new.major), to);
         let what = format!("the tablespace {}", t.display());
-        elsewhere(out, r, to, &what, &line);
+        elsewhere(out, &primary, to, &what, &line);
     }
     let _ = writeln!(
         out,
@@ -277,7 +276,7 @@ fn config_dir(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
             let _ = writeln!(
                 out,
                 "    # {}, over ssh to {h}: the new configuration directory {} too (then make the standby's own changes to its postgresql.conf there again)\n    rsync --archive --relative {} {}",
-                primary_host(r),
+                primary_host(r, &plan.owner.name),
                 conf.display(),
                 q(&root.join(".").join(rel_new)),
                 shell_words::quote(&dest)
@@ -304,6 +303,20 @@ fn ctl_dir(plan: &Plan, s: &Standby<'_>) -> PathBuf {
     }
 }
 
+/// A standby's slot that the new primary will not have: said before its start command.
+fn slot_first(r: &Section, s: &Standby<'_>) -> String {
+    s.sender
+        .slot
+        .as_ref()
+        .filter(|n| !matches!(r.fate_of_slot(n), Some(Fate::Recreated | Fate::Kept)))
+        .map(|n| {
+            format!(
+                " (its slot '{n}' is not recreated: first create it on the new primary with the command the report gives)"
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// The standbys' part of the output printed when the upgrade pauses before the new
 /// primary's first start: each one's rsync, then what comes next. `resume` is the command
 /// that starts the new primary.
@@ -312,21 +325,20 @@ pub(crate) fn paused(plan: &Plan, checkpoint: Option<&str>, resume: &str) -> Str
         return String::new();
     };
     let mut out = String::from("Standbys:\n");
-    for s in each(r) {
+    for s in each(r, &plan.owner.name) {
         let _ = writeln!(
             out,
-            "  standby {}, data directory {} on {}: rebuild it now, while the new primary has never started (pg_upgrade's documented rsync for --link mode); each command as {} on the host its comment names:",
+            "  standby {}, data directory {} on {}: rebuild it now, while the new primary has never started (pg_upgrade's documented rsync for --link mode); run these in order, each on the host its comment names:",
             describe_standby(s.sender),
             s.place.old_dir.display(),
-            s.at,
-            plan.owner.name
+            s.at
         );
         rsync_procedure(&mut out, plan, r, &s, checkpoint);
         let _ = writeln!(
             out,
-            "  Then, once {resume} has started the new primary, start it on {} as {}: {} -D {} -l {} start",
+            "  Then, once {resume} has started the new primary, start it on {}{}: {} -D {} -l {} start",
             s.host,
-            plan.owner.name,
+            slot_first(r, &s),
             q(&plan.new.bindir.join("pg_ctl")),
             q(&ctl_dir(plan, &s)),
             q(&s.place.new_dir.join("startup.log"))
@@ -341,31 +353,34 @@ pub(crate) fn paused(plan: &Plan, checkpoint: Option<&str>, resume: &str) -> Str
 /// The standbys' lines of the report, once the new primary runs.
 pub(crate) fn report_lines(out: &mut String, plan: &Plan, r: &Section) {
     let rsynced = pauses(Some(r), plan.mode == crate::plan::Mode::Link);
-    for s in each(r) {
+    for s in each(r, &plan.owner.name) {
         if rsynced {
             let _ = writeln!(
                 out,
-                "  standby {}: if you rebuilt it with rsync while the upgrade paused, start it now:\n    # {}, as {}",
+                "  standby {}: if you rebuilt it with rsync while the upgrade paused, start it now:\n    # {}",
                 describe_standby(s.sender),
-                s.host,
-                plan.owner.name
+                s.host
             );
             start_new(out, plan, &s);
             let _ = writeln!(
                 out,
-                "  If you did not, rsync is no longer correct (the new primary has started): rebuild {} from a fresh base backup of the new primary, each command as {} on the host its comment names:",
-                describe_standby(s.sender),
-                plan.owner.name
+                "  If you did not, rsync is no longer correct (the new primary has started): rebuild {} from a fresh base backup of the new primary, each command on the host its comment names:",
+                describe_standby(s.sender)
             );
         } else {
             let _ = writeln!(
                 out,
-                "  standby {}: cannot follow the new major; rebuild it from a fresh base backup of the new primary, each command as {} on the host its comment names:",
-                describe_standby(s.sender),
-                plan.owner.name
+                "  standby {}: cannot follow the new major; rebuild it from a fresh base backup of the new primary, each command on the host its comment names:",
+                describe_standby(s.sender)
             );
         }
         basebackup(out, plan, r, &s);
+        let _ = writeln!(
+            out,
+            "  Once it streams from the new primary, its old data directory {} and {} can be removed.",
+            s.place.old_dir.display(),
+            s.saved.display()
+        );
     }
     let unplaced = standbys(&r.facts).filter(|s| {
         !r.standby_places
@@ -436,5 +451,112 @@ mod tests {
             tablespace_rsync(Path::new("/vol1/ts one"), (16, 17), Some("db2")),
             "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative '/vol1/ts one'/./PG_16_* '/vol1/ts one'/./PG_17_* 'db2:/vol1/ts one/'"
         );
+    }
+}
+
+#[cfg(test)]
+mod procedure_tests {
+    use super::*;
+
+    /// A Debian primary (`/var/lib/postgresql/16/main`, configuration in
+    /// `/etc/postgresql/N/main`) with a tablespace and its WAL apart, and a standby on db2.
+    fn plan() -> Plan {
+        let side = |major: u32| {
+            serde_json::json!({
+                "datadir": format!("/var/lib/postgresql/{major}/main"),
+                "confdir": format!("/etc/postgresql/{major}/main"),
+                "waldir": format!("/wal/{major}"),
+                "bindir": format!("/usr/lib/postgresql/{major}/bin"),
+                "major": major,
+                "version": format!("{major}.1"),
+                "port": 5432,
+            })
+        };
+        let sender = serde_json::json!({
+            "pid": 1, "user": "replicator", "application_name": "db2", "client_addr": "10.0.0.2",
+            "state": "streaming", "slot": "db2", "logical": false,
+        });
+        let replication = serde_json::json!({
+            "policies": {"slots": "recreate-physical", "subscriptions": "refuse", "standbys": "rebuild-later"},
+            "facts": {
+                "in_recovery": false, "wal_level": "replica", "max_replication_slots": 10,
+                "current_lsn": "0/3000000", "senders": [sender], "slots": [], "subscriptions": [],
+                "publications": [],
+            },
+            "slots": [["db2", "recreated"]], "subscriptions": [], "standbys": [["db2", "rebuild"]],
+            "hostname": "db1",
+            "standby_places": [{
+                "name": "db2", "host": "10.0.0.2", "given": false,
+                "old_dir": "/var/lib/postgresql/16/main", "new_dir": "/var/lib/postgresql/17/main",
+            }],
+        });
+        serde_json::from_value(serde_json::json!({
+            "old": side(16), "new": side(17), "mode": "link", "mode_reason": "", "jobs": 1,
+            "owner": {"uid": 101, "gid": 101, "name": "postgres", "home": "/var/lib/postgresql"},
+            "work_dir": "/var/lib/postgresql/.pgleap", "old_running": true, "old_state": "",
+            "tablespaces": ["/srv/ts"], "initdb": null, "space": [], "relation_bytes": 0,
+            "estimated_downtime_secs": 1, "analyze": true, "leave_stopped": false, "steps": [],
+            "replication": replication,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_remote_standby_of_a_debian_primary_gets_every_directory() {
+        let plan = plan();
+        let text = paused(&plan, Some("0/2000028"), "pgleap upgrade --cluster 16/main");
+        let commands: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("    ") && !l.trim_start().starts_with('#'))
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            commands,
+            [
+                "! /usr/lib/postgresql/16/bin/pg_ctl -D /var/lib/postgresql/16/main status >/dev/null || /usr/lib/postgresql/16/bin/pg_ctl -D /var/lib/postgresql/16/main stop -m fast",
+                "LC_ALL=C /usr/lib/postgresql/16/bin/pg_controldata -D /var/lib/postgresql/16/main | grep -qx 'Latest checkpoint location: *0/2000028' || { echo 'standby db2 is not caught up with the old primary (its latest checkpoint location is not 0/2000028): do not rsync it; rebuild it from a base backup once the upgrade is done' >&2; false; }",
+                "cp /var/lib/postgresql/16/main/postgresql.auto.conf /var/lib/postgresql/16/main.standby.auto.conf",
+                "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative /var/lib/postgresql/./16/main /var/lib/postgresql/./17/main 10.0.0.2:/var/lib/postgresql/",
+                "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative /wal/./16 /wal/./17 10.0.0.2:/wal/",
+                "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative /srv/ts/./PG_16_* /srv/ts/./PG_17_* 10.0.0.2:/srv/ts/",
+                "touch /var/lib/postgresql/17/main/standby.signal",
+                "{ echo '# pgleap: the settings of this standby, from its old postgresql.auto.conf'; cat /var/lib/postgresql/16/main.standby.auto.conf; } >> /var/lib/postgresql/17/main/postgresql.auto.conf",
+                "rsync --archive --relative /etc/postgresql/./17/main 10.0.0.2:/etc/postgresql/",
+            ]
+        );
+        assert!(
+            text.contains("    # the primary's host (db1), as postgres, over ssh to 10.0.0.2: copy the upgraded primary's directories"),
+            "{text}"
+        );
+        assert!(
+            text.contains("start it on the standby's host 10.0.0.2, as postgres: /usr/lib/postgresql/17/bin/pg_ctl -D /etc/postgresql/17/main -l /var/lib/postgresql/17/main/startup.log start"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_remote_standby_of_a_copy_upgrade_gets_a_base_backup() {
+        let mut plan = plan();
+        plan.mode = crate::plan::Mode::Copy;
+        let r = plan.replication.clone().unwrap();
+        let mut text = String::new();
+        report_lines(&mut text, &plan, &r);
+        let commands: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("    ") && !l.trim_start().starts_with('#'))
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            commands,
+            [
+                "! /usr/lib/postgresql/16/bin/pg_ctl -D /var/lib/postgresql/16/main status >/dev/null || /usr/lib/postgresql/16/bin/pg_ctl -D /var/lib/postgresql/16/main stop -m fast",
+                "cp /var/lib/postgresql/16/main/postgresql.auto.conf /var/lib/postgresql/16/main.standby.auto.conf",
+                "/usr/lib/postgresql/17/bin/pg_basebackup -h db1 -p 5432 -U replicator -D /var/lib/postgresql/17/main -X stream -R --checkpoint=fast -S db2",
+                "{ echo '# pgleap: the settings of this standby, from its old postgresql.auto.conf'; cat /var/lib/postgresql/16/main.standby.auto.conf; } >> /var/lib/postgresql/17/main/postgresql.auto.conf",
+                "rsync --archive --relative /etc/postgresql/./17/main 10.0.0.2:/etc/postgresql/",
+                "/usr/lib/postgresql/17/bin/pg_ctl -D /etc/postgresql/17/main -l /var/lib/postgresql/17/main/startup.log start",
+            ]
+        );
+        assert!(!text.contains("rsync --archive --delete"), "{text}");
     }
 }
