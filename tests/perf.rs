@@ -183,10 +183,55 @@ fn checkpoints_before_the_stop_under_write_load_and_reports_the_shutdown() {
     );
     let steps = doc["steps"].as_array().unwrap();
     assert!(steps.iter().any(|s| s["name"] == "stop-old"), "{steps:?}");
+    // pg_upgrade's phases, timed from its output: the transfer phase among them, said.
+    let phases = doc["pg_upgrade_phases"].as_array().unwrap();
+    let linking = phases
+        .iter()
+        .find(|p| p["name"] == "Linking user relation files")
+        .unwrap_or_else(|| panic!("{phases:?}"));
+    assert!(linking["seconds"].as_f64().unwrap() >= 0.0, "{phases:?}");
+    assert!(phases.len() >= 5, "{phases:?}");
+    assert!(
+        run.stderr.contains("      Linking user relation files: "),
+        "{}",
+        run.stderr
+    );
     // The data is all there (the load only updates rows).
     assert_eq!(
         fx.sql("postgres", "SELECT count(*) FROM pgbench_accounts"),
         before
+    );
+    // pgleap status shows the same shutdown time and the statistics stages, later.
+    let target = ["--old-datadir", &fx.datadir.display().to_string()];
+    let status = fx
+        .pgleap(["status"].iter().chain(&target))
+        .success()
+        .stderr
+        .clone();
+    assert!(
+        status.contains(&format!(
+            "\n  shutdown:  {shutdown:.1}s (the old server's, inside the downtime; {} CHECKPOINT",
+            rounds.len()
+        )),
+        "{status}"
+    );
+    let stages = doc["analyze"]["stage_seconds"].as_array().unwrap();
+    assert!(
+        status.contains(&format!(
+            "\n  analyze:   {} relations in {} databases: minimal statistics everywhere after {:.1}s",
+            doc["analyze"]["relations"], doc["analyze"]["databases"], stages[0].as_f64().unwrap()
+        )),
+        "{status}"
+    );
+    let json = fx
+        .pgleap(["status"].iter().chain(&target).chain(&["--json"]))
+        .success()
+        .json();
+    assert_eq!(json["shutdown_seconds"], doc["shutdown_seconds"], "{json}");
+    assert_eq!(json["analyze"], doc["analyze"], "{json}");
+    assert_eq!(
+        json["pre_stop_checkpoint"], doc["pre_stop_checkpoint"],
+        "{json}"
     );
 }
 
@@ -253,4 +298,128 @@ fn auto_mode_copies_where_the_kernel_refuses_copy_file_range() {
         "{why}"
     );
     drop(fx);
+}
+
+/// A file bind-mounted over another, unmounted when dropped.
+struct BindMount(std::path::PathBuf);
+
+impl BindMount {
+    fn new(from: &std::path::Path, over: &std::path::Path) -> BindMount {
+        let out = Command::new("mount")
+            .arg("--bind")
+            .arg(from)
+            .arg(over)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        BindMount(over.to_path_buf())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// pg_upgrade's check refuses the copy-file-range that auto chose: the upgrade falls back to
+/// copy before the window, journals it and says so, and copies. What makes the kernel refuse
+/// (EXDEV, for real) appears between the plan's probe and pg_upgrade --check: once initdb is
+/// done, the old cluster's `PG_VERSION` (the file pg_upgrade's probe copies) is a file of a
+/// tmpfs, bind-mounted over the original with the same contents.
+#[test]
+fn auto_falls_back_to_copy_when_pg_upgrade_check_refuses_copy_file_range() {
+    if !common::is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let fx = Fixture::new(16).running().build();
+    fx.sql(
+        "postgres",
+        "CREATE TABLE cfr AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 20000) g",
+    );
+    let sum = fx.sql("postgres", "SELECT sum(g) FROM cfr");
+    let tmpfs = common::Tmpfs::mount(&fx.root.path().join("other-fs"), "1m", "0755");
+    let version = fx.datadir.join("PG_VERSION");
+    std::fs::copy(&version, tmpfs.path.join("PG_VERSION")).unwrap();
+    common::chown(&tmpfs.path.join("PG_VERSION"));
+    let gate = fx.root.path().join("go");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgleap"))
+        .args(fx.args("upgrade", 17, &["--mode", "auto", "--json"]))
+        .env(
+            "PGLEAP_FAULT",
+            format!("after:initdb:pause={}", gate.display()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let new = fx.new_datadir(17);
+    let journal = new
+        .with_file_name(format!(
+            ".pgleap-{}-16-to-17",
+            new.file_name().unwrap().to_string_lossy()
+        ))
+        .join("journal.json");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&journal).is_ok_and(|t| t.contains("\"new-initialized\"")) {
+        if started.elapsed().as_secs() > 120 || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("{:?}", child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let bind = BindMount::new(&tmpfs.path.join("PG_VERSION"), &version);
+    std::fs::write(&gate, "").unwrap();
+    let run = common::Run::from(child.wait_with_output().unwrap());
+    drop(bind);
+    run.success();
+    let doc = run.json();
+    let refusal =
+        "could not copy file range between old and new data directories: Invalid cross-device link";
+    assert_eq!(doc["plan"]["mode"], "copy", "{doc}");
+    assert_eq!(doc["plan"]["mode_auto"], true, "{doc}");
+    assert_eq!(doc["plan"]["mode_fallback"], refusal, "{doc}");
+    assert_eq!(
+        doc["plan"]["mode_reason"],
+        format!(
+            "pg_upgrade --check refused --copy-file-range ({refusal}), so files are copied; the old cluster stays usable"
+        )
+    );
+    // Said before the window opens, and in the report.
+    let said = run
+        .stderr
+        .find(&format!(
+            "pg_upgrade --check refused --copy-file-range ({refusal}): falling back to --copy, before the window"
+        ))
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    let stop = run.stderr.find("stop-old: ").unwrap();
+    assert!(said < stop, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "in --copy mode (pg_upgrade --check refused --copy-file-range before the window: {refusal})"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("[5/10] pg_upgrade: --copy with "),
+        "{}",
+        run.stderr
+    );
+    // pg_upgrade's probe file is gone; the data is all there; the old cluster is intact.
+    assert!(!new.join("PG_VERSION.copy_file_range_test").exists());
+    assert_eq!(fx.sql("postgres", "SELECT sum(g) FROM cfr"), sum);
+    assert!(fx.datadir.join("global/pg_control").exists());
+    let status = fx
+        .pgleap([
+            "status",
+            "--old-datadir",
+            &fx.datadir.display().to_string(),
+            "--json",
+        ])
+        .success()
+        .json();
+    assert_eq!(status["mode"], "copy", "{status}");
+    assert_eq!(status["mode_fallback"], refusal, "{status}");
 }

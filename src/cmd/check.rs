@@ -189,7 +189,22 @@ fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<(CarryReport, Estimate)> {
             "Review the setting for the new major",
         ));
     }
-    match steps::pg_upgrade::pg_upgrade(p, &new, &confdir, scratch.path(), logs.path(), true) {
+    let check = |p: &Prepared, mode| {
+        steps::pg_upgrade::pg_upgrade(p, mode, &new, &confdir, scratch.path(), logs.path(), true)
+    };
+    let mut checked = check(p, p.plan.mode);
+    if let Err(e) = &checked
+        && let Some(refusal) = crate::preflight::mode::copy_file_range_refused(&p.plan, e)
+    {
+        // As upgrade does: auto's copy-file-range refused, copy instead (the scratch
+        // directory, with pg_upgrade's probe file, is removed afterwards).
+        crate::preflight::mode::fall_back_to_copy(&mut p.plan, &refusal);
+        ui.line(&format!(
+            "pg_upgrade --check refused --copy-file-range ({refusal}): upgrade falls back to --copy, before the window"
+        ));
+        checked = check(p, crate::plan::Mode::Copy);
+    }
+    match checked {
         Ok(_) => {
             // The new installation's libraries decide the drift; its scratch cluster answers.
             let probes = steps::collations::probe_new(p, &confdir, &new, logs.path())?;

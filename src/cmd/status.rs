@@ -50,14 +50,16 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
         ),
     };
     ui.line(&format!(
-        "Upgrade of {} (PostgreSQL {}) to {} (PostgreSQL {}), --{} mode\n  state:     {state}\n  steps:     {}\n  downtime:  {}\n  rollback:  {rollback_line}\n  journal:   {}\n  next:      {next}",
+        "Upgrade of {} (PostgreSQL {}) to {} (PostgreSQL {}), --{} mode{}\n  state:     {state}\n  steps:     {}\n  downtime:  {}{}\n  rollback:  {rollback_line}\n  journal:   {}\n  next:      {next}",
         plan.old.datadir.display(),
         plan.old.major,
         plan.new.datadir.display(),
         plan.new.major,
         plan.mode.name(),
+        plan.mode_fallback.as_ref().map(|why| format!(" (auto fell back from --copy-file-range: {why})")).unwrap_or_default(),
         if steps.is_empty() { "none yet".to_string() } else { steps.join(", ") },
         r.downtime_seconds.map_or_else(|| "not yet".into(), |d| secs(Duration::from_secs_f64(d))),
+        timings(r),
         j.path().display(),
     ));
     let replication = if r.state == State::Done {
@@ -80,12 +82,41 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
         "new_datadir": plan.new.datadir,
         "steps": r.steps,
         "downtime_seconds": r.downtime_seconds,
+        "shutdown_seconds": r.shutdown_seconds,
+        "pre_stop_checkpoint": r.pre_stop_checkpoint,
+        "analyze": r.analyze,
+        "mode_fallback": plan.mode_fallback,
         "point_of_no_return": r.point_of_no_return,
         "rollback_possible": blocker.is_none() && r.state != State::RolledBack,
         "next": next,
         "journal": j.path(),
     }));
     Ok(())
+}
+
+/// The downtime's parts and the statistics' progress, as the upgrade's report gave them:
+/// "\n  shutdown:  0.8s (...)\n  statistics: minimal ... after 1.2s, full after 4.1s".
+fn timings(r: &crate::state::journal::Record) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if let Some(s) = r.shutdown_seconds {
+        let checkpoints = r.pre_stop_checkpoint.as_ref().map_or(0, |c| c.rounds.len());
+        let _ = write!(
+            out,
+            "\n  shutdown:  {} (the old server's, inside the downtime; {checkpoints} CHECKPOINT{} before it)",
+            secs(Duration::from_secs_f64(s)),
+            if checkpoints == 1 { "" } else { "s" }
+        );
+    }
+    if let Some(a) = &r.analyze {
+        let stages = crate::steps::analyze::stage_times(&a.stage_seconds);
+        let _ = write!(
+            out,
+            "\n  analyze:   {} relations in {} databases{stages}",
+            a.relations, a.databases
+        );
+    }
+    out
 }
 
 /// Paused for the standbys' rsync, the new primary not started yet.

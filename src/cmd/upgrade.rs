@@ -289,22 +289,32 @@ fn report(run: &Run<'_>) {
         "The new cluster is stopped; start it as you started the old one.\n".to_string()
     };
     let replication = replication_report(&p.plan, &run.journal.record.replication);
+    // The journaled plan: the mode auto fell back to, the collations the check judged.
+    let plan = &r.plan;
+    let fallback = plan
+        .mode_fallback
+        .as_ref()
+        .map(|why| {
+            format!(" (pg_upgrade --check refused --copy-file-range before the window: {why})")
+        })
+        .unwrap_or_default();
     run.ui.line(&format!(
-        "\nUpgraded {} (PostgreSQL {}) to {} (PostgreSQL {}) in --{} mode; downtime {downtime}.\n{running}{old_note}\n{replication}Logs: {}",
-        p.plan.old.datadir.display(),
-        p.plan.old.major,
-        p.plan.new.datadir.display(),
-        p.plan.new.major,
-        p.plan.mode.name(),
+        "\nUpgraded {} (PostgreSQL {}) to {} (PostgreSQL {}) in --{} mode{fallback}; downtime {downtime}.\n{running}{old_note}\n{replication}Logs: {}",
+        plan.old.datadir.display(),
+        plan.old.major,
+        plan.new.datadir.display(),
+        plan.new.major,
+        plan.mode.name(),
         run.log_dir.display()
     ));
     run.ui.json(&json!({
         "ok": true,
-        "plan": p.plan,
+        "plan": plan,
         "steps": r.steps,
         "downtime_seconds": r.downtime_seconds,
         "downtime_estimate": run.estimate,
         "shutdown_seconds": r.shutdown_seconds,
+        "pg_upgrade_phases": r.pg_upgrade_phases,
         "pre_stop_checkpoint": r.pre_stop_checkpoint,
         "new_running": run.leave_running(),
         "config": run.carried,

@@ -5,6 +5,7 @@ pub(crate) mod copytree;
 pub(crate) mod interrupt;
 pub(crate) mod owner;
 pub(crate) mod ownerfs;
+pub(crate) mod phases;
 pub(crate) mod postmaster;
 pub(crate) mod process;
 pub(crate) mod server;

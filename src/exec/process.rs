@@ -324,21 +324,36 @@ fn wait_streaming(
     fn pump(mut from: impl std::io::Read, on_output: &(dyn Fn(&str) + Sync)) -> Vec<u8> {
         let mut all = Vec::new();
         let mut buf = [0u8; 8192];
+        // Where the line being written starts in `all`.
+        let mut line_start = 0;
         while let Ok(n) = from.read(&mut buf) {
             if n == 0 {
                 break;
             }
             all.extend_from_slice(&buf[..n]);
-            // The line being written: what follows the last newline, or the last full line.
-            let text = String::from_utf8_lossy(&all[all.len().saturating_sub(4096)..]);
-            let trimmed = text.trim_end_matches('\n');
-            let current = trimmed.rsplit('\n').next().unwrap_or("");
-            if !current.trim().is_empty() {
-                on_output(current.trim_end());
+            // Every line completed by this read, in order (phase timings need each one),
+            // then the line being written, if any; a line may thus be passed twice.
+            let pass = |bytes: &[u8]| {
+                let line = String::from_utf8_lossy(bytes);
+                if !line.trim().is_empty() {
+                    on_output(line.trim_end());
+                }
+            };
+            if let Some(i) = all[line_start..].iter().rposition(|&b| b == b'\n') {
+                let end = line_start + i + 1;
+                all[line_start..end - 1]
+                    .split(|&b| b == b'\n')
+                    .for_each(pass);
+                line_start = end;
             }
+            // A line without end: only its latest part.
+            line_start = line_start.max(all.len().saturating_sub(4096));
+            pass(&all[line_start..]);
             if all.len() > 1 << 20 {
                 // Long outputs: keep the memory bounded; the tail is what errors quote.
-                all.drain(..all.len() - (1 << 19));
+                let cut = all.len() - (1 << 19);
+                all.drain(..cut);
+                line_start = line_start.saturating_sub(cut);
             }
         }
         all

@@ -16,7 +16,7 @@ use crate::inspect::pgerr::pg_error;
 use crate::inspect::session::{Target, connect, connect_any};
 
 /// What ANALYZE did, and when each stage had covered every relation.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct AnalyzeReport {
     pub(crate) databases: usize,
     pub(crate) relations: usize,

@@ -194,6 +194,13 @@ pub(crate) struct Plan {
     pub(crate) host: Host,
     pub(crate) mode: Mode,
     pub(crate) mode_reason: String,
+    /// `auto` chose `mode` (an explicit mode is never changed behind the user's back).
+    #[serde(default)]
+    pub(crate) mode_auto: bool,
+    /// Why `auto` went from copy-file-range to copy before the window: what
+    /// `pg_upgrade --check` said when it refused `--copy-file-range`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) mode_fallback: Option<String>,
     pub(crate) jobs: usize,
     pub(crate) owner: crate::exec::process::Owner,
     /// Where logs and scratch files of this upgrade live (beside the new data directory).

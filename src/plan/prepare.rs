@@ -340,6 +340,8 @@ fn build_plan(
         host,
         mode: f.mode,
         mode_reason: f.mode_reason.clone(),
+        mode_auto: args.mode == Mode::Auto,
+        mode_fallback: None,
         jobs,
         owner: f.cluster.owner.clone(),
         work_dir: layout::work_dir(&f.new_datadir, f.old.major, f.new.major),

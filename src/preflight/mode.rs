@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use crate::error::{Finding, Findings};
+use crate::error::{Error, Finding, Findings};
 use crate::inspect::space;
-use crate::plan::Mode;
+use crate::plan::{Mode, Plan};
 use crate::preflight::facts::Static;
 
 /// The `mode` family: decides the mode and refuses one this host cannot do.
@@ -144,6 +144,47 @@ pub(crate) fn choose_mode(
     (requested, reason.into())
 }
 
+/// What pg_upgrade 17+ prints when its check cannot `copy_file_range` the old cluster's
+/// `PG_VERSION` into the new data directory (`check_copy_file_range`).
+const COPY_FILE_RANGE_REFUSED: &str =
+    "could not copy file range between old and new data directories";
+
+/// When `auto` chose copy-file-range and `pg_upgrade --check` refused it (`e`), pg_upgrade's
+/// own line saying why; `None` for any other refusal, and for an explicit
+/// `--mode copy-file-range`, which is never changed behind the user's back.
+pub(crate) fn copy_file_range_refused(plan: &Plan, e: &Error) -> Option<String> {
+    may_fall_back(plan.mode_auto, plan.mode, plan.mode_fallback.is_some())
+        .then(|| copy_file_range_refusal(e))
+        .flatten()
+}
+
+/// Only `auto`'s own choice of copy-file-range falls back, and only once.
+fn may_fall_back(auto: bool, mode: Mode, fell_back: bool) -> bool {
+    auto && mode == Mode::CopyFileRange && !fell_back
+}
+
+/// pg_upgrade's line refusing `copy_file_range`, in a refused check's findings.
+fn copy_file_range_refusal(e: &Error) -> Option<String> {
+    let Error::Refused { findings } = e else {
+        return None;
+    };
+    findings
+        .iter()
+        .flat_map(|f| f.message.lines())
+        .find(|l| l.contains(COPY_FILE_RANGE_REFUSED))
+        .map(|l| l.trim().to_string())
+}
+
+/// `auto` falls back from copy-file-range to copy, before the window, because pg_upgrade's
+/// check refused copy-file-range (`refusal`, its words): the plan says so and why.
+pub(crate) fn fall_back_to_copy(plan: &mut Plan, refusal: &str) {
+    plan.mode = Mode::Copy;
+    plan.mode_reason = format!(
+        "pg_upgrade --check refused --copy-file-range ({refusal}), so files are copied; the old cluster stays usable"
+    );
+    plan.mode_fallback = Some(refusal.to_string());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +229,41 @@ mod tests {
             ),
             "{why}"
         );
+    }
+
+    #[test]
+    fn only_autos_copy_file_range_falls_back_once() {
+        assert!(may_fall_back(true, Mode::CopyFileRange, false));
+        assert!(!may_fall_back(false, Mode::CopyFileRange, false));
+        assert!(!may_fall_back(true, Mode::CopyFileRange, true));
+        assert!(!may_fall_back(true, Mode::Copy, false));
+        assert!(!may_fall_back(true, Mode::Clone, false));
+    }
+
+    #[test]
+    fn finds_pg_upgrades_copy_file_range_refusal() {
+        // As pg_upgrade 17 prints it and the check step quotes it.
+        let refused = Error::Refused {
+            findings: vec![Finding::error(
+                "pg-upgrade-check",
+                "pg_upgrade --check failed:\n    Checking for new cluster tablespace directories               ok\n    could not copy file range between old and new data directories: Invalid cross-device link",
+                "Fix what it reports",
+            )],
+        };
+        assert_eq!(
+            copy_file_range_refusal(&refused).as_deref(),
+            Some(
+                "could not copy file range between old and new data directories: Invalid cross-device link"
+            )
+        );
+        let other = Error::Refused {
+            findings: vec![Finding::error(
+                "pg-upgrade-check",
+                "pg_upgrade --check failed:\n    Checking for prepared transactions\n    The source cluster contains prepared transactions",
+                "Fix what it reports",
+            )],
+        };
+        assert_eq!(copy_file_range_refusal(&other), None);
+        assert_eq!(copy_file_range_refusal(&Error::SuperuserUnknown), None);
     }
 }

@@ -90,6 +90,12 @@ pub(crate) struct Record {
     /// How long the old server took to shut down (its shutdown checkpoint, mostly).
     #[serde(default)]
     pub(crate) shutdown_seconds: Option<f64>,
+    /// How long each phase of the real pg_upgrade run took (from its output).
+    #[serde(default)]
+    pub(crate) pg_upgrade_phases: Vec<crate::exec::phases::PhaseTime>,
+    /// What ANALYZE did after the window, with when each stage covered every relation.
+    #[serde(default)]
+    pub(crate) analyze: Option<crate::inspect::analyze::AnalyzeReport>,
     /// When stop-old began (ms since the epoch): downtime is measured from here, across a
     /// resume if need be.
     #[serde(default)]
@@ -160,6 +166,8 @@ impl Journal {
             downtime_seconds: None,
             pre_stop_checkpoint: None,
             shutdown_seconds: None,
+            analyze: None,
+            pg_upgrade_phases: Vec::new(),
             window_started_ms: None,
             new_checkpoint: None,
             new_next_xid: None,

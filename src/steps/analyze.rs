@@ -88,6 +88,9 @@ fn analyze(step: &Analyze, run: &mut Run<'_>, socket: &Path) -> Result<()> {
                 a.databases,
                 stage_times(&a.stage_seconds)
             ));
+            // For pgleap status, later.
+            run.journal.record.analyze = Some(a.clone());
+            run.journal.write()?;
             run.analyzed = Some(a);
             Ok(())
         }
@@ -108,7 +111,7 @@ fn analyze(step: &Analyze, run: &mut Run<'_>, socket: &Path) -> Result<()> {
 }
 
 /// "; minimal statistics everywhere after 1.2s, medium after 2.0s, full after 4.1s".
-fn stage_times(seconds: &[f64]) -> String {
+pub(crate) fn stage_times(seconds: &[f64]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     for (n, t) in seconds.iter().enumerate() {

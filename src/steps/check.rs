@@ -1,7 +1,13 @@
 //! Before the window: `pg_upgrade --check` against the new cluster, while the old server
-//! still serves.
+//! still serves. When `auto` chose copy-file-range and pg_upgrade's own probe refuses it, the
+//! plan falls back to copy here, journaled, and the check runs again: still before the window.
+
+use std::path::Path;
 
 use crate::error::Result;
+use crate::exec::ownerfs;
+use crate::plan::Mode;
+use crate::preflight::mode;
 use crate::state::journal::State;
 
 use super::pg_upgrade::pg_upgrade;
@@ -24,7 +30,7 @@ impl Step for Check {
         let new = run.p.plan.new.datadir.clone();
         let confdir = run.p.plan.new.conf_dir();
         let judged = run.step(self, "pg_upgrade --check", |r| {
-            pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, true)?;
+            check_in_journaled_mode(r, &new, &confdir)?;
             super::collations::check_new(r, &confdir, &new)
         })?;
         if let Some(s) = judged {
@@ -39,4 +45,28 @@ impl Step for Check {
     fn undo(&self, u: &mut Undoing<'_>) -> Result<()> {
         u.stop_new_fenced()
     }
+}
+
+/// `pg_upgrade --check` in the journaled mode. When it refuses the copy-file-range that `auto`
+/// chose, the journal's plan falls back to copy (the pg_upgrade step reads its mode from
+/// there) before the check runs again with `--copy`.
+fn check_in_journaled_mode(r: &mut Run<'_>, new: &Path, confdir: &Path) -> Result<()> {
+    let (work_dir, mode) = (&r.p.plan.work_dir, r.journal.record.plan.mode);
+    let Err(e) = pg_upgrade(r.p, mode, new, confdir, work_dir, &r.log_dir, true) else {
+        return Ok(());
+    };
+    let Some(refusal) = mode::copy_file_range_refused(&r.journal.record.plan, &e) else {
+        return Err(e);
+    };
+    // pg_upgrade removes its probe's file only when the probe succeeds.
+    let probe = new.join("PG_VERSION.copy_file_range_test");
+    if probe.symlink_metadata().is_ok() {
+        ownerfs::remove_file_as(r.p.runner.owner(), &probe)?;
+    }
+    mode::fall_back_to_copy(&mut r.journal.record.plan, &refusal);
+    r.journal.write()?;
+    r.ui.line(&format!(
+        "      pg_upgrade --check refused --copy-file-range ({refusal}): falling back to --copy, before the window"
+    ));
+    pg_upgrade(r.p, Mode::Copy, new, confdir, work_dir, &r.log_dir, true).map(|_| ())
 }

@@ -37,11 +37,9 @@ pub(crate) fn new_has_run(p: &Prepared, j: &Journal) -> Result<bool> {
     Ok(!c.cleanly_shut_down() || moved)
 }
 
-/// Records where pg_upgrade left the new cluster's latest checkpoint.
-pub(crate) fn record_checkpoint(p: &Prepared, j: &mut Journal) -> Result<()> {
-    let c = cluster::control_data_of(&p.runner, &p.new, &p.plan.new.datadir)?;
-    j.record.new_checkpoint = Some(c.checkpoint);
-    j.write()
+/// Where pg_upgrade left the new cluster's latest checkpoint (journaled with its end).
+pub(crate) fn new_checkpoint(p: &Prepared) -> Result<String> {
+    Ok(cluster::control_data_of(&p.runner, &p.new, &p.plan.new.datadir)?.checkpoint)
 }
 
 fn users(p: &Prepared) -> Vec<String> {

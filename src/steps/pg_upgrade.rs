@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Finding, Result};
 use crate::exec::ownerfs;
+use crate::exec::phases::{PhaseClock, PhaseTime};
+use crate::exec::process::Opts;
 use crate::exec::process::Owner;
-use crate::exec::process::{Logged, Opts};
 use crate::exec::server::{self, Fence};
+use crate::plan::Mode;
 use crate::plan::prepare::Prepared;
 use crate::state::identity;
 use crate::state::journal::State;
@@ -31,19 +33,35 @@ impl Step for PgUpgrade {
     fn run(&self, run: &mut Run<'_>) -> Result<()> {
         let new = run.p.plan.new.datadir.clone();
         let confdir = run.p.plan.new.conf_dir();
-        let what = format!("--{} with {} jobs", run.p.plan.mode.name(), run.p.plan.jobs);
+        // The journaled mode: auto may have fallen back from copy-file-range at the check.
+        let mode = run.journal.record.plan.mode;
+        let what = format!("--{} with {} jobs", mode.name(), run.p.plan.jobs);
         run.step(self, &what, |r| {
-            pg_upgrade(r.p, &new, &confdir, &r.p.plan.work_dir, &r.log_dir, false)
-        })?;
-        // pg_upgrade started and stopped the old cluster; from now on nothing should.
-        run.journal.record.identity.old_control_mtime =
-            identity::control_mtime(&run.p.plan.old.datadir);
-        run.journal.write()?;
-        // Without this record, a later rollback judges a start from pg_control's state alone.
-        if let Err(e) = crate::steps::crossing::record_checkpoint(run.p, &mut run.journal) {
-            tracing::warn!("cannot record the new cluster's checkpoint: {e}");
-        }
-        Ok(())
+            let phases = pg_upgrade(
+                r.p,
+                mode,
+                &new,
+                &confdir,
+                &r.p.plan.work_dir,
+                &r.log_dir,
+                false,
+            )?;
+            if let Some(t) = crate::exec::phases::transfer(&phases) {
+                r.ui.line(&format!("      {}: {:.1}s", t.name, t.seconds));
+            }
+            r.journal.record.pg_upgrade_phases = phases;
+            // pg_upgrade started and stopped the old cluster; from now on nothing should.
+            // What follows is journaled with the step's end: no extra write in the window.
+            r.journal.record.identity.old_control_mtime =
+                identity::control_mtime(&r.p.plan.old.datadir);
+            // Without this record, a later rollback judges a start from pg_control's state
+            // alone.
+            match crate::steps::crossing::new_checkpoint(r.p) {
+                Ok(c) => r.journal.record.new_checkpoint = Some(c),
+                Err(e) => tracing::warn!("cannot record the new cluster's checkpoint: {e}"),
+            }
+            Ok(())
+        })
     }
 
     /// Stops the servers pg_upgrade left running (on the new and the old data directory),
@@ -72,19 +90,21 @@ pub(crate) fn restore_control(owner: &Owner, old: &Path) -> Result<Option<String
     Ok(None)
 }
 
-/// Runs pg_upgrade (or `pg_upgrade --check`) from `cwd`, where it leaves its scripts, and
-/// moves its log directory into `log_dir`. Configuration directories outside the data
-/// directories (Debian) are what pg_upgrade is given: it asks `postgres -C data_directory`.
+/// Runs pg_upgrade (or `pg_upgrade --check`) in `mode` from `cwd`, where it leaves its
+/// scripts, and moves its log directory into `log_dir`; returns how long each of its phases
+/// took. Configuration directories outside the
+/// data directories (Debian) are what pg_upgrade is given: it asks `postgres -C data_directory`.
 pub(crate) fn pg_upgrade(
     p: &Prepared,
+    mode: Mode,
     new_datadir: &Path,
     new_confdir: &Path,
     cwd: &Path,
     log_dir: &Path,
     check: bool,
-) -> Result<Logged> {
+) -> Result<Vec<PhaseTime>> {
     let fence = Fence::new(p.runner.owner())?;
-    let args = arguments(p, &fence, new_confdir, check)?;
+    let args = arguments(p, mode, &fence, new_confdir, check)?;
     let progress = crate::ui::progress::Progress::new(if check {
         "pg_upgrade --check"
     } else {
@@ -92,7 +112,13 @@ pub(crate) fn pg_upgrade(
     });
     // Header lines name the phase; indented lines are its items (databases, files).
     let phase = std::sync::Mutex::new(String::new());
+    let clock = std::sync::Mutex::new(PhaseClock::default());
+    let started = std::time::Instant::now();
     let on_output = |line: &str| {
+        clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .line(line, started.elapsed().as_secs_f64());
         let mut current = phase
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -115,10 +141,7 @@ pub(crate) fn pg_upgrade(
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     let out = std::thread::scope(|s| {
-        if !check
-            && p.plan.mode != crate::plan::Mode::Link
-            && p.plan.mode != crate::plan::Mode::Swap
-        {
+        if !check && mode != Mode::Link && mode != Mode::Swap {
             // Copying modes: follow the new cluster's user relation files as they grow.
             let dirs = copied_dirs(p, new_datadir);
             let expected = p.plan.user_relation_bytes;
@@ -130,9 +153,13 @@ pub(crate) fn pg_upgrade(
         out
     })?;
     progress.finish();
+    let phases = clock
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .finish(started.elapsed().as_secs_f64());
     let moved = move_output_dir(p.runner.owner(), new_datadir, log_dir, check);
     if out.status.success() {
-        Ok(out)
+        Ok(phases)
     } else {
         let report = moved
             .as_ref()
@@ -178,7 +205,13 @@ fn copied_dirs<'a>(p: &'a Prepared, new_datadir: &Path) -> impl Fn() -> Vec<Path
 
 /// pg_upgrade's arguments: both installations and clusters, the fenced socket directory
 /// and hba, the mode's flag, and what each target major supports.
-fn arguments(p: &Prepared, fence: &Fence, new_confdir: &Path, check: bool) -> Result<Vec<String>> {
+fn arguments(
+    p: &Prepared,
+    mode: Mode,
+    fence: &Fence,
+    new_confdir: &Path,
+    check: bool,
+) -> Result<Vec<String>> {
     let opts = p.plan.initdb.as_ref().ok_or(Error::SuperuserUnknown)?;
     let live = check && p.cluster.is_running();
     let old_port = p.plan.old.port;
@@ -210,7 +243,7 @@ fn arguments(p: &Prepared, fence: &Fence, new_confdir: &Path, check: bool) -> Re
             "--old-options={hba} -c max_logical_replication_workers=0"
         ));
     }
-    let flag = p.plan.mode.pg_upgrade_flag();
+    let flag = mode.pg_upgrade_flag();
     // 16: --copy became an option; older pg_upgrade copies by default and rejects the flag.
     if flag != "--copy" || p.new.major >= 16 {
         args.push(flag.to_string());

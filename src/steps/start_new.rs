@@ -69,7 +69,7 @@ fn start_new(step: &StartNew, run: &mut Run<'_>) -> Result<()> {
     };
     let started = run.step(step, &what, |r| {
         if leave_running {
-            servers::start(r.p, Which::New, &log).map(|_| ())
+            servers::start(r.p, Which::New, &log).map(|_| ())?;
         } else {
             server::start(
                 &r.p.runner,
@@ -77,8 +77,16 @@ fn start_new(step: &StartNew, run: &mut Run<'_>) -> Result<()> {
                 &new,
                 Some((fence.as_ref(), p.plan.new.port)),
                 &log,
-            )
+            )?;
         }
+        // The new server accepts connections: the window is over. Journaled with the step's
+        // end, in one write: the downtime and, in link and swap modes, the point of no return.
+        let r = &mut r.journal.record;
+        if let Some(ms) = r.window_started_ms {
+            r.downtime_seconds = Some(now_millis().saturating_sub(ms) as f64 / 1000.0);
+        }
+        r.point_of_no_return |= !p.plan.mode.old_survives_start();
+        Ok(())
     });
     // The point of no return is crossed once a postmaster has actually run on the new
     // cluster (a start refused for a port in use never got that far). If pgleap dies during
@@ -87,7 +95,8 @@ fn start_new(step: &StartNew, run: &mut Run<'_>) -> Result<()> {
         && (started.is_ok()
             || !matches!(started, Err(Error::Interrupted { .. }))
                 && crate::steps::crossing::new_has_run(p, &run.journal).unwrap_or(true));
-    if crossed {
+    // A successful start journaled it with the step's end.
+    if crossed && started.is_err() {
         run.journal.record.point_of_no_return = true;
         run.journal.write()?;
     }
@@ -118,10 +127,6 @@ fn start_new(step: &StartNew, run: &mut Run<'_>) -> Result<()> {
             ),
         )
     })?;
-    if let Some(ms) = run.journal.record.window_started_ms {
-        run.journal.record.downtime_seconds = Some(now_millis().saturating_sub(ms) as f64 / 1000.0);
-        run.journal.write()?;
-    }
     if let Some(d) = run.journal.record.downtime_seconds {
         run.ui.line(&format!(
             "      downtime: {} (old stopped → new accepting connections)",

@@ -115,7 +115,7 @@ impl<'a> Run<'a> {
         &mut self,
         step: &dyn Step,
         what: &str,
-        f: impl FnOnce(&Self) -> Result<T>,
+        f: impl FnOnce(&mut Self) -> Result<T>,
     ) -> Result<T> {
         let name = step.name();
         if interrupt::interrupted() {

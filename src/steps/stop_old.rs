@@ -35,17 +35,16 @@ impl Step for StopOld {
             "fast shutdown of the old server ({}); clients are cut off",
             run.p.plan.host.old.stop.describe("stop")
         );
-        let shutdown = run.step(self, &what, |r| {
+        run.step(self, &what, |r| {
             let started = std::time::Instant::now();
-            stop_old(r.p)?;
-            Ok(started.elapsed().as_secs_f64())
+            let checkpoint = stop_old(r.p)?;
+            // Journaled with the step's end: no extra write inside the window. The old
+            // checkpoint is what a standby's rebuild checks it has caught up with (link
+            // mode's pg_upgrade renames the old pg_control).
+            r.journal.record.shutdown_seconds = Some(started.elapsed().as_secs_f64());
+            r.journal.record.old_checkpoint = Some(checkpoint);
+            Ok(())
         })?;
-        run.journal.record.shutdown_seconds = Some(shutdown);
-        // What a standby's rebuild checks it has caught up with (link mode's pg_upgrade
-        // renames the old pg_control).
-        let control = run.p.cluster.control_data(&run.p.runner, &run.p.old);
-        run.journal.record.old_checkpoint = control.ok().map(|c| c.checkpoint);
-        run.journal.write()?;
         if let Some(note) = super::fence::lift(run.p, &mut run.journal)? {
             run.ui.line(&format!("      {note}"));
         }
@@ -118,16 +117,15 @@ fn describe_checkpoints(r: &CheckpointReport) -> String {
 }
 
 /// Stops the old server (through what manages it) and verifies pg_control says it shut down
-/// cleanly. Returns what stopped it.
-pub(crate) fn stop_old(p: &Prepared) -> Result<Option<String>> {
-    let how = match postmaster::liveness(&p.plan.old.datadir) {
-        Liveness::Stopped => None,
-        Liveness::Running(_) => servers::stop(p, Which::Old)?,
-        Liveness::Stale { .. } => {
-            server::stop(&p.runner, &p.old.bindir, &p.plan.old.datadir)?;
-            None
+/// cleanly. Returns its latest checkpoint location.
+pub(crate) fn stop_old(p: &Prepared) -> Result<String> {
+    match postmaster::liveness(&p.plan.old.datadir) {
+        Liveness::Stopped => {}
+        Liveness::Running(_) => {
+            servers::stop(p, Which::Old)?;
         }
-    };
+        Liveness::Stale { .. } => server::stop(&p.runner, &p.old.bindir, &p.plan.old.datadir)?,
+    }
     let control = p.cluster.control_data(&p.runner, &p.old)?;
     if !control.cleanly_shut_down() {
         return Err(Error::UncleanShutdown {
@@ -135,5 +133,5 @@ pub(crate) fn stop_old(p: &Prepared) -> Result<Option<String>> {
             state: control.state,
         });
     }
-    Ok(how)
+    Ok(control.checkpoint)
 }
