@@ -7,7 +7,7 @@ use crate::error::{Error, Finding, Result};
 use crate::exec::process::Opts;
 use crate::state::journal::State;
 
-use super::step::{Phase, Run, Step, Undoing, superuser};
+use super::step::{Phase, Run, Step, Undoing, psql_args};
 
 pub(crate) struct UpdateExtensions;
 
@@ -46,21 +46,8 @@ fn update_extensions(step: &UpdateExtensions, run: &mut Run<'_>, socket: &Path) 
         if !script.exists() {
             return Ok(());
         }
-        let args = [
-            "-X".to_string(),
-            "-v".into(),
-            "ON_ERROR_STOP=1".into(),
-            "-h".into(),
-            socket.display().to_string(),
-            "-p".into(),
-            p.plan.new.port.to_string(),
-            "-U".into(),
-            superuser(p),
-            "-d".into(),
-            "postgres".into(),
-            "-f".into(),
-            script.display().to_string(),
-        ];
+        let script = script.display().to_string();
+        let args = psql_args(p, socket, p.plan.new.port, "postgres", &["-f", &script]);
         let opts = Opts {
             log_name: Some("update-extensions"),
             ..Opts::default()

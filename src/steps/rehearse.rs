@@ -474,23 +474,14 @@ fn schema_dump(p: &Prepared, target: &db::Target, dbname: &str) -> Result<String
 /// with each statement's time), as the owner: the file must be readable by the owner.
 fn smoke(p: &Prepared, file: &Path, socket: &Path, port: u16) -> Smoke {
     let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-    let args = [
-        "-X".to_string(),
-        "-v".into(),
-        "ON_ERROR_STOP=1".into(),
-        "-h".into(),
-        socket.display().to_string(),
-        "-p".into(),
-        port.to_string(),
-        "-U".into(),
-        crate::steps::step::superuser(p),
-        "-d".into(),
-        "postgres".into(),
-        "-c".into(),
-        "\\timing on".into(),
-        "-f".into(),
-        file.display().to_string(),
-    ];
+    let path = file.display().to_string();
+    let args = crate::steps::step::psql_args(
+        p,
+        socket,
+        port,
+        "postgres",
+        &["-c", "\\timing on", "-f", &path],
+    );
     let started = Instant::now();
     let out = p.runner.run_unchecked(
         &p.new.psql(),

@@ -16,7 +16,7 @@ use crate::inspect::replication::Subscription;
 use crate::preflight::replication::{SubscriptionOutcome, SubscriptionPolicy, resume_allowed};
 use crate::ui::replication::{origin_lsn, resume_statements};
 
-use super::step::{Run, superuser};
+use super::step::{Run, psql_args};
 
 pub(crate) fn recreate_physical_slots(run: &mut Run<'_>, socket: &Path) {
     let p = run.p;
@@ -29,21 +29,7 @@ pub(crate) fn recreate_physical_slots(run: &mut Run<'_>, socket: &Path) {
             "SELECT pg_catalog.pg_create_physical_replication_slot({literal}, true) \
              WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_replication_slots WHERE slot_name = {literal})"
         );
-        let args = [
-            "-X".to_string(),
-            "-v".into(),
-            "ON_ERROR_STOP=1".into(),
-            "-h".into(),
-            socket.display().to_string(),
-            "-p".into(),
-            p.plan.new.port.to_string(),
-            "-U".into(),
-            superuser(p),
-            "-d".into(),
-            "postgres".into(),
-            "-c".into(),
-            sql.clone(),
-        ];
+        let args = psql_args(p, socket, p.plan.new.port, "postgres", &["-c", &sql]);
         let opts = Opts {
             log_name: Some("recreate-slots"),
             ..Opts::default()
@@ -70,22 +56,7 @@ fn psql_new(
     log: &'static str,
 ) -> Result<String> {
     let p = run.p;
-    let args = [
-        "-X".to_string(),
-        "-At".into(),
-        "-v".into(),
-        "ON_ERROR_STOP=1".into(),
-        "-h".into(),
-        socket.display().to_string(),
-        "-p".into(),
-        p.plan.new.port.to_string(),
-        "-U".into(),
-        superuser(p),
-        "-d".into(),
-        db.into(),
-        "-c".into(),
-        sql.into(),
-    ];
+    let args = psql_args(p, socket, p.plan.new.port, db, &["-At", "-c", sql]);
     let opts = Opts {
         log_name: Some(log),
         ..Opts::default()

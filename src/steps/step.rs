@@ -264,3 +264,30 @@ pub(crate) fn superuser(p: &Prepared) -> String {
         .as_ref()
         .map_or_else(|| p.runner.owner().name.clone(), |o| o.superuser.clone())
 }
+
+/// psql's arguments for a session as the new installation's superuser on the server at
+/// `socket` and `port`, in database `db`: no psqlrc, stop at the first error, then `rest`
+/// (`-c` statements, `-f` files, output options).
+pub(crate) fn psql_args(
+    p: &Prepared,
+    socket: &std::path::Path,
+    port: u16,
+    db: &str,
+    rest: &[&str],
+) -> Vec<String> {
+    let mut args = vec![
+        "-X".to_string(),
+        "-v".into(),
+        "ON_ERROR_STOP=1".into(),
+        "-h".into(),
+        socket.display().to_string(),
+        "-p".into(),
+        port.to_string(),
+        "-U".into(),
+        superuser(p),
+        "-d".into(),
+        db.into(),
+    ];
+    args.extend(rest.iter().map(ToString::to_string));
+    args
+}
