@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Fixture;
 
@@ -40,15 +40,8 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    common::wait_for(what, Duration::from_secs(60), done);
 }
 
 /// 1 MB WAL segments and a schema big enough that pg_upgrade's restore fills several: those

@@ -595,25 +595,7 @@ fn copied_server_key_keeps_postgres_key_rules() {
     }
     let fx = Fixture::new(16).running().build();
     let (key, crt) = (fx.datadir.join("server.key"), fx.datadir.join("server.crt"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .unwrap();
-    common::ok(&out, "openssl req");
+    self_signed(&key, &crt);
     // Root's own key, readable by the owner's group: PostgreSQL accepts 0640 from root only.
     nix::unistd::chown(&key, Some(0.into()), Some(common::owner().gid.into())).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -730,6 +712,22 @@ fn serve_ssl_with_a_root_owned_key(fx: &Fixture, key: &str, crt: &str) -> (PathB
     let ssl = fx.root.path().join("ssl");
     std::fs::create_dir(&ssl).unwrap();
     let (key, crt) = (ssl.join(key), ssl.join(crt));
+    self_signed(&key, &crt);
+    // Debian's group is ssl-cert; the fixture starts servers with the owner's primary group
+    // only, so that group stands in for it: root owns the key, the owner's group reads it.
+    nix::unistd::chown(&key, Some(0.into()), Some(common::owner().gid.into())).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(&crt, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&key, fx.datadir.join("server.key")).unwrap();
+    std::os::unix::fs::symlink(&crt, fx.datadir.join("server.crt")).unwrap();
+    append_conf(fx, "ssl = on\n");
+    fx.stop();
+    fx.start();
+    (key, crt)
+}
+
+/// A self-signed certificate `crt` and its unencrypted key `key`, made by openssl.
+fn self_signed(key: &Path, crt: &Path) {
     let out = std::process::Command::new("openssl")
         .args([
             "req",
@@ -743,21 +741,10 @@ fn serve_ssl_with_a_root_owned_key(fx: &Fixture, key: &str, crt: &str) -> (PathB
             "/CN=localhost",
             "-keyout",
         ])
-        .arg(&key)
+        .arg(key)
         .arg("-out")
-        .arg(&crt)
+        .arg(crt)
         .output()
         .unwrap();
     common::ok(&out, "openssl req");
-    // Debian's group is ssl-cert; the fixture starts servers with the owner's primary group
-    // only, so that group stands in for it: root owns the key, the owner's group reads it.
-    nix::unistd::chown(&key, Some(0.into()), Some(common::owner().gid.into())).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
-    std::fs::set_permissions(&crt, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::os::unix::fs::symlink(&key, fx.datadir.join("server.key")).unwrap();
-    std::os::unix::fs::symlink(&crt, fx.datadir.join("server.crt")).unwrap();
-    append_conf(fx, "ssl = on\n");
-    fx.stop();
-    fx.start();
-    (key, crt)
 }

@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Fixture, Run, as_owner, is_root, ok};
 
@@ -166,15 +166,8 @@ fn spawn_pgleap(args: &[String], env: &[(&str, &str)]) -> Child {
     cmd.spawn().unwrap()
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    common::wait_for(what, Duration::from_secs(120), f);
 }
 
 fn upgrade_args(fx: &Fixture, mode: &str) -> Vec<String> {

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Fixture, as_owner, assert_unchanged, bindir, chown, ok, port, psql, snapshot};
 
@@ -29,15 +29,8 @@ fn settled_snapshot(fx: &Fixture, port: u16) -> common::Snapshot {
 }
 
 #[track_caller]
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "timed out waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    common::wait_for(what, Duration::from_secs(90), done);
 }
 
 /// A streaming standby of `fx` made with pg_basebackup, running on its own port.

@@ -625,6 +625,19 @@ pub fn written_by_a_start_and_stop(datadir: &Path, path: &Path) -> bool {
         || catalog_page
 }
 
+/// Polls `done` every 50 ms until it holds; panics naming `what` once `within` has passed.
+#[track_caller]
+pub fn wait_for(what: &str, within: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Path -> (size, mode, mtime) of every entry below a directory, as `snapshot` returns.
 pub type Snapshot = BTreeMap<PathBuf, (u64, u32, u128)>;
 
