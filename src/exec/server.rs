@@ -181,7 +181,8 @@ fn with_server_log(e: Error, logfile: &Path) -> Error {
             stderr_tail,
             log,
         } => {
-            let tail = std::fs::read_to_string(logfile)
+            use crate::exec::ownerfs::{Follow, READ_LIMIT, read_regular_text};
+            let tail = read_regular_text(logfile, Follow::No, READ_LIMIT)
                 .map(|t| crate::exec::process::last_lines(&t, 10))
                 .unwrap_or_default();
             Error::Command {
