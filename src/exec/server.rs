@@ -84,6 +84,21 @@ pub(crate) fn start(
     start_with(runner, bindir, datadir, options, logfile)
 }
 
+/// Starts, fenced, a fresh cluster whose WAL nobody needs (the new installation probed before
+/// the window), with archiving off as well: its first WAL segments are named like the old
+/// cluster's first ones, and the carried `archive_command` would write them into the old
+/// cluster's archive.
+pub(crate) fn start_scratch(
+    runner: &Runner,
+    bindir: &Path,
+    datadir: &Path,
+    (fence, port): (&Fence, u16),
+    logfile: &Path,
+) -> Result<()> {
+    let options = format!("{} -c archive_mode=off", fence.server_options(port));
+    start_with(runner, bindir, datadir, Some(options), logfile)
+}
+
 /// Starts a server with the command-line options it last ran with (`postmaster.opts`, the
 /// old server in a rollback), and waits until it accepts connections.
 pub(crate) fn start_as_ran(
