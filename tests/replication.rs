@@ -61,16 +61,42 @@ fn standby_of(fx: &Fixture, slot: Option<&str>) -> Standby {
     if let Some(s) = slot {
         args.extend(["-C".into(), "-S".into(), s.to_string()]);
     }
+    // A standby on the primary's host has its own WAL directory and tablespace locations.
+    if std::fs::symlink_metadata(fx.datadir.join("pg_wal")).is_ok_and(|m| m.is_symlink()) {
+        let wal = fx.root.path().join("standby-wal");
+        std::fs::create_dir(&wal).unwrap();
+        chown(&wal);
+        args.push(format!(
+            "--waldir={}",
+            wal.join(fx.major.to_string()).display()
+        ));
+    }
+    if let Some(t) = &fx.tablespace {
+        let own = fx.root.path().join("standby-tblspc");
+        std::fs::create_dir(&own).unwrap();
+        chown(&own);
+        args.push(format!(
+            "--tablespace-mapping={}={}",
+            t.display(),
+            own.display()
+        ));
+    }
     ok(
         &as_owner(&fx.bindir().join("pg_basebackup"), &args),
         "pg_basebackup",
     );
-    // The standby's own setting beside primary_conninfo (the primary's postgresql.conf came
-    // with the base backup): its rebuild must keep it.
+    // The standby's own settings beside primary_conninfo (the primary's postgresql.conf came
+    // with the base backup): its rebuild must keep its port, and must not bring back a
+    // setting the new major does not have (old_snapshot_threshold: 16 has it, 17 not).
     let port = port();
     let conf = dir.join("postgresql.auto.conf");
     let text = std::fs::read_to_string(&conf).unwrap();
-    std::fs::write(&conf, format!("{text}port = {port}\n")).unwrap();
+    let gone = if fx.major <= 16 {
+        "Old_Snapshot_Threshold = -1\n"
+    } else {
+        ""
+    };
+    std::fs::write(&conf, format!("{text}port = {port}\n{gone}")).unwrap();
     common::start_server(fx.major, &dir, &fx.root.path().join("standby.log"));
     wait_until("the standby streams", || {
         fx.sql(
@@ -493,9 +519,96 @@ fn assert_paused_before_start(fx: &Fixture, stderr: &str) {
     );
 }
 
+/// The inodes of the regular files below `dir`.
+fn inodes(dir: &Path) -> std::collections::BTreeSet<u64> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| std::os::unix::fs::MetadataExt::ino(&e.metadata().unwrap()))
+        .collect()
+}
+
+/// The one subdirectory of a tablespace location made by `major` (`PG_16_202307071`).
+fn version_dir(location: &Path, major: u32) -> PathBuf {
+    let prefix = format!("PG_{major}_");
+    let found: Vec<PathBuf> = std::fs::read_dir(location)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?} in {}", location.display());
+    found[0].clone()
+}
+
+/// After the printed rsync procedure: the new standby reused its own files (its new
+/// relation files are hard links to its old ones, in its data directory and in its own copy
+/// of the tablespace), its links point at its own copies, not at the primary's, and the
+/// setting 17 does not have is commented out.
+fn assert_rebuilt_in_its_own_places(fx: &Fixture, sb: &Standby) {
+    let new_standby = fx.root.path().join("standby/17");
+    assert!(new_standby.join("standby.signal").exists());
+    let old_files = inodes(&sb.dir.join("base"));
+    assert!(
+        !inodes(&new_standby.join("base")).is_disjoint(&old_files),
+        "no file of the new standby is a hard link to one of the old standby"
+    );
+    let own_space = fx.root.path().join("standby-tblspc");
+    let linked = inodes(&version_dir(&own_space, 17));
+    assert!(
+        !linked.is_empty() && linked.is_subset(&inodes(&version_dir(&own_space, 16))),
+        "the new standby's tablespace files are not hard links to its old ones"
+    );
+    // Its links point at its own copies, not at the primary's.
+    let oid = std::fs::read_dir(new_standby.join("pg_tblspc"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
+    assert_eq!(oid.len(), 1, "{oid:?}");
+    assert_eq!(std::fs::read_link(&oid[0]).unwrap(), own_space);
+    let own_wal = fx.root.path().join("standby-wal/17");
+    assert_eq!(
+        std::fs::read_link(new_standby.join("pg_wal")).unwrap(),
+        own_wal
+    );
+    assert!(std::fs::read_dir(&own_wal).unwrap().next().is_some());
+    let conf = std::fs::read_to_string(new_standby.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        conf.contains(
+            "\n# pgleap: PostgreSQL 17 does not have this setting: Old_Snapshot_Threshold = -1\n"
+        ),
+        "{conf}"
+    );
+}
+
+/// A primary with its WAL apart and a tablespace, and a standby on the same host with its
+/// own WAL directory and tablespace location (pg_basebackup --waldir and
+/// --tablespace-mapping): the printed rsync procedure, run verbatim, rebuilds the standby
+/// from its own files, in its own places.
 #[test]
 fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
-    let fx = Fixture::new(16).running().build();
+    let wal_root = tempfile::Builder::new()
+        .prefix("pgleap-wal-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    chown(wal_root.path());
+    let fx = Fixture::new(16)
+        .running()
+        .tablespace()
+        .initdb_args(&[&format!(
+            "--waldir={}",
+            wal_root.path().join("16").display()
+        )])
+        .build();
+    fx.sql(
+        "postgres",
+        "CREATE TABLE spaced TABLESPACE ext AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g",
+    );
     let sb = standby_of(&fx, Some("standby1"));
     let before = settled_snapshot(&fx, fx.port);
     let run = fx.pgleap(upgrade_args(&fx, 17, &[]));
@@ -505,7 +618,7 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
 
     fx.sql(
         "postgres",
-        "INSERT INTO t SELECT g, 'before' FROM generate_series(1001, 1050) g",
+        "INSERT INTO t SELECT g, 'before' FROM generate_series(1001, 1050) g; INSERT INTO spaced SELECT g, 'before' FROM generate_series(1001, 1050) g",
     );
     let mapping = format!("walreceiver={}", sb.dir.display());
     let run = fx.pgleap(upgrade_args(
@@ -531,17 +644,13 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
             .starts_with("rsync --archive --delete --hard-links --size-only --no-inc-recursive")),
         "{procedure:?}"
     );
+    assert!(
+        procedure.iter().any(|l| l
+            .contains("PostgreSQL 17 does not have (db_user_namespace, old_snapshot_threshold)")),
+        "{procedure:?}"
+    );
     run_verbatim(&procedure);
-    // The rsync reused the standby's own files: its new relation files are hard links to
-    // its old ones.
-    let new_standby = fx.root.path().join("standby/17");
-    assert!(new_standby.join("standby.signal").exists());
-    let linked = walkdir::WalkDir::new(new_standby.join("base"))
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .any(|e| std::os::unix::fs::MetadataExt::nlink(&e.metadata().unwrap()) > 1);
-    assert!(linked, "no file of the new standby is a hard link");
+    assert_rebuilt_in_its_own_places(&fx, &sb);
 
     let resume = fx.pgleap(target(&fx, "upgrade", 17));
     resume.success();
@@ -559,12 +668,15 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
     assert_eq!(on_standby("SELECT pg_is_in_recovery()").trim(), "t");
     fx.sql(
         "postgres",
-        "INSERT INTO t SELECT g, 'after' FROM generate_series(1051, 1060) g",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1051, 1060) g; INSERT INTO spaced SELECT g, 'after' FROM generate_series(1051, 1060) g",
     );
-    let want = rows(17, &fx.socket, fx.port, "t");
-    wait_until("the rebuilt standby has the primary's rows", || {
-        rows(17, &fx.socket, sb.port, "t") == want
-    });
+    for table in ["t", "spaced"] {
+        let want = rows(17, &fx.socket, fx.port, table);
+        assert!(want.starts_with("1060:"), "{want}");
+        wait_until("the rebuilt standby has the primary's rows", || {
+            rows(17, &fx.socket, sb.port, table) == want
+        });
+    }
     let streaming = fx.sql(
         "postgres",
         "SELECT count(*) FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.state = 'streaming' AND s.slot_name = 'standby1'",
@@ -655,7 +767,7 @@ fn standby_places_are_refused_then_a_paused_upgrade_rolls_back() {
 }
 
 #[test]
-fn standby_rebuilt_from_a_base_backup_without_a_pause() {
+fn standby_rebuilt_from_a_base_backup_without_a_pause_creates_its_dropped_slot() {
     let fx = Fixture::new(16).running().build();
     let sb = standby_of(&fx, Some("standby1"));
     let mapping = format!("walreceiver={}", sb.dir.display());
@@ -670,10 +782,22 @@ fn standby_rebuilt_from_a_base_backup_without_a_pause() {
             "--standby",
             &mapping,
             "--slots",
-            "recreate-physical",
+            "drop",
         ],
     ));
     run.success();
+    // One way to create the dropped slot again: the base backup's -C, which the slot's own
+    // line points at instead of giving a second command that would make -C fail.
+    assert!(
+        run.stderr.contains("  slot 'standby1' (physical): dropped; the rebuild of standby 'walreceiver' (over a Unix socket, user postgres, slot standby1) below creates it again (pg_basebackup -C, or the command before its start after an rsync)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("pg_create_physical_replication_slot"),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("Paused"), "{}", run.stderr);
     assert_eq!(journal(&fx, 17)["state"], "done");
     fx.sql(
@@ -682,7 +806,9 @@ fn standby_rebuilt_from_a_base_backup_without_a_pause() {
     );
     let procedure = printed_block(&run.stderr, "  standby 'walreceiver'");
     assert!(
-        procedure.iter().any(|l| l.contains("/pg_basebackup ")),
+        procedure
+            .iter()
+            .any(|l| l.contains("/pg_basebackup ") && l.ends_with(" -C -S standby1")),
         "{procedure:?}"
     );
     run_verbatim(&procedure);
@@ -705,6 +831,15 @@ fn standby_rebuilt_from_a_base_backup_without_a_pause() {
         )
         .trim(),
         "t"
+    );
+    let streaming = fx.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.state = 'streaming' AND s.slot_name = 'standby1'",
+    );
+    assert_eq!(
+        streaming.trim(),
+        "1",
+        "the standby streams through the slot its base backup created"
     );
 }
 

@@ -120,6 +120,12 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
             (&dirs.0, &dirs.1),
             &mut findings.0,
         );
+        if !section.standby_places.is_empty() {
+            let standby = crate::preflight::standby::read_own_paths;
+            standby(&mut section, f.runner.owner(), &f.cluster.tablespaces);
+            section.settings_gone =
+                crate::preflight::standby::settings_gone(&f.runner, &f.old, &f.new);
+        }
         (!section.is_empty()).then_some(section)
     });
     findings.extend(crate::preflight::collation::drift_finding(&plan.collations));

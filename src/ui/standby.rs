@@ -89,11 +89,29 @@ fn save_settings(out: &mut String, s: &Standby<'_>) {
     );
 }
 
-fn restore_settings(out: &mut String, s: &Standby<'_>) {
+fn restore_settings(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
+    let saved = q(&s.saved);
+    let (append, note) = if r.settings_gone.is_empty() {
+        (format!("cat {saved}"), String::new())
+    } else {
+        // GNU sed: `I` matches the name in any case, as PostgreSQL does.
+        (
+            format!(
+                "sed -E 's/^[[:space:]]*({})[[:space:]]*(=|[[:space:]]).*/# pgleap: PostgreSQL {} does not have this setting: &/I' {saved}",
+                r.settings_gone.join("|"),
+                plan.new.major
+            ),
+            format!(
+                "    # {}: its saved settings go back without those PostgreSQL {} does not have ({}), commented out: the new standby would not start with them\n",
+                s.host,
+                plan.new.major,
+                r.settings_gone.join(", ")
+            ),
+        )
+    };
     let _ = writeln!(
         out,
-        "    {{ echo '# pgleap: the settings of this standby, from its old postgresql.auto.conf'; cat {}; }} >> {}",
-        q(&s.saved),
+        "{note}    {{ echo '# pgleap: the settings of this standby, from its old postgresql.auto.conf'; {append}; }} >> {}",
         q(&s.place.new_dir.join("postgresql.auto.conf"))
     );
 }
@@ -130,7 +148,7 @@ fn basebackup(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
         q(&s.place.new_dir),
         slot.unwrap_or_default()
     );
-    restore_settings(out, s);
+    restore_settings(out, plan, r, s);
     config_dir(out, plan, r, s);
     start_new(out, plan, s);
 }
@@ -147,17 +165,13 @@ fn remote(host: &str, path: &str) -> String {
 const RSYNC: &str =
     "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative";
 
-/// A location outside the data directory (tablespace, WAL): at the same path on another
-/// host; on this host the standby's copy is elsewhere, which pgleap does not know.
-fn elsewhere(out: &mut String, primary: &str, to: Option<&str>, what: &str, line: &str) {
-    if to.is_some() {
-        let _ = writeln!(out, "    {line}");
-    } else {
-        let _ = writeln!(
-            out,
-            "    # {primary}: {what} are the primary's; rsync them like this to where this standby keeps its copy: {line}"
-        );
-    }
+/// A location outside the data directory (tablespace, WAL) of a standby on this host whose
+/// own copy pgleap could not learn: what to copy, as a comment.
+fn elsewhere(out: &mut String, primary: &str, what: &str, line: &str) {
+    let _ = writeln!(
+        out,
+        "    # {primary}: {what} are the primary's, and pgleap could not read where this standby keeps its copy: rsync them like this to it, then point the new directory's link there: {line}"
+    );
 }
 
 /// rsync of the old and new directories of one location (data directory, tablespace, WAL)
@@ -179,14 +193,85 @@ fn rsync(old: &Path, new: &Path, dest_root: &Path, host: Option<&str>) -> String
 }
 
 /// rsync of a tablespace's old and new subdirectories (`PG_16_*`, `PG_17_*`: the shell
-/// expands them) to the same location on the standby's host.
-fn tablespace_rsync(location: &Path, (old, new): (u32, u32), host: Option<&str>) -> String {
-    let dest = format!("{}/", location.display());
+/// expands them) into `dest` (the standby's copy of the tablespace) on `host`.
+fn tablespace_rsync(
+    location: &Path,
+    (old, new): (u32, u32),
+    dest: &Path,
+    host: Option<&str>,
+) -> String {
+    let dest = format!("{}/", dest.display());
     format!(
         "{RSYNC} {t}/./PG_{old}_* {t}/./PG_{new}_* {}",
         shell_words::quote(&host.map_or(dest.clone(), |h| remote(h, &dest))),
         t = q(location)
     )
+}
+
+/// The WAL directory and tablespaces of a standby on this host: its own copies (learned
+/// from its links), which the new directory's links then point to (the rsync of the data
+/// directory brought the primary's links).
+fn own_outside(out: &mut String, plan: &Plan, primary: &str, s: &Standby<'_>) {
+    let own = s.place.own.clone().unwrap_or_default();
+    let new_dir = &s.place.new_dir;
+    if let (Some(old_wal), Some(wal)) = (&plan.old.waldir, &plan.new.waldir) {
+        let _ = match &own.wal {
+            Some(standby_wal) => {
+                let new_wal = crate::preflight::placement::new_waldir(
+                    standby_wal,
+                    plan.old.major,
+                    plan.new.major,
+                );
+                writeln!(
+                    out,
+                    "    # {primary}: the new primary's WAL directory {} into the standby's own, {} (beside its {}), and its pg_wal pointed there\n    rsync --archive --delete {}/ {}/\n    ln -sfn {} {}",
+                    wal.display(),
+                    new_wal.display(),
+                    standby_wal.display(),
+                    q(wal),
+                    q(&new_wal),
+                    q(&new_wal),
+                    q(&new_dir.join("pg_wal"))
+                )
+            }
+            None if s.place.own.is_some() => writeln!(
+                out,
+                "    # {primary}: the new primary's WAL directory {} into the standby's new data directory (the standby keeps its WAL there, not apart)\n    rm {}\n    rsync --archive {}/ {}/",
+                wal.display(),
+                q(&new_dir.join("pg_wal")),
+                q(wal),
+                q(&new_dir.join("pg_wal"))
+            ),
+            None => {
+                let what = format!(
+                    "the WAL directories {} and {}",
+                    old_wal.display(),
+                    wal.display()
+                );
+                let line = rsync(old_wal, wal, &common_root(old_wal, wal).0, None);
+                elsewhere(out, primary, &what, &line);
+                Ok(())
+            }
+        };
+    }
+    let majors = (plan.old.major, plan.new.major);
+    for t in &plan.tablespaces {
+        if let Some(o) = own.tablespaces.iter().find(|o| &o.primary == t) {
+            let _ = writeln!(
+                out,
+                "    # {primary}: the tablespace {}: its subdirectories of both majors onto the standby's copy, {} (files it already has are hard-linked), and the new directory's link pointed there\n    {}\n    ln -sfn {} {}",
+                t.display(),
+                o.standby.display(),
+                tablespace_rsync(t, majors, &o.standby, None),
+                q(&o.standby),
+                q(&new_dir.join("pg_tblspc").join(&o.oid))
+            );
+        } else {
+            let line = tablespace_rsync(t, majors, t, None);
+            let what = format!("the tablespace {}", t.display());
+            elsewhere(out, primary, &what, &line);
+        }
+    }
 }
 
 /// The documented rsync procedure, while the new primary has never started.
@@ -235,19 +320,16 @@ fn rsync_procedure(
         to.map(|h| format!(", over ssh to {h}")).unwrap_or_default(),
         rsync(&plan.old.datadir, &plan.new.datadir, &dest, to)
     );
-    if let (Some(o), Some(n)) = (&plan.old.waldir, &plan.new.waldir) {
-        elsewhere(
-            out,
-            &primary,
-            to,
-            &format!("the WAL directories {} and {}", o.display(), n.display()),
-            &rsync(o, n, &common_root(o, n).0, to),
-        );
-    }
-    for t in &plan.tablespaces {
-        let line = tablespace_rsync(t, (plan.old.major, plan.new.major), to);
-        let what = format!("the tablespace {}", t.display());
-        elsewhere(out, &primary, to, &what, &line);
+    if to.is_none() {
+        own_outside(out, plan, &primary, s);
+    } else {
+        if let (Some(o), Some(n)) = (&plan.old.waldir, &plan.new.waldir) {
+            let _ = writeln!(out, "    {}", rsync(o, n, &common_root(o, n).0, to));
+        }
+        for t in &plan.tablespaces {
+            let majors = (plan.old.major, plan.new.major);
+            let _ = writeln!(out, "    {}", tablespace_rsync(t, majors, t, to));
+        }
     }
     let _ = writeln!(
         out,
@@ -259,7 +341,7 @@ fn rsync_procedure(
         "    touch {}",
         q(&s.place.new_dir.join("standby.signal"))
     );
-    restore_settings(out, s);
+    restore_settings(out, plan, r, s);
     config_dir(out, plan, r, s);
 }
 
@@ -303,18 +385,40 @@ fn ctl_dir(plan: &Plan, s: &Standby<'_>) -> PathBuf {
     }
 }
 
-/// A standby's slot that the new primary will not have: said before its start command.
-fn slot_first(r: &Section, s: &Standby<'_>) -> String {
+/// The slot of a standby whose rebuild pgleap prints, when the new primary will not have
+/// it: the rebuild creates it (`pg_basebackup -C`, or a command before the start after an
+/// rsync), the one way the report gives.
+fn slot_to_create<'a>(r: &Section, s: &Standby<'a>) -> Option<&'a str> {
     s.sender
         .slot
-        .as_ref()
+        .as_deref()
         .filter(|n| !matches!(r.fate_of_slot(n), Some(Fate::Recreated | Fate::Kept)))
-        .map(|n| {
-            format!(
-                " (its slot '{n}' is not recreated: first create it on the new primary with the command the report gives)"
-            )
+}
+
+/// How the report names the standby whose rebuild creates the slot `slot` again.
+pub(crate) fn rebuilt_with_slot(r: &Section, slot: &str) -> Option<String> {
+    standbys(&r.facts)
+        .filter(|s| s.slot.as_deref() == Some(slot))
+        .find(|s| {
+            r.standby_places
+                .iter()
+                .any(|p| p.name == s.application_name)
         })
-        .unwrap_or_default()
+        .map(|s| format!("standby {}", describe_standby(s)))
+}
+
+/// After an rsync: the slot created on the new primary, then the standby started.
+fn start_after_rsync(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
+    if let Some(slot) = slot_to_create(r, s) {
+        let _ = writeln!(
+            out,
+            "    # {}: its slot '{slot}' first\n    {}",
+            primary_host(r, &plan.owner.name),
+            super::replication::create_physical_slot(plan, r, slot)
+        );
+    }
+    let _ = writeln!(out, "    # {}", s.host);
+    start_new(out, plan, s);
 }
 
 /// The standbys' part of the output printed when the upgrade pauses before the new
@@ -334,11 +438,17 @@ pub(crate) fn paused(plan: &Plan, checkpoint: Option<&str>, resume: &str) -> Str
             s.at
         );
         rsync_procedure(&mut out, plan, r, &s, checkpoint);
+        let slot = slot_to_create(r, &s).map_or_else(String::new, |n| {
+            format!(
+                ", on {}: {}; then",
+                primary_host(r, &plan.owner.name),
+                super::replication::create_physical_slot(plan, r, n)
+            )
+        });
         let _ = writeln!(
             out,
-            "  Then, once {resume} has started the new primary, start it on {}{}: {} -D {} -l {} start",
+            "  Then, once {resume} has started the new primary{slot}, start it on {}: {} -D {} -l {} start",
             s.host,
-            slot_first(r, &s),
             q(&plan.new.bindir.join("pg_ctl")),
             q(&ctl_dir(plan, &s)),
             q(&s.place.new_dir.join("startup.log"))
@@ -357,11 +467,10 @@ pub(crate) fn report_lines(out: &mut String, plan: &Plan, r: &Section) {
         if rsynced {
             let _ = writeln!(
                 out,
-                "  standby {}: if you rebuilt it with rsync while the upgrade paused, start it now:\n    # {}",
+                "  standby {}: if you rebuilt it with rsync while the upgrade paused, start it now:",
                 describe_standby(s.sender),
-                s.host
             );
-            start_new(out, plan, &s);
+            start_after_rsync(out, plan, r, &s);
             let _ = writeln!(
                 out,
                 "  If you did not, rsync is no longer correct (the new primary has started): rebuild {} from a fresh base backup of the new primary, each command on the host its comment names:",
@@ -444,11 +553,21 @@ mod tests {
             "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative '/srv/pg data/./16' '/srv/pg data/./17' '/standby/pg data/'"
         );
         assert_eq!(
-            tablespace_rsync(Path::new("/vol1/ts"), (16, 17), Some("2001:db8::5")),
+            tablespace_rsync(
+                Path::new("/vol1/ts"),
+                (16, 17),
+                Path::new("/vol1/ts"),
+                Some("2001:db8::5")
+            ),
             "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative /vol1/ts/./PG_16_* /vol1/ts/./PG_17_* '[2001:db8::5]:/vol1/ts/'"
         );
         assert_eq!(
-            tablespace_rsync(Path::new("/vol1/ts one"), (16, 17), Some("db2")),
+            tablespace_rsync(
+                Path::new("/vol1/ts one"),
+                (16, 17),
+                Path::new("/vol1/ts one"),
+                Some("db2")
+            ),
             "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative '/vol1/ts one'/./PG_16_* '/vol1/ts one'/./PG_17_* 'db2:/vol1/ts one/'"
         );
     }
