@@ -586,6 +586,34 @@ fn assert_rebuilt_in_its_own_places(fx: &Fixture, sb: &Standby) {
     );
 }
 
+/// The downtime of a paused upgrade is reported with and without the pause, which lasted at
+/// least as long as the rsync procedure run meanwhile (`rsync_took` seconds).
+fn assert_downtime_without_the_pause(fx: &Fixture, resumed: &str, rsync_took: f64) {
+    assert!(
+        resumed.contains("of which paused for the standbys' rsync: "),
+        "{resumed}"
+    );
+    let mut args = target(fx, "status", 17);
+    args.push("--json".into());
+    let status = fx.pgleap(args);
+    status.success();
+    let doc = status.json();
+    let number = |k: &str| doc[k].as_f64().unwrap_or_else(|| panic!("no {k} in {doc}"));
+    let (total, pause, without) = (
+        number("downtime_seconds"),
+        number("pause_seconds"),
+        number("downtime_without_pause_seconds"),
+    );
+    assert!(pause >= rsync_took, "pause {pause} < rsync {rsync_took}");
+    assert!((total - pause - without).abs() < 0.01, "{doc}");
+    assert!(without > 0.0 && without < total, "{doc}");
+    let j = journal(fx, 17);
+    assert!(
+        j["pause"]["ended_ms"].as_u64().unwrap() > j["pause"]["started_ms"].as_u64().unwrap(),
+        "{j}"
+    );
+}
+
 /// A primary with its WAL apart and a tablespace, and a standby on the same host with its
 /// own WAL directory and tablespace location (pg_basebackup --waldir and
 /// --tablespace-mapping): the printed rsync procedure, run verbatim, rebuilds the standby
@@ -649,8 +677,10 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
             .contains("PostgreSQL 17 does not have (db_user_namespace, old_snapshot_threshold)")),
         "{procedure:?}"
     );
+    let rsync_took = std::time::Instant::now();
     run_verbatim(&procedure);
     assert_rebuilt_in_its_own_places(&fx, &sb);
+    let rsync_took = rsync_took.elapsed().as_secs_f64();
 
     let resume = fx.pgleap(target(&fx, "upgrade", 17));
     resume.success();
@@ -661,6 +691,7 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
         "{}",
         resume.stderr
     );
+    assert_downtime_without_the_pause(&fx, &resume.stderr, rsync_took);
     let start = printed_block(&resume.stderr, "  standby 'walreceiver'");
     assert_eq!(start.len(), 2, "{start:?}");
     run_verbatim(&start);
@@ -749,6 +780,13 @@ fn standby_places_are_refused_then_a_paused_upgrade_rolls_back() {
     assert!(
         procedure.iter().any(|l| l.starts_with("rsync ")),
         "status prints the rsync: {procedure:?}"
+    );
+    assert!(
+        status
+            .stderr
+            .contains("  downtime:  not yet (paused for the standbys' rsync for "),
+        "{}",
+        status.stderr
     );
 
     let rollback = fx.pgleap(target(&fx, "rollback", 17));
