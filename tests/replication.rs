@@ -719,6 +719,182 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
     );
 }
 
+/// A private sshd on a free port of 127.0.0.1, run as the cluster owner (who is the only
+/// user it can log in), with its host key, the client's key and both configurations in the
+/// fixture's directory: nothing of the machine's own ssh setup is read or changed. The
+/// client configuration maps the alias `standby-host` to it; `RSYNC_RSH` (below) makes rsync
+/// use it.
+struct Sshd {
+    child: std::process::Child,
+    config: PathBuf,
+}
+
+impl Sshd {
+    const SSHD: &str = "/usr/sbin/sshd";
+
+    fn start(fx: &Fixture) -> Sshd {
+        assert!(
+            Path::new(Self::SSHD).exists(),
+            "{} is missing: run scripts/test, which installs openssh-server",
+            Self::SSHD
+        );
+        let dir = fx.root.path().join("ssh");
+        std::fs::create_dir(&dir).unwrap();
+        chown(&dir);
+        let keygen = Path::new("/usr/bin/ssh-keygen");
+        for key in ["host_key", "client_key"] {
+            let file = dir.join(key).display().to_string();
+            let args = ["-q", "-t", "ed25519", "-N", "", "-f", file.as_str()];
+            ok(&as_owner(keygen, &args), "ssh-keygen");
+        }
+        let public = |key: &str| std::fs::read_to_string(dir.join(format!("{key}.pub"))).unwrap();
+        let port = port();
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.join(name), text).unwrap();
+            chown(&dir.join(name));
+        };
+        write("authorized_keys", public("client_key"));
+        write(
+            "known_hosts",
+            format!("[127.0.0.1]:{port} {}", public("host_key")),
+        );
+        write(
+            "sshd_config",
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n",
+                d = dir.display()
+            ),
+        );
+        write(
+            "config",
+            format!(
+                "Host standby-host\n  HostName 127.0.0.1\n  Port {port}\n  User {}\n  IdentityFile {d}/client_key\n  IdentitiesOnly yes\n  UserKnownHostsFile {d}/known_hosts\n  StrictHostKeyChecking yes\n  BatchMode yes\n",
+                common::owner().name,
+                d = dir.display()
+            ),
+        );
+        let args = [
+            "-D".to_string(),
+            "-e".into(),
+            "-f".into(),
+            dir.join("sshd_config").display().to_string(),
+        ];
+        let child = owner_command(Path::new(Self::SSHD), &args)
+            .stderr(std::fs::File::create(fx.root.path().join("sshd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let sshd = Sshd {
+            child,
+            config: dir.join("config"),
+        };
+        wait_until("the private sshd accepts the owner's key", || {
+            as_owner(
+                Path::new("/usr/bin/ssh"),
+                &[
+                    "-F",
+                    &sshd.config.display().to_string(),
+                    "standby-host",
+                    "true",
+                ],
+            )
+            .status
+            .success()
+        });
+        sshd
+    }
+
+    /// What rsync runs to reach `standby-host`.
+    fn rsync_rsh(&self) -> String {
+        format!("ssh -F {}", self.config.display())
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A standby given as on another host, `standby-host`, reached over ssh (a private sshd of
+/// this machine): the printed procedure, run verbatim with only `RSYNC_RSH` naming the ssh
+/// configuration, rsyncs over ssh and rebuilds it; with `--slots drop`, the command that
+/// creates its slot comes right before its start.
+#[test]
+fn remote_standby_is_rebuilt_over_ssh_from_the_printed_procedure() {
+    let fx = Fixture::new(16).running().build();
+    let sb = standby_of(&fx, Some("standby1"));
+    let sshd = Sshd::start(&fx);
+    let mapping = format!("walreceiver=standby-host:{}", sb.dir.display());
+    let run = fx.pgleap(upgrade_args(
+        &fx,
+        17,
+        &[
+            "--mode",
+            "link",
+            "--standbys",
+            "rebuild-later",
+            "--standby",
+            &mapping,
+            "--slots",
+            "drop",
+        ],
+    ));
+    run.success();
+    let procedure = printed_block(&run.stderr, "  standby 'walreceiver'");
+    let over_ssh = format!(
+        "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative {0}/./16 {0}/./17 standby-host:{1}/",
+        fx.datadir.parent().unwrap().display(),
+        sb.dir.parent().unwrap().display()
+    );
+    assert!(procedure.contains(&over_ssh), "{procedure:?}");
+    let script = procedure.join("\n");
+    let out = owner_command(
+        Path::new("/bin/bash"),
+        &["-e".into(), "-c".into(), script.clone()],
+    )
+    .env("RSYNC_RSH", sshd.rsync_rsh())
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the printed commands:\n{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_standby = fx.root.path().join("standby/17");
+    assert!(
+        !inodes(&new_standby.join("base")).is_disjoint(&inodes(&sb.dir.join("base"))),
+        "no file of the new standby is a hard link to one of the old standby"
+    );
+
+    let resume = fx.pgleap(target(&fx, "upgrade", 17));
+    resume.success();
+    let start = printed_block(&resume.stderr, "  standby 'walreceiver'");
+    assert!(
+        start[1]
+            .contains("-c 'SELECT pg_create_physical_replication_slot('\\''standby1'\\'', true)'"),
+        "{start:?}"
+    );
+    run_verbatim(&start);
+    fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1001, 1010) g",
+    );
+    let want = rows(17, &fx.socket, fx.port, "t");
+    wait_until("the rebuilt standby has the primary's rows", || {
+        rows(17, &fx.socket, sb.port, "t") == want
+    });
+    let streaming = fx.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.state = 'streaming' AND s.slot_name = 'standby1'",
+    );
+    assert_eq!(
+        streaming.trim(),
+        "1",
+        "the standby streams through its slot"
+    );
+}
+
 #[test]
 fn standby_places_are_refused_then_a_paused_upgrade_rolls_back() {
     let fx = Fixture::new(16).running().build();
