@@ -109,6 +109,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     );
     let mut plan = build_plan(args, purpose, &f, catalog.as_ref(), host);
     let dirs = (plan.old.datadir.clone(), plan.new.datadir.clone());
+    let config_apart = plan.old.confdir.is_some();
     plan.replication = catalog.as_ref().and_then(|c| {
         let majors = (f.old.major, f.new.major);
         let mut section =
@@ -122,7 +123,8 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
         );
         if !section.standby_places.is_empty() {
             let standby = crate::preflight::standby::read_own_paths;
-            standby(&mut section, f.runner.owner(), &f.cluster.tablespaces);
+            let owner = f.runner.owner();
+            standby(&mut section, owner, &f.cluster.tablespaces, config_apart);
             section.settings_gone =
                 crate::preflight::standby::settings_gone(&f.runner, &f.old, &f.new);
         }

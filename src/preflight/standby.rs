@@ -100,7 +100,15 @@ pub(crate) struct OwnPaths {
     pub(crate) wal: Option<PathBuf>,
     /// Each of the primary's tablespaces the standby has a link for.
     pub(crate) tablespaces: Vec<OwnTablespace>,
+    /// When the primary keeps its configuration apart (Debian's `/etc/postgresql`): the
+    /// configuration files the standby keeps in its own data directory, which the rsync
+    /// from the primary's would delete and a base backup would not bring.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) config: Vec<String>,
 }
+
+/// The configuration files a data directory may hold.
+const CONFIG_FILES: [&str; 3] = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"];
 
 /// One tablespace: its OID (kept by pg_upgrade from 15 on, so the new cluster's too), the
 /// primary's location and the standby's.
@@ -113,9 +121,15 @@ pub(crate) struct OwnTablespace {
 
 /// Reads, as the owner, the `pg_wal` and `pg_tblspc` links of each standby on this host, so
 /// that its rsync procedure names its own WAL directory and tablespaces rather than the
-/// primary's. A standby whose links cannot be read keeps `own: None` (the procedure then
+/// primary's, and (when the primary's configuration is apart) which configuration files it
+/// keeps in its data directory. A standby whose links cannot be read keeps `own: None` (the procedure then
 /// says what to copy instead of copying).
-pub(crate) fn read_own_paths(section: &mut Section, owner: &Owner, primary: &[Tablespace]) {
+pub(crate) fn read_own_paths(
+    section: &mut Section,
+    owner: &Owner,
+    primary: &[Tablespace],
+    config_apart: bool,
+) {
     for place in &mut section.standby_places {
         if place.host.is_some() {
             continue;
@@ -138,7 +152,17 @@ pub(crate) fn read_own_paths(section: &mut Section, owner: &Owner, primary: &[Ta
                         })
                     })
                     .collect();
-                place.own = Some(OwnPaths { wal, tablespaces });
+                let config = CONFIG_FILES
+                    .iter()
+                    .filter(|_| config_apart)
+                    .filter(|f| crate::exec::ownerfs::read(owner, &place.old_dir.join(f)).is_ok())
+                    .map(ToString::to_string)
+                    .collect();
+                place.own = Some(OwnPaths {
+                    wal,
+                    tablespaces,
+                    config,
+                });
             }
             Err(e) => tracing::warn!(
                 "cannot read the links of the standby directory {}: {e}",

@@ -79,7 +79,7 @@ fn stop_old(out: &mut String, plan: &Plan, s: &Standby<'_>) {
     );
 }
 
-fn save_settings(out: &mut String, s: &Standby<'_>) {
+fn save_settings(out: &mut String, plan: &Plan, s: &Standby<'_>) {
     let _ = writeln!(
         out,
         "    # {}: save its own settings (primary_conninfo, primary_slot_name, ...), which the new directory would not have\n    cp {} {}",
@@ -87,26 +87,65 @@ fn save_settings(out: &mut String, s: &Standby<'_>) {
         q(&s.place.old_dir.join("postgresql.auto.conf")),
         q(&s.saved)
     );
+    let own = own_config(plan, s);
+    if !own.is_empty() {
+        let _ = writeln!(
+            out,
+            "    # {}: and its own configuration files ({}): the primary's are apart, in {}",
+            s.host,
+            own.join(", "),
+            plan.old.conf_dir().display()
+        );
+    }
+    for f in own {
+        let _ = writeln!(
+            out,
+            "    cp -p {} {}",
+            q(&s.place.old_dir.join(f)),
+            q(&saved_config(s, f))
+        );
+    }
+}
+
+/// The configuration files a standby on this host keeps in its data directory while the
+/// primary keeps its own apart (Debian): saved and put back around the rebuild.
+fn own_config<'a>(plan: &Plan, s: &Standby<'a>) -> &'a [String] {
+    match (&plan.new.confdir, &s.place.own) {
+        (Some(_), Some(own)) if s.place.host.is_none() => &own.config,
+        _ => &[],
+    }
+}
+
+/// Where a standby's configuration file is saved: beside its old data directory.
+fn saved_config(s: &Standby<'_>, file: &str) -> PathBuf {
+    let mut saved = s.place.old_dir.clone().into_os_string();
+    saved.push(format!(".standby.{file}"));
+    saved.into()
+}
+
+/// `sed` commenting out the settings the new major does not have, or `cat`.
+fn without_gone(plan: &Plan, r: &Section, file: &str) -> String {
+    if r.settings_gone.is_empty() {
+        return format!("cat {file}");
+    }
+    // GNU sed: `I` matches the name in any case, as PostgreSQL does.
+    format!(
+        "sed -E 's/^[[:space:]]*({})[[:space:]]*(=|[[:space:]]).*/# pgleap: PostgreSQL {} does not have this setting: &/I' {file}",
+        r.settings_gone.join("|"),
+        plan.new.major
+    )
 }
 
 fn restore_settings(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
-    let saved = q(&s.saved);
-    let (append, note) = if r.settings_gone.is_empty() {
-        (format!("cat {saved}"), String::new())
+    let append = without_gone(plan, r, &q(&s.saved));
+    let note = if r.settings_gone.is_empty() {
+        String::new()
     } else {
-        // GNU sed: `I` matches the name in any case, as PostgreSQL does.
-        (
-            format!(
-                "sed -E 's/^[[:space:]]*({})[[:space:]]*(=|[[:space:]]).*/# pgleap: PostgreSQL {} does not have this setting: &/I' {saved}",
-                r.settings_gone.join("|"),
-                plan.new.major
-            ),
-            format!(
-                "    # {}: its saved settings go back without those PostgreSQL {} does not have ({}), commented out: the new standby would not start with them\n",
-                s.host,
-                plan.new.major,
-                r.settings_gone.join(", ")
-            ),
+        format!(
+            "    # {}: its saved settings go back without those PostgreSQL {} does not have ({}), commented out: the new standby would not start with them\n",
+            s.host,
+            plan.new.major,
+            r.settings_gone.join(", ")
         )
     };
     let _ = writeln!(
@@ -129,7 +168,7 @@ fn start_new(out: &mut String, plan: &Plan, s: &Standby<'_>) {
 /// The base backup procedure, for any mode once the new primary has started.
 fn basebackup(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
     stop_old(out, plan, s);
-    save_settings(out, s);
+    save_settings(out, plan, s);
     let slot = s.sender.slot.as_ref().map(|n| match r.fate_of_slot(n) {
         Some(Fate::Recreated | Fate::Kept) => format!(" -S {}", shell_words::quote(n)),
         _ => format!(" -C -S {}", shell_words::quote(n)),
@@ -302,7 +341,7 @@ fn rsync_procedure(
             );
         }
     }
-    save_settings(out, s);
+    save_settings(out, plan, s);
     let to = s.place.host.as_deref();
     let (_, rel_old, _) = common_root(&plan.old.datadir, &plan.new.datadir);
     let dest = standby_root(&s.place.old_dir, &rel_old).unwrap_or_else(|| {
@@ -363,6 +402,23 @@ fn config_dir(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
                 q(&root.join(".").join(rel_new)),
                 shell_words::quote(&dest)
             );
+        }
+        None if !own_config(plan, s).is_empty() => {
+            let _ = writeln!(
+                out,
+                "    # {}: its own configuration files back into the new directory (settings PostgreSQL {} does not have commented out)",
+                s.host, plan.new.major
+            );
+            for f in own_config(plan, s) {
+                let saved = q(&saved_config(s, f));
+                let to = q(&s.place.new_dir.join(f));
+                let line = if f == "postgresql.conf" {
+                    format!("{} > {to}", without_gone(plan, r, &saved))
+                } else {
+                    format!("cp -p {saved} {to}")
+                };
+                let _ = writeln!(out, "    {line}");
+            }
         }
         None => {
             let _ = writeln!(
