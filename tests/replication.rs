@@ -586,6 +586,29 @@ fn assert_rebuilt_in_its_own_places(fx: &Fixture, sb: &Standby) {
     );
 }
 
+/// A running 16 primary with its WAL apart (in the returned directory) and a table
+/// `spaced` in its tablespace.
+fn primary_with_wal_apart_and_a_tablespace() -> (tempfile::TempDir, Fixture) {
+    let wal_root = tempfile::Builder::new()
+        .prefix("pgleap-wal-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    chown(wal_root.path());
+    let fx = Fixture::new(16)
+        .running()
+        .tablespace()
+        .initdb_args(&[&format!(
+            "--waldir={}",
+            wal_root.path().join("16").display()
+        )])
+        .build();
+    fx.sql(
+        "postgres",
+        "CREATE TABLE spaced TABLESPACE ext AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g",
+    );
+    (wal_root, fx)
+}
+
 /// The downtime of a paused upgrade is reported with and without the pause, which lasted at
 /// least as long as the rsync procedure run meanwhile (`rsync_took` seconds).
 fn assert_downtime_without_the_pause(fx: &Fixture, resumed: &str, rsync_took: f64) {
@@ -620,23 +643,7 @@ fn assert_downtime_without_the_pause(fx: &Fixture, resumed: &str, rsync_took: f6
 /// from its own files, in its own places.
 #[test]
 fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
-    let wal_root = tempfile::Builder::new()
-        .prefix("pgleap-wal-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    chown(wal_root.path());
-    let fx = Fixture::new(16)
-        .running()
-        .tablespace()
-        .initdb_args(&[&format!(
-            "--waldir={}",
-            wal_root.path().join("16").display()
-        )])
-        .build();
-    fx.sql(
-        "postgres",
-        "CREATE TABLE spaced TABLESPACE ext AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g",
-    );
+    let (_wal_root, fx) = primary_with_wal_apart_and_a_tablespace();
     let sb = standby_of(&fx, Some("standby1"));
     let before = settled_snapshot(&fx, fx.port);
     let run = fx.pgleap(upgrade_args(&fx, 17, &[]));
@@ -982,7 +989,7 @@ fn standby_places_are_refused_then_a_paused_upgrade_rolls_back() {
 
 #[test]
 fn standby_rebuilt_from_a_base_backup_without_a_pause_creates_its_dropped_slot() {
-    let fx = Fixture::new(16).running().build();
+    let (_wal_root, fx) = primary_with_wal_apart_and_a_tablespace();
     let sb = standby_of(&fx, Some("standby1"));
     let mapping = format!("walreceiver={}", sb.dir.display());
     let run = fx.pgleap(upgrade_args(
@@ -1022,18 +1029,32 @@ fn standby_rebuilt_from_a_base_backup_without_a_pause_creates_its_dropped_slot()
     assert!(
         procedure
             .iter()
-            .any(|l| l.contains("/pg_basebackup ") && l.ends_with(" -C -S standby1")),
+            .any(|l| l.contains("/pg_basebackup ") && l.contains(" -C -S standby1 ")),
         "{procedure:?}"
     );
     run_verbatim(&procedure);
+    // Its own WAL directory and tablespace location, new ones beside the old ones (a base
+    // backup writes only into empty directories).
+    let new_standby = fx.root.path().join("standby/17");
+    assert_eq!(
+        std::fs::read_link(new_standby.join("pg_wal")).unwrap(),
+        fx.root.path().join("standby-wal/17")
+    );
+    let links: Vec<PathBuf> = std::fs::read_dir(new_standby.join("pg_tblspc"))
+        .unwrap()
+        .map(|e| std::fs::read_link(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(links, [fx.root.path().join("standby-tblspc-17")]);
     fx.sql(
         "postgres",
-        "INSERT INTO t SELECT g, 'later' FROM generate_series(1051, 1060) g",
+        "INSERT INTO t SELECT g, 'later' FROM generate_series(1051, 1060) g; INSERT INTO spaced SELECT g, 'later' FROM generate_series(1001, 1010) g",
     );
-    let want = rows(17, &fx.socket, fx.port, "t");
-    wait_until("the rebuilt standby has the primary's rows", || {
-        rows(17, &fx.socket, sb.port, "t") == want
-    });
+    for table in ["t", "spaced"] {
+        let want = rows(17, &fx.socket, fx.port, table);
+        wait_until("the rebuilt standby has the primary's rows", || {
+            rows(17, &fx.socket, sb.port, table) == want
+        });
+    }
     assert_eq!(
         psql(
             17,

@@ -175,7 +175,7 @@ fn basebackup(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
     });
     let _ = writeln!(
         out,
-        "    # {}, with PostgreSQL {} at {}: copy the running new primary into {} (which must not exist yet), make it a standby of it with its own settings, and start it\n    {} -h {} -p {} -U {} -D {} -X stream -R --checkpoint=fast{}",
+        "    # {}, with PostgreSQL {} at {}: copy the running new primary into {} (which must not exist yet), make it a standby of it with its own settings, and start it\n    {} -h {} -p {} -U {} -D {} -X stream -R --checkpoint=fast{}{}",
         s.host,
         plan.new.major,
         plan.new.bindir.display(),
@@ -185,11 +185,39 @@ fn basebackup(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
         plan.new.port,
         shell_words::quote(&s.sender.user),
         q(&s.place.new_dir),
-        slot.unwrap_or_default()
+        slot.unwrap_or_default(),
+        own_places(plan, s)
     );
     restore_settings(out, plan, r, s);
     config_dir(out, plan, r, s);
     start_new(out, plan, s);
+}
+
+/// For a standby on this host with its own WAL directory and tablespace locations: the
+/// base backup's new ones beside them (`…/16` → `…/17`, else `-17` appended), since
+/// pg_basebackup writes only into empty directories and the primary's are taken.
+fn own_places(plan: &Plan, s: &Standby<'_>) -> String {
+    let Some(own) = s.place.own.as_ref().filter(|_| s.place.host.is_none()) else {
+        return String::new();
+    };
+    let beside =
+        |p: &Path| crate::preflight::placement::new_waldir(p, plan.old.major, plan.new.major);
+    let mut args = String::new();
+    for t in &own.tablespaces {
+        let arg = format!(
+            "--tablespace-mapping={}={}",
+            t.primary.display(),
+            beside(&t.standby).display()
+        );
+        args.push(' ');
+        args.push_str(&shell_words::quote(&arg));
+    }
+    if let Some(wal) = &own.wal {
+        let arg = format!("--waldir={}", beside(wal).display());
+        args.push(' ');
+        args.push_str(&shell_words::quote(&arg));
+    }
+    args
 }
 
 /// `HOST:PATH` for rsync over ssh; an IPv6 address in brackets.
@@ -209,7 +237,7 @@ const RSYNC: &str =
 fn elsewhere(out: &mut String, primary: &str, what: &str, line: &str) {
     let _ = writeln!(
         out,
-        "    # {primary}: {what} are the primary's, and pgleap could not read where this standby keeps its copy: rsync them like this to it, then point the new directory's link there: {line}"
+        "    # {primary}: {what}, the primary's: pgleap could not read where this standby keeps its own copy; rsync like this into it, then point the new directory's link there: {line}"
     );
 }
 
@@ -733,5 +761,34 @@ mod procedure_tests {
             ]
         );
         assert!(!text.contains("rsync --archive --delete"), "{text}");
+    }
+
+    /// A standby on this host that keeps its WAL in its data directory while the primary's
+    /// is apart, and whose tablespace links pgleap could not match: the WAL link the rsync
+    /// brought is replaced by a directory, and the tablespace is left to a comment.
+    #[test]
+    fn a_standby_on_this_host_keeping_its_wal_inside_gets_a_wal_directory() {
+        let mut plan = plan();
+        let r = plan.replication.as_mut().unwrap();
+        r.standby_places[0].host = None;
+        r.standby_places[0].old_dir = "/sb/16/main".into();
+        r.standby_places[0].new_dir = "/sb/17/main".into();
+        r.standby_places[0].own = Some(crate::preflight::standby::OwnPaths::default());
+        r.socket_dir = Some("/run/postgresql".into());
+        let text = paused(&plan, Some("0/2000028"), "pgleap upgrade --cluster 16/main");
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let at = lines
+            .iter()
+            .position(|l| *l == "rm /sb/17/main/pg_wal")
+            .unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(
+            lines[at + 1],
+            "rsync --archive /wal/17/ /sb/17/main/pg_wal/"
+        );
+        assert!(
+            text.contains("# the primary's host (db1), as postgres: the tablespace /srv/ts, the primary's: pgleap could not read where this standby keeps its own copy; rsync like this into it, then point the new directory's link there: rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative /srv/ts/./PG_16_* /srv/ts/./PG_17_* /srv/ts/"),
+            "{text}"
+        );
+        assert!(!text.contains("ln -sfn"), "{text}");
     }
 }
