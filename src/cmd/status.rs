@@ -83,7 +83,7 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
         "steps": r.steps,
         "downtime_seconds": r.downtime_seconds,
         "pause_seconds": r.pause.map(|p| p.seconds()),
-        "downtime_without_pause_seconds": crate::state::pause::downtime_without_pause(r),
+        "downtime_without_pause_seconds": crate::state::pause::downtime_without_pause(r.downtime_seconds, r.pause),
         "shutdown_seconds": r.shutdown_seconds,
         "pre_stop_checkpoint": r.pre_stop_checkpoint,
         "analyze": r.analyze,
@@ -99,7 +99,7 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
 /// The downtime, with and without the pause for the standbys' rsync; while paused, how long
 /// it has lasted so far.
 fn downtime(r: &crate::state::journal::Record) -> String {
-    let note = crate::state::pause::downtime_note(r);
+    let note = crate::state::pause::downtime_note(r.downtime_seconds, r.pause);
     match (r.downtime_seconds, r.pause) {
         (Some(d), _) if note.is_empty() => secs(Duration::from_secs_f64(d)),
         (Some(d), _) => format!("{} ({note})", secs(Duration::from_secs_f64(d))),

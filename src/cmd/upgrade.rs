@@ -274,7 +274,7 @@ fn report(run: &Run<'_>) {
     let mut downtime = r
         .downtime_seconds
         .map_or_else(|| "unknown".into(), |d| secs(Duration::from_secs_f64(d)));
-    let pause = crate::state::pause::downtime_note(r);
+    let pause = crate::state::pause::downtime_note(r.downtime_seconds, r.pause);
     if let Some(s) = r.shutdown_seconds {
         downtime = format!(
             "{downtime} (the old server's shutdown: {}{}{pause})",
@@ -317,7 +317,7 @@ fn report(run: &Run<'_>) {
         "steps": r.steps,
         "downtime_seconds": r.downtime_seconds,
         "pause_seconds": r.pause.map(|p| p.seconds()),
-        "downtime_without_pause_seconds": crate::state::pause::downtime_without_pause(r),
+        "downtime_without_pause_seconds": crate::state::pause::downtime_without_pause(r.downtime_seconds, r.pause),
         "downtime_estimate": run.estimate,
         "shutdown_seconds": r.shutdown_seconds,
         "pg_upgrade_phases": r.pg_upgrade_phases,

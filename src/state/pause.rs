@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::journal::{Record, now_millis};
 use crate::ui::report::secs;
 
 /// When the pause began (the first run stopped) and ended (the resuming run went on), in
@@ -41,16 +40,23 @@ impl Pause {
     }
 }
 
+/// Milliseconds since the epoch, as the journal counts them.
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The downtime without the pause, once the window has closed.
-pub(crate) fn downtime_without_pause(r: &Record) -> Option<f64> {
-    let d = r.downtime_seconds?;
-    Some(r.pause.map_or(d, |p| (d - p.seconds()).max(0.0)))
+pub(crate) fn downtime_without_pause(downtime: Option<f64>, pause: Option<Pause>) -> Option<f64> {
+    let d = downtime?;
+    Some(pause.map_or(d, |p| (d - p.seconds()).max(0.0)))
 }
 
 /// What follows the downtime in the reports of a paused upgrade: "of which paused for the
 /// standbys' rsync: 4m 50s; without the pause: 12.1s"; empty without a pause.
-pub(crate) fn downtime_note(r: &Record) -> String {
-    match (r.pause, downtime_without_pause(r)) {
+pub(crate) fn downtime_note(downtime: Option<f64>, pause: Option<Pause>) -> String {
+    match (pause, downtime_without_pause(downtime, pause)) {
         (Some(p), Some(without)) => format!(
             "of which paused for the standbys' rsync: {}; without the pause: {}",
             secs(Duration::from_secs_f64(p.seconds())),
