@@ -55,6 +55,9 @@ pub(crate) enum Request {
     Rename { from: PathBuf, to: PathBuf },
     /// Create a symbolic link `link` pointing at `target`.
     Symlink { target: PathBuf, link: PathBuf },
+    /// Print the symbolic links directly in a directory and where each points (JSON); none
+    /// for a directory that does not exist.
+    Links { dir: PathBuf },
     /// Rename, or copy and remove across filesystems.
     MoveTree { from: PathBuf, to: PathBuf },
     /// Copy a data directory tree for a rehearsal (see `exec::copytree`); prints what it
@@ -119,6 +122,12 @@ fn serve_with(
         Request::MoveTree { from, to } => move_tree(&from, &to),
         Request::Symlink { target, link } => std::os::unix::fs::symlink(&target, &link)
             .map_err(|e| Error::io("cannot create the link", &link, e)),
+        Request::Links { dir } => {
+            let json = serde_json::to_vec(&read_links(&dir)?).map_err(Error::DbEncode)?;
+            output
+                .write_all(&json)
+                .map_err(|e| Error::io("cannot pass on", &dir, e))
+        }
         Request::CopyTree { from, to, part } => {
             let done = crate::exec::copytree::copy_tree(&from, &to, part)?;
             let json = serde_json::to_vec(&done).map_err(Error::DbEncode)?;
@@ -127,6 +136,24 @@ fn serve_with(
                 .map_err(|e| Error::io("cannot pass on", &to, e))
         }
     }
+}
+
+/// The symbolic links directly in `dir`, by name, with their targets.
+fn read_links(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("cannot read", dir, e)),
+    };
+    let mut links = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("cannot read", dir, e))?;
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            links.push((entry.file_name().to_string_lossy().into_owned(), target));
+        }
+    }
+    links.sort();
+    Ok(links)
 }
 
 fn chmod(path: &Path, mode: u32) -> Result<()> {
@@ -299,6 +326,16 @@ pub(crate) fn write(owner: &Owner, path: &Path, bytes: &[u8], mode: u32) -> Resu
 pub(crate) fn read(owner: &Owner, path: &Path) -> Result<Vec<u8>> {
     let req = Request::Read { path: path.into() };
     run(owner, req, &["read".into(), p(path)], &[])
+}
+
+/// The symbolic links directly in `dir` and their targets, read with the owner's rights.
+pub(crate) fn links(owner: &Owner, dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let req = Request::Links { dir: dir.into() };
+    let out = run(owner, req, &["links".into(), p(dir)], &[])?;
+    serde_json::from_slice(&out).map_err(|e| Error::AsOwner {
+        owner: owner.name.clone(),
+        reason: format!("unreadable list of the links in {}: {e}", dir.display()),
+    })
 }
 
 /// Copies `from` to `to` with the owner's rights.
@@ -636,6 +673,19 @@ mod tests {
         write(&me(), &f, b"two", 0o600).unwrap();
         assert_eq!(read(&me(), &f).unwrap(), b"two");
         assert!(!dir.path().join(".j.json.tmp").exists());
+    }
+
+    #[test]
+    fn lists_the_links_of_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/wal/16", dir.path().join("pg_wal")).unwrap();
+        std::fs::create_dir(dir.path().join("base")).unwrap();
+        std::fs::write(dir.path().join("PG_VERSION"), "16\n").unwrap();
+        assert_eq!(
+            links(&me(), dir.path()).unwrap(),
+            [("pg_wal".to_string(), PathBuf::from("/wal/16"))]
+        );
+        assert_eq!(links(&me(), &dir.path().join("pg_tblspc")).unwrap(), []);
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub(crate) struct Record {
     /// rsync (`--standbys rebuild-later`, link mode): the next `pgleap upgrade` starts it.
     #[serde(default)]
     pub(crate) paused_for_standbys: bool,
+    /// When that pause began and ended (see `state::pause`).
+    #[serde(default)]
+    pub(crate) pause: Option<crate::state::pause::Pause>,
     pub(crate) started_at: u64,
     pub(crate) updated_at: u64,
     /// What proves which directories are this upgrade's (see `state::identity`).
@@ -175,6 +178,7 @@ impl Journal {
             replication: crate::preflight::replication::Outcome::default(),
             old_checkpoint: None,
             paused_for_standbys: false,
+            pause: None,
             started_at: now(),
             updated_at: now(),
             identity: Identity::default(),
