@@ -280,13 +280,11 @@ impl Journal {
     }
 }
 
-/// Reads a file of the work directory without following a link.
+/// Reads a file of the work directory: a regular file, without following a link or blocking
+/// on a FIFO planted in its place.
 pub(crate) fn read_nofollow(path: &Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut f = open_nofollow(path, false)?;
-    let mut text = String::new();
-    f.read_to_string(&mut text)?;
-    Ok(text)
+    use crate::exec::ownerfs::{Follow, READ_LIMIT, read_regular_text};
+    read_regular_text(path, Follow::No, READ_LIMIT)
 }
 
 pub(crate) fn open_nofollow(path: &Path, write: bool) -> std::io::Result<File> {
