@@ -985,6 +985,14 @@ fn standby_places_are_refused_then_a_paused_upgrade_rolls_back() {
     );
     assert_eq!(rows(16, &fx.socket, fx.port, "t"), rows_before);
     assert!(!fx.new_datadir(17).exists());
+    // The pause never ended, and no window closed: no pause counting on.
+    let after = fx.pgleap(target(&fx, "status", 17));
+    after.success();
+    assert!(
+        after.stderr.contains("\n  downtime:  not yet\n"),
+        "{}",
+        after.stderr
+    );
 }
 
 #[test]
