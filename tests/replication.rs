@@ -790,19 +790,20 @@ impl Sshd {
             .stderr(std::fs::File::create(fx.root.path().join("sshd.log")).unwrap())
             .spawn()
             .unwrap();
-        let sshd = Sshd {
+        let mut sshd = Sshd {
             child,
             config: dir.join("config"),
         };
+        let log = fx.root.path().join("sshd.log");
+        let config = sshd.config.display().to_string();
         wait_until("the private sshd accepts the owner's key", || {
+            if let Ok(Some(status)) = sshd.child.try_wait() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("sshd exited ({status}):\n{text}");
+            }
             as_owner(
                 Path::new("/usr/bin/ssh"),
-                &[
-                    "-F",
-                    &sshd.config.display().to_string(),
-                    "standby-host",
-                    "true",
-                ],
+                &["-F", config.as_str(), "standby-host", "true"],
             )
             .status
             .success()
@@ -985,6 +986,14 @@ fn standby_places_are_refused_then_a_paused_upgrade_rolls_back() {
     );
     assert_eq!(rows(16, &fx.socket, fx.port, "t"), rows_before);
     assert!(!fx.new_datadir(17).exists());
+    // The pause never ended, and no window closed: no pause counting on.
+    let after = fx.pgleap(target(&fx, "status", 17));
+    after.success();
+    assert!(
+        after.stderr.contains("\n  downtime:  not yet\n"),
+        "{}",
+        after.stderr
+    );
 }
 
 #[test]
