@@ -124,11 +124,11 @@ fn psql(plan: &Plan, r: &Section, db: &str, sql: &str) -> String {
     ])
 }
 
-fn sql_literal(s: &str) -> String {
+pub(crate) fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn sql_ident(s: &str) -> String {
+pub(crate) fn sql_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
@@ -272,16 +272,16 @@ fn subscription_lines(
     let from = host_port(&s.conninfo);
     if plan.old.major >= 17 {
         let after = done.map_or_else(String::new, |d| format!("; {}", d.note));
+        // Enabled before the window, disabled on the new cluster: disabled before the stop.
+        let resumes = match done {
+            Some(d) if s.enabled && !d.resumed => "",
+            _ if s.enabled => "; it resumes by itself",
+            _ => "; it resumes by itself once enabled (it was disabled before the upgrade)",
+        };
         let _ = writeln!(
             out,
-            "  subscription {}.{} from {from}: kept by pg_upgrade with its table states and origin; it resumes by itself{}{after}",
-            s.database,
-            s.name,
-            if s.enabled {
-                ""
-            } else {
-                " once enabled (it was disabled before the upgrade)"
-            }
+            "  subscription {}.{} from {from}: kept by pg_upgrade with its table states and origin{resumes}{after}",
+            s.database, s.name,
         );
         return;
     }
