@@ -300,17 +300,7 @@ fn a_consumer_admitted_through_its_group_reconnects_while_fenced() {
         connect_as(&fx, 17, "app", "INSERT INTO feed VALUES (1)"),
         ""
     );
-    let go = fx.root.path().join("go");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_pgleap"))
-        .args(upgrade(&fx))
-        .env("PGLEAP_FAULT", format!("fenced:pause={}", go.display()))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the fence is up", || {
-        std::fs::read_to_string(&hba).is_ok_and(|t| t.starts_with("# pgleap: fenced"))
-    });
+    let paused = common::Paused::start(&fx, &upgrade(&fx), "fenced");
     let fenced = std::fs::read_to_string(&hba).unwrap();
     assert!(
         fenced.contains("\nlocal all \"feeder\" trust\n") && !fenced.contains("/^ap+$"),
@@ -328,8 +318,7 @@ fn a_consumer_admitted_through_its_group_reconnects_while_fenced() {
         consumer_pid(&fx).is_some_and(|p| p != first)
     });
     assert_eq!(connect_as(&fx, 17, "feeder", "SELECT 1"), "");
-    std::fs::write(&go, "").unwrap();
-    let run = common::Run::from(run.wait_with_output().unwrap());
+    let run = paused.resume();
     let _ = consumer.kill();
     let _ = consumer.wait();
     run.success();
@@ -378,26 +367,12 @@ fn a_fenced_file_the_server_rejects_is_put_back_with_a_warning() {
     let fx = logical_17();
     let hba = fx.datadir.join("pg_hba.conf");
     let before = files(std::slice::from_ref(&hba));
-    let go = fx.root.path().join("go");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_pgleap"))
-        .args(upgrade(&fx))
-        .env(
-            "PGLEAP_FAULT",
-            format!("fence-written:pause={}", go.display()),
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the fenced file is written", || {
-        std::fs::read_to_string(&hba).is_ok_and(|t| t.starts_with("# pgleap: fenced"))
-    });
+    let paused = common::Paused::start(&fx, &upgrade(&fx), "fence-written");
     // Something else edits the file meanwhile, leaving a line the server cannot parse.
     let fenced = std::fs::read_to_string(&hba).unwrap();
     let broken = format!("{fenced}local all app\n");
     std::fs::write(&hba, &broken).unwrap();
-    std::fs::write(&go, "").unwrap();
-    let run = common::Run::from(run.wait_with_output().unwrap());
+    let run = paused.resume();
     run.success();
     let line = broken.lines().count();
     assert!(
@@ -454,4 +429,54 @@ fn errors_in_pg_hba_on_disk_are_refused_before_the_stop() {
         "the old server still serves"
     );
     assert!(!fx.new_datadir(18).exists(), "the new cluster is gone");
+}
+
+/// A slot `--slots drop` dropped before the stop stays dropped after a rollback (recreated,
+/// it would start at the current position and its consumer would miss changes without an
+/// error); the rollback prints the command, which works.
+#[test]
+fn rollback_after_slots_drop_gives_the_slot_back_only_as_a_command() {
+    let fx = logical_17();
+    fx.sql("postgres", "INSERT INTO feed SELECT generate_series(1, 10)");
+    let killed = std::process::Command::new(env!("CARGO_BIN_EXE_pgleap"))
+        .args(fx.args("upgrade", 18, &["--slots", "drop"]))
+        .env("PGLEAP_FAULT", "after:pg_upgrade")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&killed.stderr);
+    for want in [
+        "dropped logical replication slot 'decoder' (--slots drop)",
+        "fault point after:pg_upgrade: killing pgleap",
+    ] {
+        assert!(stderr.contains(want), "no {want:?} in:\n{stderr}");
+    }
+    let back = fx.pgleap([
+        "rollback",
+        "--old-datadir",
+        &fx.datadir.display().to_string(),
+    ]);
+    back.success();
+    let header = "  logical replication slot 'decoder' was dropped before the stop (--slots drop) and the rollback does not recreate it: a slot created now starts at the old cluster's current position, so its consumer, which had confirmed up to ";
+    let mut lines = back.stderr.lines().skip_while(|l| !l.starts_with(header));
+    assert!(lines.next().is_some_and(|l| l.ends_with(
+        ", would go on without an error and miss every change in between. Recreate it only to resynchronize that consumer from a fresh copy of the data:"
+    )), "{}", back.stderr);
+    let command: Vec<&str> = lines.take_while(|l| l.starts_with("    ")).collect();
+    assert_eq!(command.len(), 1, "{}", back.stderr);
+    let slots = || {
+        fx.sql(
+            "postgres",
+            "SELECT string_agg(slot_name || ':' || plugin, ',') FROM pg_replication_slots",
+        )
+    };
+    assert_eq!(slots().trim(), "", "the rollback recreated nothing");
+    common::ok(
+        &as_owner(Path::new("/bin/bash"), &["-ec", command[0].trim()]),
+        "the printed command",
+    );
+    assert_eq!(
+        slots().trim(),
+        "decoder:test_decoding",
+        "the printed command recreates it"
+    );
 }

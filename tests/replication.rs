@@ -1380,43 +1380,6 @@ fn check_of_a_stopped_subscriber_consumes_nothing() {
     wait_in_sync(&publisher, &subscriber, 16);
 }
 
-/// pgleap run with `args` until the fault point `point` pauses it; `resume` lets it go on and
-/// returns how it ended.
-struct Paused {
-    child: std::process::Child,
-    go: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Paused {
-    fn start(fx: &Fixture, args: &[String], point: &str) -> Paused {
-        let go = fx.root.path().join("go");
-        let stderr = fx.root.path().join("pgleap.stderr");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgleap"))
-            .args(args)
-            .env("PGLEAP_FAULT", format!("{point}:pause={}", go.display()))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let want = format!("fault point {point}: waiting for");
-        wait_until(&format!("pgleap pauses at {point}"), || {
-            std::fs::read_to_string(&stderr).is_ok_and(|t| t.contains(&want))
-        });
-        Paused { child, go, stderr }
-    }
-
-    fn resume(self) -> common::Run {
-        std::fs::write(&self.go, "").unwrap();
-        let out = self.child.wait_with_output().unwrap();
-        common::Run {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: std::fs::read_to_string(&self.stderr).unwrap(),
-        }
-    }
-}
-
 /// pg_upgrade keeps a 17+ subscription's enabled state: one disabled after the preflight
 /// (by hand here) arrives disabled, and `--subscriptions resume` must not enable it.
 #[test]
@@ -1424,7 +1387,7 @@ fn subscription_of_17_disabled_before_the_stop_stays_disabled() {
     let (publisher, subscriber) = publisher_and_subscriber(17);
     wait_in_sync(&publisher, &subscriber, 17);
     let args = upgrade_args(&subscriber, 18, &["--subscriptions", "resume"]);
-    let paused = Paused::start(&subscriber, &args, "before:stop-old");
+    let paused = common::Paused::start(&subscriber, &args, "before:stop-old");
     subscriber.sql("postgres", "ALTER SUBSCRIPTION sub DISABLE");
     let run = paused.resume();
     run.success();
@@ -1461,7 +1424,7 @@ fn a_subscription_whose_publisher_slot_is_gone_is_disabled_again() {
     );
     wait_in_sync(&publisher, &subscriber, 16);
     let args = upgrade_args(&subscriber, 17, &["--subscriptions", "resume"]);
-    let paused = Paused::start(&subscriber, &args, "after:stop-old");
+    let paused = common::Paused::start(&subscriber, &args, "after:stop-old");
     wait_until("the publisher's slot is released", || {
         publisher
             .sql(
