@@ -1823,3 +1823,74 @@ fn a_subscription_whose_publisher_slot_is_gone_is_disabled_again() {
     );
     assert_eq!(state.trim(), "f|sub", "disabled again, on its own slot");
 }
+
+/// The resume sequence of a 16 subscriber fails partway (the publisher down, so REFRESH
+/// PUBLICATION cannot reach it) after it enabled the subscription: pgleap disables it again,
+/// the report says which statements ran, and running the printed statements from the first
+/// once the publisher is back brings exactly the publisher's rows.
+#[test]
+fn a_resume_that_fails_partway_is_disabled_again_and_the_statements_finish_it() {
+    let (publisher, subscriber) = publisher_and_subscriber(16);
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'before' FROM generate_series(1001, 1100) g",
+    );
+    wait_in_sync(&publisher, &subscriber, 16);
+    wait_until("the subscriber's table is ready", || {
+        subscriber
+            .sql(
+                "postgres",
+                "SELECT bool_and(srsubstate = 'r') FROM pg_subscription_rel",
+            )
+            .trim()
+            == "t"
+    });
+    let args = upgrade_args(&subscriber, 17, &["--subscriptions", "resume"]);
+    let paused = common::Paused::start(&subscriber, &args, "after:stop-old");
+    // Kept by the publisher's slot while the subscriber is down.
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'during' FROM generate_series(1101, 1200) g",
+    );
+    publisher.stop();
+    let run = paused.resume();
+    run.success();
+    for want in [
+        "subscription postgres.sub: not resumed: statement 4 of 7 failed (ALTER SUBSCRIPTION \"sub\" REFRESH PUBLICATION WITH (copy_data = false)): ",
+        "; statements 1 to 3 ran; pgleap disabled it again; each can be run again: run all of them, from number 1, once the cause is fixed",
+    ] {
+        assert!(run.stderr.contains(want), "no {want:?} in:\n{}", run.stderr);
+    }
+    let state = || {
+        psql(
+            17,
+            &subscriber.socket,
+            subscriber.port,
+            "postgres",
+            "postgres",
+            "SELECT subenabled FROM pg_subscription",
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(state(), "f", "nothing left enabled");
+    publisher.start();
+    let resume = printed_commands(&run.stderr, "  subscription postgres.sub from");
+    assert_eq!(resume.len(), 7, "{resume:?}");
+    run_as_owner("", &resume);
+    assert_eq!(state(), "t");
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1201, 1300) g",
+    );
+    wait_in_sync(&publisher, &subscriber, 17);
+    let count = psql(
+        17,
+        &subscriber.socket,
+        subscriber.port,
+        "postgres",
+        "postgres",
+        "SELECT count(*), count(DISTINCT id) FROM t",
+    );
+    assert_eq!(count.trim(), "1300|1300", "no row lost, none twice");
+}

@@ -141,6 +141,7 @@ fn resume_one(run: &Run<'_>, socket: &Path, s: &Subscription, lsn: Option<&str>)
     let slot = s.slot.as_deref().unwrap_or(&s.name);
     for (i, sql) in statements.iter().enumerate() {
         if let Err(e) = psql_new(run, socket, &s.database, sql, "resume-subscriptions") {
+            let e = one_line(&e);
             let ran = match i {
                 0 => "none of the statements before it ran".to_string(),
                 1 => "statement 1 ran".to_string(),
@@ -196,6 +197,14 @@ fn streams(run: &Run<'_>, socket: &Path, s: &Subscription) -> bool {
     psql_new(run, socket, &s.database, &sql, "resume-subscriptions").is_ok()
 }
 
+/// An error as one line of the report (psql's message spans several).
+fn one_line(e: &crate::error::Error) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Whether the statements that ran left the subscription enabled.
 fn enabled_by(ran: &[String]) -> bool {
     ran.iter()
@@ -220,7 +229,8 @@ fn disabled_again(run: &Run<'_>, socket: &Path, s: &Subscription, enabled: bool)
     ) {
         Ok(_) => "; pgleap disabled it again".into(),
         Err(e) => format!(
-            "; it is still enabled: disabling it again failed ({e}): run ALTER SUBSCRIPTION {name} DISABLE"
+            "; it is still enabled: disabling it again failed ({}): run ALTER SUBSCRIPTION {name} DISABLE",
+            one_line(&e)
         ),
     }
 }
