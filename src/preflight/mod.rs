@@ -420,6 +420,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("slot-recreate-failed", Command, &fam::COMMAND, ""),
         check("hba-fence-skipped", Command, &fam::COMMAND, ""),
         check("hba-fence-left", Command, &fam::COMMAND, ""),
+        check("hba-file-errors", Command, &fam::COMMAND, ""),
         check("replication-slot-drop-failed", Command, &fam::COMMAND, ""),
     ]
 };
