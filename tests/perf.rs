@@ -380,6 +380,16 @@ fn auto_falls_back_to_copy_when_pg_upgrade_check_refuses_copy_file_range() {
     assert_eq!(doc["plan"]["mode"], "copy", "{doc}");
     assert_eq!(doc["plan"]["mode_auto"], true, "{doc}");
     assert_eq!(doc["plan"]["mode_fallback"], refusal, "{doc}");
+    // The estimate describes the copy that ran, in the plan and scaled to this machine.
+    assert_eq!(doc["plan"]["downtime_inputs"]["copy_mode"], "copy", "{doc}");
+    for basis in [
+        &doc["plan"]["downtime_basis"],
+        &doc["downtime_estimate"]["basis"],
+    ] {
+        let basis = basis.as_str().unwrap();
+        assert!(basis.contains(" MiB copied with --copy at "), "{basis}");
+        assert!(!basis.contains("copy-file-range"), "{basis}");
+    }
     assert_eq!(
         doc["plan"]["mode_reason"],
         format!(
@@ -422,4 +432,94 @@ fn auto_falls_back_to_copy_when_pg_upgrade_check_refuses_copy_file_range() {
         .json();
     assert_eq!(status["mode"], "copy", "{status}");
     assert_eq!(status["mode_fallback"], refusal, "{status}");
+}
+
+/// `check` meets the same refusal as the upgrade above, the same way (EXDEV for real, a
+/// tmpfs file bind-mounted over the old `PG_VERSION` once its scratch cluster is ready):
+/// its plan falls back to copy, says why, checks again with --copy and passes, and leaves
+/// nothing behind.
+#[test]
+fn check_falls_back_to_copy_when_pg_upgrade_check_refuses_copy_file_range() {
+    if !common::is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let fx = Fixture::new(16).running().build();
+    let tmpfs = common::Tmpfs::mount(&fx.root.path().join("other-fs"), "1m", "0755");
+    let version = fx.datadir.join("PG_VERSION");
+    std::fs::copy(&version, tmpfs.path.join("PG_VERSION")).unwrap();
+    common::chown(&tmpfs.path.join("PG_VERSION"));
+    let gate = fx.root.path().join("go");
+    let err = fx.root.path().join("check.err");
+    let before = common::snapshot(fx.root.path());
+    let child = Command::new(env!("CARGO_BIN_EXE_pgleap"))
+        .args(fx.args("check", 17, &["--mode", "auto", "--json"]))
+        .env(
+            "PGLEAP_FAULT",
+            format!("check:scratch-ready:pause={}", gate.display()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_for(
+        "check to reach its scratch cluster's pg_upgrade --check",
+        std::time::Duration::from_secs(120),
+        || {
+            std::fs::read_to_string(&err)
+                .is_ok_and(|t| t.contains("fault point check:scratch-ready"))
+        },
+    );
+    let bind = BindMount::new(&tmpfs.path.join("PG_VERSION"), &version);
+    std::fs::write(&gate, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(bind);
+    let run = common::Run::from(std::process::Output {
+        stderr: std::fs::read(&err).unwrap(),
+        ..out
+    });
+    run.success();
+    let doc = run.json();
+    let refusal =
+        "could not copy file range between old and new data directories: Invalid cross-device link";
+    assert_eq!(doc["ok"], true, "{doc}");
+    assert_eq!(doc["plan"]["mode"], "copy", "{doc}");
+    assert_eq!(doc["plan"]["mode_auto"], true, "{doc}");
+    assert_eq!(doc["plan"]["mode_fallback"], refusal, "{doc}");
+    assert_eq!(
+        doc["plan"]["mode_reason"],
+        format!(
+            "pg_upgrade --check refused --copy-file-range ({refusal}), so files are copied; the old cluster stays usable"
+        )
+    );
+    for basis in [
+        &doc["plan"]["downtime_basis"],
+        &doc["downtime_estimate"]["basis"],
+    ] {
+        let basis = basis.as_str().unwrap();
+        assert!(basis.contains(" MiB copied with --copy at "), "{basis}");
+        assert!(!basis.contains("copy-file-range"), "{basis}");
+    }
+    assert!(
+        run.stderr.contains(&format!(
+            "pg_upgrade --check refused --copy-file-range ({refusal}): upgrade falls back to --copy, before the window"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("check passed: the upgrade can run."),
+        "{}",
+        run.stderr
+    );
+    // Nothing left beside the cluster: no new data directory, no scratch cluster, no probe.
+    let after = common::snapshot(fx.root.path());
+    let added: Vec<&std::path::PathBuf> = after
+        .keys()
+        .filter(|p| !before.contains_key(*p))
+        .filter(|p| !p.starts_with(fx.datadir.strip_prefix(fx.root.path()).unwrap()))
+        .filter(|p| !p.ends_with("go") && !p.ends_with("check.err"))
+        .collect();
+    assert!(added.is_empty(), "check left {added:?}");
+    assert!(!fx.new_datadir(17).exists());
 }
