@@ -523,3 +523,66 @@ fn check_falls_back_to_copy_when_pg_upgrade_check_refuses_copy_file_range() {
     assert!(added.is_empty(), "check left {added:?}");
     assert!(!fx.new_datadir(17).exists());
 }
+
+/// Every line of the files below `dir` (pgleap's logs, pg_upgrade's among them).
+fn log_lines(dir: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            lines.extend(log_lines(&path));
+        } else if let Ok(text) = std::fs::read_to_string(&path) {
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines
+}
+
+/// A cluster set to more than PostgreSQL's default shared_buffers: pg_upgrade's own servers
+/// (the old one it dumps the schema from, the new one it restores into) start with the
+/// default, the upgrade verifies, and the new server runs with the user's setting.
+#[test]
+fn pg_upgrade_starts_its_servers_with_default_buffers_and_the_new_server_keeps_the_users() {
+    let fx = Fixture::new(16).running().build();
+    let conf = fx.datadir.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\nshared_buffers = 256MB\n");
+    std::fs::write(&conf, text).unwrap();
+    fx.stop();
+    fx.start();
+    assert_eq!(fx.sql("postgres", "SHOW shared_buffers").trim(), "256MB");
+    fx.sql(
+        "postgres",
+        "CREATE TABLE sb AS SELECT g FROM generate_series(1, 50000) g",
+    );
+    let sum = fx.sql("postgres", "SELECT sum(g) FROM sb");
+    let run = fx.pgleap(fx.args("upgrade", 17, &["--mode", "link", "--json"]));
+    run.success();
+    assert_eq!(fx.sql("postgres", "SELECT sum(g) FROM sb"), sum);
+    assert_eq!(
+        fx.sql("postgres", "SHOW server_version_num").trim()[..2],
+        *"17"
+    );
+    assert_eq!(fx.sql("postgres", "SHOW shared_buffers").trim(), "256MB");
+    // pg_upgrade's logs (kept with pgleap's) show each pg_ctl start it ran with pgleap's
+    // options (its fenced hba): the new server for the check before the window, then the
+    // old one once and the new one three times in the run, every one with the default
+    // pool. (The check against the running old server gives that server no options.)
+    let new = fx.new_datadir(17);
+    let logs = new.with_file_name(format!(
+        ".pgleap-{}-16-to-17",
+        new.file_name().unwrap().to_string_lossy()
+    ));
+    let starts: Vec<String> = log_lines(&logs)
+        .into_iter()
+        .filter(|l| l.contains("pg_ctl\" -w -l") && l.contains("\" start >> "))
+        .filter(|l| l.contains("-c hba_file="))
+        .collect();
+    assert!(starts.len() >= 5, "{starts:#?}");
+    for bindir in ["/16/bin/pg_ctl\"", "/17/bin/pg_ctl\""] {
+        assert!(starts.iter().any(|l| l.contains(bindir)), "{starts:#?}");
+    }
+    for start in &starts {
+        assert!(start.contains("-c shared_buffers=16384"), "{starts:#?}");
+    }
+}
