@@ -586,3 +586,106 @@ fn pg_upgrade_starts_its_servers_with_default_buffers_and_the_new_server_keeps_t
         assert!(start.contains("-c shared_buffers=16384"), "{starts:#?}");
     }
 }
+
+/// Bytes of `file` in the page cache (util-linux's fincore).
+fn cached_bytes(file: &std::path::Path) -> u64 {
+    let out = Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The copying modes read the old cluster's relation files ahead into the page cache while
+/// the old server still serves (here: a table's file pushed out of the cache first is back
+/// in it when the window opens), and the upgrade verifies in copy-file-range and copy modes.
+#[test]
+fn copying_modes_read_the_relation_files_ahead_before_the_window() {
+    for mode in ["copy-file-range", "copy"] {
+        let fx = Fixture::new(16).running().build();
+        fx.sql(
+            "postgres",
+            "CREATE TABLE ra AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g; CHECKPOINT",
+        );
+        let sum = fx.sql("postgres", "SELECT sum(g) FROM ra");
+        let file = fx.datadir.join(
+            fx.sql("postgres", "SELECT pg_relation_filepath('ra')")
+                .trim(),
+        );
+        let size = std::fs::metadata(&file).unwrap().len();
+        // Out of the page cache (written back first).
+        let synced = Command::new("sync").arg(&file).output().unwrap();
+        assert!(synced.status.success(), "{synced:?}");
+        let dropped = Command::new("dd")
+            .arg(format!("if={}", file.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .output()
+            .unwrap();
+        assert!(dropped.status.success(), "{dropped:?}");
+        assert!(
+            cached_bytes(&file) < size / 2,
+            "{} still cached",
+            file.display()
+        );
+        let gate = fx.root.path().join("go");
+        let err = fx.root.path().join("upgrade.err");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgleap"))
+            .args(fx.args("upgrade", 17, &["--mode", mode, "--json"]))
+            .env(
+                "PGLEAP_FAULT",
+                format!("before:stop-old:pause={}", gate.display()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        common::wait_for(
+            "pgleap to reach the stop of the old server",
+            std::time::Duration::from_secs(120),
+            || {
+                std::fs::read_to_string(&err)
+                    .is_ok_and(|t| t.contains("fault point before:stop-old"))
+            },
+        );
+        // The kernel reads in the background: give it a moment.
+        if mode == "copy-file-range" {
+            common::wait_for(
+                "the table's file back in the page cache",
+                std::time::Duration::from_secs(20),
+                || cached_bytes(&file) >= size / 2,
+            );
+        }
+        std::fs::write(&gate, "").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let run = common::Run::from(std::process::Output {
+            stderr: std::fs::read(&err).unwrap(),
+            ..out
+        });
+        run.success();
+        assert_eq!(run.json()["plan"]["mode"], mode);
+        let ahead = run
+            .stderr
+            .find("      read ahead: ")
+            .unwrap_or_else(|| panic!("{}", run.stderr));
+        assert!(
+            run.stderr[ahead..].contains(" of relation files (")
+                && run.stderr[ahead..].contains(" files) into the page cache ("),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            ahead < run.stderr.find("stop-old: ").unwrap(),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(fx.sql("postgres", "SELECT sum(g) FROM ra"), sum);
+        assert_eq!(
+            fx.sql("postgres", "SHOW server_version_num").trim()[..2],
+            *"17"
+        );
+        // Copying modes leave the old cluster as it was.
+        assert!(fx.datadir.join("global/pg_control").exists());
+    }
+}
