@@ -47,10 +47,16 @@ fn wait_until(what: &str, done: impl FnMut() -> bool) {
 /// 1 MB WAL segments and a schema big enough that pg_upgrade's restore fills several: those
 /// segments are named like the old cluster's first ones.
 fn archiving_cluster(command: impl Fn(&Path) -> String) -> (Fixture, PathBuf) {
-    let fx = Fixture::new(16)
-        .initdb_args(&["--wal-segsize=1"])
-        .running()
-        .build();
+    archiving_cluster_with(command, &[])
+}
+
+fn archiving_cluster_with(
+    command: impl Fn(&Path) -> String,
+    initdb_args: &[&str],
+) -> (Fixture, PathBuf) {
+    let mut args = vec!["--wal-segsize=1"];
+    args.extend_from_slice(initdb_args);
+    let fx = Fixture::new(16).initdb_args(&args).running().build();
     let archive = owned_dir(&fx, "archive");
     append_conf(
         &fx,
@@ -183,4 +189,76 @@ fn a_failing_archiver_is_named_before_and_after() {
         *"17",
         "the upgrade still succeeded"
     );
+}
+
+/// `check` starts a scratch cluster of the new installation to ask its collation versions,
+/// with the carried configuration. Its first WAL segments are named like the old cluster's
+/// first ones: with archiving on, a completed segment would be copied over the old cluster's
+/// archived WAL. Held at that start, the scratch server says archiving is off, and a segment
+/// it completes never reaches the archive.
+#[test]
+fn the_collation_probe_never_archives() {
+    // A glibc locale records a collation version, which the probe asks the new installation.
+    let (fx, archive) = archiving_cluster_with(
+        |a| format!("cp %p {}/%f", a.display()),
+        &["--locale=en_US.UTF-8"],
+    );
+    let before = files(&archive);
+    let gate = fx.root.path().join("go");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgleap"));
+    cmd.args(fx.args("check", 17, &[]))
+        .env(
+            "PGLEAP_FAULT",
+            format!("collation-probe-up:pause={}", gate.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let mut probe = None;
+    wait_until("the collation probe's server", || {
+        probe = walkdir::WalkDir::new(fx.root.path())
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() == "postmaster.pid")
+            .map(|e| e.path().parent().unwrap().to_path_buf())
+            // Not the old server, nor pg_upgrade's own servers (binary upgrade mode, `-b`).
+            .find(|dir| {
+                *dir != fx.datadir
+                    && std::fs::read_to_string(dir.join("postmaster.opts"))
+                        .is_ok_and(|o| !o.contains("\"-b\""))
+            })
+            .and_then(|dir| std::fs::read_to_string(dir.join("postmaster.pid")).ok())
+            .filter(|t| t.lines().count() >= 8 && t.lines().nth(7).unwrap().trim() == "ready");
+        probe.is_some()
+    });
+    let pid_file = probe.unwrap();
+    let lines: Vec<&str> = pid_file.lines().collect();
+    let (port, socket) = (
+        lines[3].trim().parse::<u16>().unwrap(),
+        Path::new(lines[4].trim()),
+    );
+    let sql = |q: &str| common::psql(17, socket, port, &fx.superuser, "postgres", q);
+    let archive_mode = sql("SHOW archive_mode");
+    sql("CREATE TABLE filler AS SELECT g FROM generate_series(1, 20000) g");
+    sql("SELECT pg_switch_wal()");
+    sql("CHECKPOINT");
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&gate, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = files(&archive);
+    let written: Vec<&String> = after
+        .iter()
+        .filter(|(name, bytes)| before.get(*name) != Some(*bytes))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        written.is_empty(),
+        "the scratch cluster wrote {written:?} into the old cluster's archive"
+    );
+    assert_eq!(archive_mode.trim(), "off");
 }

@@ -661,3 +661,107 @@ fn link_mode_cluster_moved_aside_cannot_start() {
     assert!(!aside[0].join("global/pg_control").exists());
     assert!(aside[0].join("global/pg_control.disabled").exists());
 }
+
+/// Runs pgleap, failing the test (and killing it) when it has not ended within a minute: a
+/// FIFO planted where root reads would otherwise hang it forever.
+fn pgleap_within_a_minute(args: &[String]) -> Run {
+    let mut child = spawn_pgleap(args, &[]);
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "pgleap {args:?} hung for a minute:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Run::from(child.wait_with_output().unwrap())
+}
+
+/// A FIFO or a link planted as `postmaster.pid` (where root reads the server's pid and
+/// state): refused by name, without hanging on the FIFO or reading what the link names.
+#[test]
+fn planted_fifo_or_link_as_postmaster_pid_is_refused() {
+    root_only!();
+    let fx = Fixture::new(OLD).build();
+    let canary = Canary::new();
+    let pid_file = fx.datadir.join("postmaster.pid");
+    plant(&format!("mkfifo '{}'", pid_file.display()));
+    let before = common::snapshot(fx.root.path());
+    for cmd in ["check", "upgrade"] {
+        let run = pgleap_within_a_minute(&fx.args(cmd, NEW, &[]));
+        run.refused(&format!(
+            "refused: {} is not what PostgreSQL writes there: it is a FIFO, not a regular file",
+            pid_file.display()
+        ));
+        assert!(
+            run.stderr.contains("remove") && run.stderr.contains("as the cluster owner"),
+            "{}",
+            run.stderr
+        );
+    }
+    common::assert_unchanged(&before, &common::snapshot(fx.root.path()), "a refused run");
+    // A link to a root-only file (here the canary) is not followed either.
+    plant(&format!(
+        "rm '{}' && ln -s '{}' '{}'",
+        pid_file.display(),
+        canary.file().display(),
+        pid_file.display()
+    ));
+    let before = common::snapshot(fx.root.path());
+    pgleap_within_a_minute(&fx.args("check", NEW, &[])).refused(&format!(
+        "refused: {} is not what PostgreSQL writes there: it is a symbolic link, not a regular file",
+        pid_file.display()
+    ));
+    common::assert_unchanged(&before, &common::snapshot(fx.root.path()), "a refused run");
+    canary.assert_untouched();
+    assert_eq!(root_owned_below(fx.root.path()), Vec::<PathBuf>::new());
+}
+
+/// A FIFO planted as the new server's socket lock file, in a socket directory the owner can
+/// write: the new server would hang creating its socket inside the window. `check` refuses it
+/// before anything changes, without hanging itself.
+#[test]
+fn planted_fifo_as_socket_lock_file_is_refused() {
+    root_only!();
+    let fx = Fixture::new(OLD).build();
+    let lock = fx.socket.join(format!(".s.PGSQL.{}.lock", fx.port));
+    plant(&format!("mkfifo '{}'", lock.display()));
+    let before = common::snapshot(fx.root.path());
+    pgleap_within_a_minute(&fx.args("check", NEW, &[])).refused(&format!(
+        "refused: {} is not the socket lock file PostgreSQL writes: it is a FIFO, not a regular file",
+        lock.display()
+    ));
+    common::assert_unchanged(
+        &before,
+        &common::snapshot(fx.root.path()),
+        "a refused check",
+    );
+    assert_eq!(root_owned_below(fx.root.path()), Vec::<PathBuf>::new());
+}
+
+/// A FIFO planted as `PG_VERSION`: not a data directory, said at once.
+#[test]
+fn planted_fifo_as_pg_version_is_refused() {
+    root_only!();
+    let fx = Fixture::new(OLD).build();
+    let version = fx.datadir.join("PG_VERSION");
+    plant(&format!(
+        "rm '{}' && mkfifo '{}'",
+        version.display(),
+        version.display()
+    ));
+    let before = common::snapshot(fx.root.path());
+    pgleap_within_a_minute(&fx.args("check", NEW, &[])).refused(&format!(
+        "refused: {} is not a PostgreSQL data directory: its PG_VERSION is not what initdb writes (it is a FIFO, not a regular file)",
+        fx.datadir.display()
+    ));
+    common::assert_unchanged(
+        &before,
+        &common::snapshot(fx.root.path()),
+        "a refused check",
+    );
+}

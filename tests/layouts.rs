@@ -301,6 +301,173 @@ fn debian_cluster_upgrades_into_etc_postgresql_and_old_goes_manual() {
     assert_eq!(d.fx.checksums(15, port), rows);
 }
 
+/// The lines indented by 4 spaces right after the first line of `out` starting with `header`.
+fn printed_block(out: &str, header: &str) -> Vec<String> {
+    let mut lines = out.lines().skip_while(|l| !l.starts_with(header));
+    assert!(lines.next().is_some(), "no {header:?} in:\n{out}");
+    lines
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| l[4..].to_string())
+        .collect()
+}
+
+/// Runs printed lines verbatim as the owner, as one `bash -e` script.
+fn run_verbatim(lines: &[String]) {
+    let script = lines.join("\n");
+    let out = common::as_owner(Path::new("/bin/bash"), &["-e", "-c", &script]);
+    common::ok(&out, &format!("the printed commands:\n{script}"));
+}
+
+/// A streaming standby of `d` on the same host, at `<root>/standby/16/main` with its own
+/// configuration files in its data directory; its port.
+fn standby_keeping_its_configuration(d: &Debian) -> (PathBuf, u16) {
+    let root = d.root().to_path_buf();
+    let sb = root.join("standby/16/main");
+    mkdirs_owned(&root, sb.parent().unwrap(), 0o755);
+    let socket = d.fx.socket.display().to_string();
+    let args = [
+        "-h",
+        &socket,
+        "-p",
+        &d.fx.port.to_string(),
+        "-U",
+        "postgres",
+        "-D",
+        &sb.display().to_string(),
+        "-X",
+        "stream",
+        "-R",
+        "--checkpoint=fast",
+        "-C",
+        "-S",
+        "sb",
+    ];
+    common::ok(
+        &common::as_owner(&bindir(16).join("pg_basebackup"), &args),
+        "pg_basebackup",
+    );
+    let sb_port = common::port();
+    write_owned(
+        &sb.join("postgresql.conf"),
+        &format!(
+            "port = {sb_port}\nlisten_addresses = ''\nunix_socket_directories = '{socket}'\nhot_standby = on\n"
+        ),
+        0o600,
+    );
+    write_owned(
+        &sb.join("pg_hba.conf"),
+        "local all all trust\nlocal replication all trust\n",
+        0o600,
+    );
+    common::start_server(16, &sb, &root.join("standby.log"));
+    common::wait_for(
+        "the standby streams",
+        std::time::Duration::from_secs(60),
+        || {
+            d.fx.sql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+            )
+            .trim()
+                == "1"
+        },
+    );
+    (sb, sb_port)
+}
+
+/// A Debian primary (configuration in /etc/postgresql/16/main) with a standby on the same
+/// host that keeps its own configuration in its data directory: the printed rsync, which
+/// copies the primary's data directory without any configuration, saves the standby's own
+/// files first and puts them back, so that the standby started by the printed command
+/// streams from the new primary.
+#[test]
+fn debian_primary_with_a_standby_keeping_its_configuration_is_rebuilt() {
+    let d = Debian::build(16, true);
+    let root = d.root().to_path_buf();
+    let (sb, sb_port) = standby_keeping_its_configuration(&d);
+    let standby_rows = || {
+        common::psql(
+            17,
+            &d.fx.socket,
+            sb_port,
+            "postgres",
+            "postgres",
+            "SELECT count(*) FROM t",
+        )
+    };
+
+    let mapping = format!("walreceiver={}", sb.display());
+    let flags = [
+        "--mode",
+        "link",
+        "--standbys",
+        "rebuild-later",
+        "--standby",
+        &mapping,
+        "--slots",
+        "recreate-physical",
+    ];
+    let run = common::pgleap(d.args("upgrade", 17, &flags));
+    run.success();
+    let procedure = printed_block(&run.stderr, "  standby 'walreceiver'");
+    let saved = root.join("standby/16/main.standby.postgresql.conf");
+    for line in [
+        format!(
+            "cp -p {} {}",
+            sb.join("postgresql.conf").display(),
+            saved.display()
+        ),
+        format!(
+            "cp -p {} {}",
+            sb.join("pg_hba.conf").display(),
+            root.join("standby/16/main.standby.pg_hba.conf").display()
+        ),
+        format!(
+            "sed -E 's/^[[:space:]]*(db_user_namespace|old_snapshot_threshold)[[:space:]]*(=|[[:space:]]).*/# pgleap: PostgreSQL 17 does not have this setting: &/I' {} > {}",
+            saved.display(),
+            root.join("standby/17/main/postgresql.conf").display()
+        ),
+    ] {
+        assert!(procedure.contains(&line), "{line}\nnot in {procedure:?}");
+    }
+    run_verbatim(&procedure);
+
+    let resume = common::pgleap(d.args("upgrade", 17, &flags));
+    resume.success();
+    let start = printed_block(&resume.stderr, "  standby 'walreceiver'");
+    assert_eq!(
+        start.last().unwrap(),
+        &format!(
+            "{} -D {} -l {} start",
+            bindir(17).join("pg_ctl").display(),
+            root.join("standby/17/main").display(),
+            root.join("standby/17/main/startup.log").display()
+        )
+    );
+    run_verbatim(&start);
+    d.fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1001, 1010) g",
+    );
+    common::wait_for(
+        "the standby has the new rows",
+        std::time::Duration::from_secs(60),
+        || standby_rows().trim() == "1010",
+    );
+    assert_eq!(
+        common::psql(
+            17,
+            &d.fx.socket,
+            sb_port,
+            "postgres",
+            "postgres",
+            "SELECT pg_is_in_recovery()"
+        )
+        .trim(),
+        "t"
+    );
+}
+
 /// Debian 14 (whose postgresql.conf sets stats_temp_directory, gone in 15) through the user's
 /// hooks: --stop-command stops the old server, --start-command starts the new one, each told
 /// which server by its environment.

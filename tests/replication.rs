@@ -61,16 +61,42 @@ fn standby_of(fx: &Fixture, slot: Option<&str>) -> Standby {
     if let Some(s) = slot {
         args.extend(["-C".into(), "-S".into(), s.to_string()]);
     }
+    // A standby on the primary's host has its own WAL directory and tablespace locations.
+    if std::fs::symlink_metadata(fx.datadir.join("pg_wal")).is_ok_and(|m| m.is_symlink()) {
+        let wal = fx.root.path().join("standby-wal");
+        std::fs::create_dir(&wal).unwrap();
+        chown(&wal);
+        args.push(format!(
+            "--waldir={}",
+            wal.join(fx.major.to_string()).display()
+        ));
+    }
+    if let Some(t) = &fx.tablespace {
+        let own = fx.root.path().join("standby-tblspc");
+        std::fs::create_dir(&own).unwrap();
+        chown(&own);
+        args.push(format!(
+            "--tablespace-mapping={}={}",
+            t.display(),
+            own.display()
+        ));
+    }
     ok(
         &as_owner(&fx.bindir().join("pg_basebackup"), &args),
         "pg_basebackup",
     );
-    // The standby's own setting beside primary_conninfo (the primary's postgresql.conf came
-    // with the base backup): its rebuild must keep it.
+    // The standby's own settings beside primary_conninfo (the primary's postgresql.conf came
+    // with the base backup): its rebuild must keep its port, and must not bring back a
+    // setting the new major does not have (old_snapshot_threshold: 16 has it, 17 not).
     let port = port();
     let conf = dir.join("postgresql.auto.conf");
     let text = std::fs::read_to_string(&conf).unwrap();
-    std::fs::write(&conf, format!("{text}port = {port}\n")).unwrap();
+    let gone = if fx.major <= 16 {
+        "Old_Snapshot_Threshold = -1\n"
+    } else {
+        ""
+    };
+    std::fs::write(&conf, format!("{text}port = {port}\n{gone}")).unwrap();
     common::start_server(fx.major, &dir, &fx.root.path().join("standby.log"));
     wait_until("the standby streams", || {
         fx.sql(
@@ -493,9 +519,131 @@ fn assert_paused_before_start(fx: &Fixture, stderr: &str) {
     );
 }
 
+/// The inodes of the regular files below `dir`.
+fn inodes(dir: &Path) -> std::collections::BTreeSet<u64> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| std::os::unix::fs::MetadataExt::ino(&e.metadata().unwrap()))
+        .collect()
+}
+
+/// The one subdirectory of a tablespace location made by `major` (`PG_16_202307071`).
+fn version_dir(location: &Path, major: u32) -> PathBuf {
+    let prefix = format!("PG_{major}_");
+    let found: Vec<PathBuf> = std::fs::read_dir(location)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?} in {}", location.display());
+    found[0].clone()
+}
+
+/// After the printed rsync procedure: the new standby reused its own files (its new
+/// relation files are hard links to its old ones, in its data directory and in its own copy
+/// of the tablespace), its links point at its own copies, not at the primary's, and the
+/// setting 17 does not have is commented out.
+fn assert_rebuilt_in_its_own_places(fx: &Fixture, sb: &Standby) {
+    let new_standby = fx.root.path().join("standby/17");
+    assert!(new_standby.join("standby.signal").exists());
+    let old_files = inodes(&sb.dir.join("base"));
+    assert!(
+        !inodes(&new_standby.join("base")).is_disjoint(&old_files),
+        "no file of the new standby is a hard link to one of the old standby"
+    );
+    let own_space = fx.root.path().join("standby-tblspc");
+    let linked = inodes(&version_dir(&own_space, 17));
+    assert!(
+        !linked.is_empty() && linked.is_subset(&inodes(&version_dir(&own_space, 16))),
+        "the new standby's tablespace files are not hard links to its old ones"
+    );
+    // Its links point at its own copies, not at the primary's.
+    let oid = std::fs::read_dir(new_standby.join("pg_tblspc"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
+    assert_eq!(oid.len(), 1, "{oid:?}");
+    assert_eq!(std::fs::read_link(&oid[0]).unwrap(), own_space);
+    let own_wal = fx.root.path().join("standby-wal/17");
+    assert_eq!(
+        std::fs::read_link(new_standby.join("pg_wal")).unwrap(),
+        own_wal
+    );
+    assert!(std::fs::read_dir(&own_wal).unwrap().next().is_some());
+    let conf = std::fs::read_to_string(new_standby.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        conf.contains(
+            "\n# pgleap: PostgreSQL 17 does not have this setting: Old_Snapshot_Threshold = -1\n"
+        ),
+        "{conf}"
+    );
+}
+
+/// A running 16 primary with its WAL apart (in the returned directory) and a table
+/// `spaced` in its tablespace.
+fn primary_with_wal_apart_and_a_tablespace() -> (tempfile::TempDir, Fixture) {
+    let wal_root = tempfile::Builder::new()
+        .prefix("pgleap-wal-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    chown(wal_root.path());
+    let fx = Fixture::new(16)
+        .running()
+        .tablespace()
+        .initdb_args(&[&format!(
+            "--waldir={}",
+            wal_root.path().join("16").display()
+        )])
+        .build();
+    fx.sql(
+        "postgres",
+        "CREATE TABLE spaced TABLESPACE ext AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g",
+    );
+    (wal_root, fx)
+}
+
+/// The downtime of a paused upgrade is reported with and without the pause, which lasted at
+/// least as long as the rsync procedure run meanwhile (`rsync_took` seconds).
+fn assert_downtime_without_the_pause(fx: &Fixture, resumed: &str, rsync_took: f64) {
+    assert!(
+        resumed.contains("of which paused for the standbys' rsync: "),
+        "{resumed}"
+    );
+    let mut args = target(fx, "status", 17);
+    args.push("--json".into());
+    let status = fx.pgleap(args);
+    status.success();
+    let doc = status.json();
+    let number = |k: &str| doc[k].as_f64().unwrap_or_else(|| panic!("no {k} in {doc}"));
+    let (total, pause, without) = (
+        number("downtime_seconds"),
+        number("pause_seconds"),
+        number("downtime_without_pause_seconds"),
+    );
+    assert!(pause >= rsync_took, "pause {pause} < rsync {rsync_took}");
+    assert!((total - pause - without).abs() < 0.01, "{doc}");
+    assert!(without > 0.0 && without < total, "{doc}");
+    let j = journal(fx, 17);
+    assert!(
+        j["pause"]["ended_ms"].as_u64().unwrap() > j["pause"]["started_ms"].as_u64().unwrap(),
+        "{j}"
+    );
+}
+
+/// A primary with its WAL apart and a tablespace, and a standby on the same host with its
+/// own WAL directory and tablespace location (pg_basebackup --waldir and
+/// --tablespace-mapping): the printed rsync procedure, run verbatim, rebuilds the standby
+/// from its own files, in its own places.
 #[test]
 fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
-    let fx = Fixture::new(16).running().build();
+    let (_wal_root, fx) = primary_with_wal_apart_and_a_tablespace();
     let sb = standby_of(&fx, Some("standby1"));
     let before = settled_snapshot(&fx, fx.port);
     let run = fx.pgleap(upgrade_args(&fx, 17, &[]));
@@ -505,7 +653,7 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
 
     fx.sql(
         "postgres",
-        "INSERT INTO t SELECT g, 'before' FROM generate_series(1001, 1050) g",
+        "INSERT INTO t SELECT g, 'before' FROM generate_series(1001, 1050) g; INSERT INTO spaced SELECT g, 'before' FROM generate_series(1001, 1050) g",
     );
     let mapping = format!("walreceiver={}", sb.dir.display());
     let run = fx.pgleap(upgrade_args(
@@ -531,17 +679,15 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
             .starts_with("rsync --archive --delete --hard-links --size-only --no-inc-recursive")),
         "{procedure:?}"
     );
+    assert!(
+        procedure.iter().any(|l| l
+            .contains("PostgreSQL 17 does not have (db_user_namespace, old_snapshot_threshold)")),
+        "{procedure:?}"
+    );
+    let rsync_took = std::time::Instant::now();
     run_verbatim(&procedure);
-    // The rsync reused the standby's own files: its new relation files are hard links to
-    // its old ones.
-    let new_standby = fx.root.path().join("standby/17");
-    assert!(new_standby.join("standby.signal").exists());
-    let linked = walkdir::WalkDir::new(new_standby.join("base"))
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .any(|e| std::os::unix::fs::MetadataExt::nlink(&e.metadata().unwrap()) > 1);
-    assert!(linked, "no file of the new standby is a hard link");
+    assert_rebuilt_in_its_own_places(&fx, &sb);
+    let rsync_took = rsync_took.elapsed().as_secs_f64();
 
     let resume = fx.pgleap(target(&fx, "upgrade", 17));
     resume.success();
@@ -552,6 +698,7 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
         "{}",
         resume.stderr
     );
+    assert_downtime_without_the_pause(&fx, &resume.stderr, rsync_took);
     let start = printed_block(&resume.stderr, "  standby 'walreceiver'");
     assert_eq!(start.len(), 2, "{start:?}");
     run_verbatim(&start);
@@ -559,7 +706,186 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
     assert_eq!(on_standby("SELECT pg_is_in_recovery()").trim(), "t");
     fx.sql(
         "postgres",
-        "INSERT INTO t SELECT g, 'after' FROM generate_series(1051, 1060) g",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1051, 1060) g; INSERT INTO spaced SELECT g, 'after' FROM generate_series(1051, 1060) g",
+    );
+    for table in ["t", "spaced"] {
+        let want = rows(17, &fx.socket, fx.port, table);
+        assert!(want.starts_with("1060:"), "{want}");
+        wait_until("the rebuilt standby has the primary's rows", || {
+            rows(17, &fx.socket, sb.port, table) == want
+        });
+    }
+    let streaming = fx.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.state = 'streaming' AND s.slot_name = 'standby1'",
+    );
+    assert_eq!(
+        streaming.trim(),
+        "1",
+        "the standby streams from the new primary through its slot"
+    );
+}
+
+/// A private sshd on a free port of 127.0.0.1, run as the cluster owner (who is the only
+/// user it can log in), with its host key, the client's key and both configurations in the
+/// fixture's directory: nothing of the machine's own ssh setup is read or changed. The
+/// client configuration maps the alias `standby-host` to it; `RSYNC_RSH` (below) makes rsync
+/// use it.
+struct Sshd {
+    child: std::process::Child,
+    config: PathBuf,
+}
+
+impl Sshd {
+    const SSHD: &str = "/usr/sbin/sshd";
+
+    fn start(fx: &Fixture) -> Sshd {
+        assert!(
+            Path::new(Self::SSHD).exists(),
+            "{} is missing: run scripts/test, which installs openssh-server",
+            Self::SSHD
+        );
+        let dir = fx.root.path().join("ssh");
+        std::fs::create_dir(&dir).unwrap();
+        chown(&dir);
+        let keygen = Path::new("/usr/bin/ssh-keygen");
+        for key in ["host_key", "client_key"] {
+            let file = dir.join(key).display().to_string();
+            let args = ["-q", "-t", "ed25519", "-N", "", "-f", file.as_str()];
+            ok(&as_owner(keygen, &args), "ssh-keygen");
+        }
+        let public = |key: &str| std::fs::read_to_string(dir.join(format!("{key}.pub"))).unwrap();
+        let port = port();
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.join(name), text).unwrap();
+            chown(&dir.join(name));
+        };
+        write("authorized_keys", public("client_key"));
+        write(
+            "known_hosts",
+            format!("[127.0.0.1]:{port} {}", public("host_key")),
+        );
+        write(
+            "sshd_config",
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n",
+                d = dir.display()
+            ),
+        );
+        write(
+            "config",
+            format!(
+                "Host standby-host\n  HostName 127.0.0.1\n  Port {port}\n  User {}\n  IdentityFile {d}/client_key\n  IdentitiesOnly yes\n  UserKnownHostsFile {d}/known_hosts\n  StrictHostKeyChecking yes\n  BatchMode yes\n",
+                common::owner().name,
+                d = dir.display()
+            ),
+        );
+        let args = [
+            "-D".to_string(),
+            "-e".into(),
+            "-f".into(),
+            dir.join("sshd_config").display().to_string(),
+        ];
+        let child = owner_command(Path::new(Self::SSHD), &args)
+            .stderr(std::fs::File::create(fx.root.path().join("sshd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let sshd = Sshd {
+            child,
+            config: dir.join("config"),
+        };
+        wait_until("the private sshd accepts the owner's key", || {
+            as_owner(
+                Path::new("/usr/bin/ssh"),
+                &[
+                    "-F",
+                    &sshd.config.display().to_string(),
+                    "standby-host",
+                    "true",
+                ],
+            )
+            .status
+            .success()
+        });
+        sshd
+    }
+
+    /// What rsync runs to reach `standby-host`.
+    fn rsync_rsh(&self) -> String {
+        format!("ssh -F {}", self.config.display())
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A standby given as on another host, `standby-host`, reached over ssh (a private sshd of
+/// this machine): the printed procedure, run verbatim with only `RSYNC_RSH` naming the ssh
+/// configuration, rsyncs over ssh and rebuilds it; with `--slots drop`, the command that
+/// creates its slot comes right before its start.
+#[test]
+fn remote_standby_is_rebuilt_over_ssh_from_the_printed_procedure() {
+    let fx = Fixture::new(16).running().build();
+    let sb = standby_of(&fx, Some("standby1"));
+    let sshd = Sshd::start(&fx);
+    let mapping = format!("walreceiver=standby-host:{}", sb.dir.display());
+    let run = fx.pgleap(upgrade_args(
+        &fx,
+        17,
+        &[
+            "--mode",
+            "link",
+            "--standbys",
+            "rebuild-later",
+            "--standby",
+            &mapping,
+            "--slots",
+            "drop",
+        ],
+    ));
+    run.success();
+    let procedure = printed_block(&run.stderr, "  standby 'walreceiver'");
+    let over_ssh = format!(
+        "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative {0}/./16 {0}/./17 standby-host:{1}/",
+        fx.datadir.parent().unwrap().display(),
+        sb.dir.parent().unwrap().display()
+    );
+    assert!(procedure.contains(&over_ssh), "{procedure:?}");
+    let script = procedure.join("\n");
+    let out = owner_command(
+        Path::new("/bin/bash"),
+        &["-e".into(), "-c".into(), script.clone()],
+    )
+    .env("RSYNC_RSH", sshd.rsync_rsh())
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the printed commands:\n{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_standby = fx.root.path().join("standby/17");
+    assert!(
+        !inodes(&new_standby.join("base")).is_disjoint(&inodes(&sb.dir.join("base"))),
+        "no file of the new standby is a hard link to one of the old standby"
+    );
+
+    let resume = fx.pgleap(target(&fx, "upgrade", 17));
+    resume.success();
+    let start = printed_block(&resume.stderr, "  standby 'walreceiver'");
+    assert!(
+        start[1]
+            .contains("-c 'SELECT pg_create_physical_replication_slot('\\''standby1'\\'', true)'"),
+        "{start:?}"
+    );
+    run_verbatim(&start);
+    fx.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1001, 1010) g",
     );
     let want = rows(17, &fx.socket, fx.port, "t");
     wait_until("the rebuilt standby has the primary's rows", || {
@@ -572,7 +898,7 @@ fn primary_with_a_standby_is_rebuilt_from_the_printed_procedure() {
     assert_eq!(
         streaming.trim(),
         "1",
-        "the standby streams from the new primary through its slot"
+        "the standby streams through its slot"
     );
 }
 
@@ -638,6 +964,13 @@ fn standby_places_are_refused_then_a_paused_upgrade_rolls_back() {
         procedure.iter().any(|l| l.starts_with("rsync ")),
         "status prints the rsync: {procedure:?}"
     );
+    assert!(
+        status
+            .stderr
+            .contains("  downtime:  not yet (paused for the standbys' rsync for "),
+        "{}",
+        status.stderr
+    );
 
     let rollback = fx.pgleap(target(&fx, "rollback", 17));
     rollback.success();
@@ -655,8 +988,8 @@ fn standby_places_are_refused_then_a_paused_upgrade_rolls_back() {
 }
 
 #[test]
-fn standby_rebuilt_from_a_base_backup_without_a_pause() {
-    let fx = Fixture::new(16).running().build();
+fn standby_rebuilt_from_a_base_backup_without_a_pause_creates_its_dropped_slot() {
+    let (_wal_root, fx) = primary_with_wal_apart_and_a_tablespace();
     let sb = standby_of(&fx, Some("standby1"));
     let mapping = format!("walreceiver={}", sb.dir.display());
     let run = fx.pgleap(upgrade_args(
@@ -670,10 +1003,22 @@ fn standby_rebuilt_from_a_base_backup_without_a_pause() {
             "--standby",
             &mapping,
             "--slots",
-            "recreate-physical",
+            "drop",
         ],
     ));
     run.success();
+    // One way to create the dropped slot again: the base backup's -C, which the slot's own
+    // line points at instead of giving a second command that would make -C fail.
+    assert!(
+        run.stderr.contains("  slot 'standby1' (physical): dropped; the rebuild of standby 'walreceiver' (over a Unix socket, user postgres, slot standby1) below creates it again (pg_basebackup -C, or the command before its start after an rsync)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("pg_create_physical_replication_slot"),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("Paused"), "{}", run.stderr);
     assert_eq!(journal(&fx, 17)["state"], "done");
     fx.sql(
@@ -682,18 +1027,34 @@ fn standby_rebuilt_from_a_base_backup_without_a_pause() {
     );
     let procedure = printed_block(&run.stderr, "  standby 'walreceiver'");
     assert!(
-        procedure.iter().any(|l| l.contains("/pg_basebackup ")),
+        procedure
+            .iter()
+            .any(|l| l.contains("/pg_basebackup ") && l.contains(" -C -S standby1 ")),
         "{procedure:?}"
     );
     run_verbatim(&procedure);
+    // Its own WAL directory and tablespace location, new ones beside the old ones (a base
+    // backup writes only into empty directories).
+    let new_standby = fx.root.path().join("standby/17");
+    assert_eq!(
+        std::fs::read_link(new_standby.join("pg_wal")).unwrap(),
+        fx.root.path().join("standby-wal/17")
+    );
+    let links: Vec<PathBuf> = std::fs::read_dir(new_standby.join("pg_tblspc"))
+        .unwrap()
+        .map(|e| std::fs::read_link(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(links, [fx.root.path().join("standby-tblspc-17")]);
     fx.sql(
         "postgres",
-        "INSERT INTO t SELECT g, 'later' FROM generate_series(1051, 1060) g",
+        "INSERT INTO t SELECT g, 'later' FROM generate_series(1051, 1060) g; INSERT INTO spaced SELECT g, 'later' FROM generate_series(1001, 1010) g",
     );
-    let want = rows(17, &fx.socket, fx.port, "t");
-    wait_until("the rebuilt standby has the primary's rows", || {
-        rows(17, &fx.socket, sb.port, "t") == want
-    });
+    for table in ["t", "spaced"] {
+        let want = rows(17, &fx.socket, fx.port, table);
+        wait_until("the rebuilt standby has the primary's rows", || {
+            rows(17, &fx.socket, sb.port, table) == want
+        });
+    }
     assert_eq!(
         psql(
             17,
@@ -705,6 +1066,15 @@ fn standby_rebuilt_from_a_base_backup_without_a_pause() {
         )
         .trim(),
         "t"
+    );
+    let streaming = fx.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE r.state = 'streaming' AND s.slot_name = 'standby1'",
+    );
+    assert_eq!(
+        streaming.trim(),
+        "1",
+        "the standby streams through the slot its base backup created"
     );
 }
 

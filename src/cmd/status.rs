@@ -58,7 +58,7 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
         plan.mode.name(),
         plan.mode_fallback.as_ref().map(|why| format!(" (auto fell back from --copy-file-range: {why})")).unwrap_or_default(),
         if steps.is_empty() { "none yet".to_string() } else { steps.join(", ") },
-        r.downtime_seconds.map_or_else(|| "not yet".into(), |d| secs(Duration::from_secs_f64(d))),
+        downtime(r),
         timings(r),
         j.path().display(),
     ));
@@ -82,6 +82,8 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
         "new_datadir": plan.new.datadir,
         "steps": r.steps,
         "downtime_seconds": r.downtime_seconds,
+        "pause_seconds": r.pause.map(|p| p.seconds()),
+        "downtime_without_pause_seconds": crate::state::pause::downtime_without_pause(r.downtime_seconds, r.pause),
         "shutdown_seconds": r.shutdown_seconds,
         "pre_stop_checkpoint": r.pre_stop_checkpoint,
         "analyze": r.analyze,
@@ -92,6 +94,25 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
         "journal": j.path(),
     }));
     Ok(())
+}
+
+/// The downtime, with and without the pause for the standbys' rsync; while paused, how long
+/// it has lasted so far.
+fn downtime(r: &crate::state::journal::Record) -> String {
+    let note = crate::state::pause::downtime_note(r.downtime_seconds, r.pause);
+    match (r.downtime_seconds, r.pause) {
+        (Some(d), _) if note.is_empty() => secs(Duration::from_secs_f64(d)),
+        (Some(d), _) => format!("{} ({note})", secs(Duration::from_secs_f64(d))),
+        (None, Some(p)) if p.ended_ms.is_none() => format!(
+            "not yet (paused for the standbys' rsync for {} so far)",
+            secs(Duration::from_secs_f64(p.seconds()))
+        ),
+        (None, Some(p)) => format!(
+            "not yet (after a pause for the standbys' rsync of {})",
+            secs(Duration::from_secs_f64(p.seconds()))
+        ),
+        (None, None) => "not yet".into(),
+    }
 }
 
 /// The downtime's parts and the statistics' progress, as the upgrade's report gave them:

@@ -274,11 +274,15 @@ fn report(run: &Run<'_>) {
     let mut downtime = r
         .downtime_seconds
         .map_or_else(|| "unknown".into(), |d| secs(Duration::from_secs_f64(d)));
+    let pause = crate::state::pause::downtime_note(r.downtime_seconds, r.pause);
     if let Some(s) = r.shutdown_seconds {
         downtime = format!(
-            "{downtime} (the old server's shutdown: {})",
-            secs(Duration::from_secs_f64(s))
+            "{downtime} (the old server's shutdown: {}{}{pause})",
+            secs(Duration::from_secs_f64(s)),
+            if pause.is_empty() { "" } else { "; " }
         );
+    } else if !pause.is_empty() {
+        downtime = format!("{downtime} ({pause})");
     }
     let running = if run.leave_running() {
         format!(
@@ -312,6 +316,8 @@ fn report(run: &Run<'_>) {
         "plan": plan,
         "steps": r.steps,
         "downtime_seconds": r.downtime_seconds,
+        "pause_seconds": r.pause.map(|p| p.seconds()),
+        "downtime_without_pause_seconds": crate::state::pause::downtime_without_pause(r.downtime_seconds, r.pause),
         "downtime_estimate": run.estimate,
         "shutdown_seconds": r.shutdown_seconds,
         "pg_upgrade_phases": r.pg_upgrade_phases,

@@ -11,7 +11,10 @@ use crate::error::{Error, Finding, Result};
 
 /// A settings file outside, and its lines.
 pub(crate) fn read_outside(path: &Path) -> Result<(PathBuf, Vec<String>)> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
+    use crate::exec::ownerfs::{Follow, READ_LIMIT, read_regular_text};
+    // An administrator's file outside may be a link; a FIFO there must not hang pgleap.
+    let text = read_regular_text(path, Follow::Links, READ_LIMIT)
+        .map_err(|e| Error::io("cannot read", path, e))?;
     Ok((path.to_path_buf(), text.lines().map(String::from).collect()))
 }
 

@@ -55,6 +55,9 @@ pub(crate) enum Request {
     Rename { from: PathBuf, to: PathBuf },
     /// Create a symbolic link `link` pointing at `target`.
     Symlink { target: PathBuf, link: PathBuf },
+    /// Print the symbolic links directly in a directory and where each points (JSON); none
+    /// for a directory that does not exist.
+    Links { dir: PathBuf },
     /// Rename, or copy and remove across filesystems.
     MoveTree { from: PathBuf, to: PathBuf },
     /// Copy a data directory tree for a rehearsal (see `exec::copytree`); prints what it
@@ -108,7 +111,8 @@ fn serve_with(
             write_atomic(&path, &bytes, mode)
         }
         Request::Read { path } => {
-            let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+            let bytes = read_regular(&path, Follow::Links, READ_LIMIT)
+                .map_err(|e| Error::io("cannot read", &path, e))?;
             output
                 .write_all(&bytes)
                 .map_err(|e| Error::io("cannot pass on", &path, e))
@@ -143,6 +147,12 @@ fn serve_with(
                 .write_all(&json)
                 .map_err(|e| Error::io("cannot pass on", &datadir, e))
         }
+        Request::Links { dir } => {
+            let json = serde_json::to_vec(&read_links(&dir)?).map_err(Error::DbEncode)?;
+            output
+                .write_all(&json)
+                .map_err(|e| Error::io("cannot pass on", &dir, e))
+        }
         Request::CopyTree { from, to, part } => {
             let done = crate::exec::copytree::copy_tree(&from, &to, part)?;
             let json = serde_json::to_vec(&done).map_err(Error::DbEncode)?;
@@ -151,6 +161,24 @@ fn serve_with(
                 .map_err(|e| Error::io("cannot pass on", &to, e))
         }
     }
+}
+
+/// The symbolic links directly in `dir`, by name, with their targets.
+fn read_links(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("cannot read", dir, e)),
+    };
+    let mut links = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("cannot read", dir, e))?;
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            links.push((entry.file_name().to_string_lossy().into_owned(), target));
+        }
+    }
+    links.sort();
+    Ok(links)
 }
 
 fn chmod(path: &Path, mode: u32) -> Result<()> {
@@ -325,6 +353,16 @@ pub(crate) fn read(owner: &Owner, path: &Path) -> Result<Vec<u8>> {
     run(owner, req, &["read".into(), p(path)], &[])
 }
 
+/// The symbolic links directly in `dir` and their targets, read with the owner's rights.
+pub(crate) fn links(owner: &Owner, dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let req = Request::Links { dir: dir.into() };
+    let out = run(owner, req, &["links".into(), p(dir)], &[])?;
+    serde_json::from_slice(&out).map_err(|e| Error::AsOwner {
+        owner: owner.name.clone(),
+        reason: format!("unreadable list of the links in {}: {e}", dir.display()),
+    })
+}
+
 /// Copies `from` to `to` with the owner's rights.
 pub(crate) fn copy(owner: &Owner, from: &Path, to: &Path, mode: u32) -> Result<()> {
     let req = Request::Copy {
@@ -492,6 +530,88 @@ pub(crate) fn read_where(owner: &Owner, path: &Path) -> Result<Vec<u8>> {
     }
 }
 
+/// The most pgleap reads of one file it parses (configuration, pid and lock files, logs):
+/// far more than any of them holds, and a bound on what a planted file can make it read.
+pub(crate) const READ_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Whether [`read_regular`] follows a symbolic link in the file's own place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Follow {
+    /// Refuse it: root reading inside a directory the owner can write, where a planted link
+    /// would make root read (and perhaps show) another file.
+    No,
+    /// Follow it: the owner reading its own files, or a file an administrator may link.
+    Links,
+}
+
+/// Reads a file that someone else may have replaced: inside a directory the owner can write,
+/// a FIFO, a device or a directory can stand where a regular file belongs. The file is opened
+/// without blocking (a FIFO with no writer would otherwise hang the open forever) and, with
+/// [`Follow::No`], without following a link in its place; anything but a regular file, or
+/// one over `limit` bytes, is an error of kind `InvalidData` that says what stands there.
+pub(crate) fn read_regular(path: &Path, follow: Follow, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut flags = nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY;
+    if follow == Follow::No {
+        flags |= nix::libc::O_NOFOLLOW;
+    }
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) && follow == Follow::No => {
+            return Err(not_regular("a symbolic link"));
+        }
+        other => other?,
+    };
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(not_regular(describe(kind)));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is larger than {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// [`read_regular`] as text (invalid UTF-8 replaced).
+pub(crate) fn read_regular_text(
+    path: &Path,
+    follow: Follow,
+    limit: u64,
+) -> std::io::Result<String> {
+    read_regular(path, follow, limit).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+fn not_regular(what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("it is {what}, not a regular file"),
+    )
+}
+
+fn describe(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
+}
+
 /// Gives a directory root created to the owner.
 fn hand_over(path: &Path, owner: &Owner) -> Result<()> {
     nix::unistd::chown(path, Some(owner.uid.into()), Some(owner.gid.into()))
@@ -614,6 +734,19 @@ mod tests {
     }
 
     #[test]
+    fn lists_the_links_of_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/wal/16", dir.path().join("pg_wal")).unwrap();
+        std::fs::create_dir(dir.path().join("base")).unwrap();
+        std::fs::write(dir.path().join("PG_VERSION"), "16\n").unwrap();
+        assert_eq!(
+            links(&me(), dir.path()).unwrap(),
+            [("pg_wal".to_string(), PathBuf::from("/wal/16"))]
+        );
+        assert_eq!(links(&me(), &dir.path().join("pg_tblspc")).unwrap(), []);
+    }
+
+    #[test]
     fn refuses_a_symlinked_directory() {
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("work");
@@ -622,5 +755,43 @@ mod tests {
         assert!(err.contains("is a symbolic link"), "{err}");
         create_owned_dir(&dir.path().join("a/b"), &me()).unwrap();
         assert!(dir.path().join("a/b").is_dir());
+    }
+
+    #[test]
+    fn read_regular_reads_only_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "12345\n").unwrap();
+        let text = |p: &Path, f: Follow, limit: u64| {
+            read_regular_text(p, f, limit).map_err(|e| (e.kind(), e.to_string()))
+        };
+        assert_eq!(text(&file, Follow::No, 64), Ok("12345\n".into()));
+        let invalid = |what: &str| Err((std::io::ErrorKind::InvalidData, what.to_string()));
+        assert_eq!(
+            text(&file, Follow::No, 3),
+            invalid("it is larger than 3 bytes")
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert_eq!(
+            text(&link, Follow::No, 64),
+            invalid("it is a symbolic link, not a regular file")
+        );
+        assert_eq!(text(&link, Follow::Links, 64), Ok("12345\n".into()));
+        // A FIFO with no writer: the open would block forever without O_NONBLOCK.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for follow in [Follow::No, Follow::Links] {
+            assert_eq!(
+                text(&fifo, follow, 64),
+                invalid("it is a FIFO, not a regular file")
+            );
+        }
+        assert_eq!(
+            text(dir.path(), Follow::No, 64),
+            invalid("it is a directory, not a regular file")
+        );
+        let missing = text(&dir.path().join("missing"), Follow::No, 64).unwrap_err();
+        assert_eq!(missing.0, std::io::ErrorKind::NotFound);
     }
 }

@@ -30,10 +30,41 @@ pub(crate) enum Liveness {
     Stale { pid: i32 },
 }
 
-/// Reads `postmaster.pid` and decides whether its process is a live server.
+/// What stands at `postmaster.pid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PidFile {
+    /// Nothing (or nothing root can read).
+    Absent,
+    /// A regular file and its text.
+    Text(String),
+    /// Something PostgreSQL never writes there: a link, a FIFO, a directory, a huge file.
+    /// The data directory is the owner's, so this was planted; PostgreSQL itself would
+    /// block on a FIFO there, and following a link would read another cluster's file.
+    NotRegular(String),
+}
+
+/// The most a real `postmaster.pid` holds (eight short lines), with room to spare.
+const PID_FILE_LIMIT: u64 = 4096;
+
+/// Reads `postmaster.pid` without following a link or blocking on a FIFO: the one reader of
+/// the file, for root and the owner alike.
+pub(crate) fn pid_file(datadir: &Path) -> PidFile {
+    use crate::exec::ownerfs::{Follow, read_regular_text};
+    match read_regular_text(&datadir.join("postmaster.pid"), Follow::No, PID_FILE_LIMIT) {
+        Ok(text) => PidFile::Text(text),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => PidFile::NotRegular(e.to_string()),
+        Err(_) => PidFile::Absent,
+    }
+}
+
+/// Reads `postmaster.pid` and decides whether its process is a live server. A pid file that
+/// is not a regular file names no live server: it counts as stale, and the inspection of the
+/// cluster refuses it.
 pub(crate) fn liveness(datadir: &Path) -> Liveness {
-    let Ok(text) = std::fs::read_to_string(datadir.join("postmaster.pid")) else {
-        return Liveness::Stopped;
+    let text = match pid_file(datadir) {
+        PidFile::Absent => return Liveness::Stopped,
+        PidFile::NotRegular(_) => return Liveness::Stale { pid: 0 },
+        PidFile::Text(text) => text,
     };
     let lines: Vec<&str> = text.lines().collect();
     let Some(pid) = lines.first().and_then(|l| l.trim().parse::<i32>().ok()) else {
@@ -96,8 +127,10 @@ fn is_zombie(pid: i32) -> bool {
 /// True when `postmaster.pid` says the server listens on no TCP address (its
 /// `listen_addresses` is empty), so only clients that can reach its Unix socket get in.
 pub(crate) fn tcp_closed(datadir: &Path) -> bool {
-    std::fs::read_to_string(datadir.join("postmaster.pid"))
-        .is_ok_and(|text| text.lines().nth(5).is_some_and(|l| l.trim().is_empty()))
+    match pid_file(datadir) {
+        PidFile::Text(text) => text.lines().nth(5).is_some_and(|l| l.trim().is_empty()),
+        PidFile::Absent | PidFile::NotRegular(_) => false,
+    }
 }
 
 /// True when a live postmaster serves `datadir`.
@@ -143,7 +176,9 @@ pub(crate) fn wait_stopped(datadir: &Path, grace: Duration) -> bool {
 /// The status word of a live server's `postmaster.pid` (line 8): `starting`, `ready`,
 /// `standby` or `stopping`.
 pub(crate) fn pid_status(datadir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(datadir.join("postmaster.pid")).ok()?;
+    let PidFile::Text(text) = pid_file(datadir) else {
+        return None;
+    };
     text.lines().nth(7).map(|l| l.trim().to_string())
 }
 

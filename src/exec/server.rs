@@ -84,6 +84,21 @@ pub(crate) fn start(
     start_with(runner, bindir, datadir, options, logfile)
 }
 
+/// Starts, fenced, a fresh cluster whose WAL nobody needs (the new installation probed before
+/// the window), with archiving off as well: its first WAL segments are named like the old
+/// cluster's first ones, and the carried `archive_command` would write them into the old
+/// cluster's archive.
+pub(crate) fn start_scratch(
+    runner: &Runner,
+    bindir: &Path,
+    datadir: &Path,
+    (fence, port): (&Fence, u16),
+    logfile: &Path,
+) -> Result<()> {
+    let options = format!("{} -c archive_mode=off", fence.server_options(port));
+    start_with(runner, bindir, datadir, Some(options), logfile)
+}
+
 /// Starts a server with the command-line options it last ran with (`postmaster.opts`, the
 /// old server in a rollback), and waits until it accepts connections.
 pub(crate) fn start_as_ran(
@@ -181,7 +196,8 @@ fn with_server_log(e: Error, logfile: &Path) -> Error {
             stderr_tail,
             log,
         } => {
-            let tail = std::fs::read_to_string(logfile)
+            use crate::exec::ownerfs::{Follow, READ_LIMIT, read_regular_text};
+            let tail = read_regular_text(logfile, Follow::No, READ_LIMIT)
                 .map(|t| crate::exec::process::last_lines(&t, 10))
                 .unwrap_or_default();
             Error::Command {

@@ -108,7 +108,7 @@ impl HostLayout for Debian {
     /// start.conf set to manual, when it says auto.
     fn plan_boot(&self, _runner: &Runner, _root: &Path, _new: &dyn HostLayout) -> Option<Boot> {
         let path = self.confdir.join("start.conf");
-        let text = std::fs::read_to_string(&path).ok()?;
+        let text = read_untrusted(&path)?;
         (start_mode(&text) == Some("auto")).then(|| Boot::StartConf {
             path,
             was: "auto".into(),
@@ -156,7 +156,7 @@ pub(crate) fn debian_confdir(root: &Path, major: u32, name: &str) -> PathBuf {
 /// The value of the last definition of `name` in a configuration file (includes are not
 /// followed: postgresql-common writes `data_directory` in postgresql.conf itself).
 pub(crate) fn conf_value(conf: &Path, name: &str) -> Option<String> {
-    let text = std::fs::read_to_string(conf).ok()?;
+    let text = read_untrusted(conf)?;
     text.lines()
         .filter_map(parse_line)
         .rfind(|s| s.name == name)
@@ -263,8 +263,7 @@ pub(crate) fn debian_cluster_of_datadir(
     root: &Path,
     datadir: &Path,
 ) -> Option<(ClusterId, PathBuf)> {
-    let version = std::fs::read_to_string(datadir.join("PG_VERSION"))
-        .ok()
+    let version = read_untrusted(&datadir.join("PG_VERSION"))
         .and_then(|t| crate::inspect::cluster::parse_pg_version(&t))?;
     let mut candidates: Vec<ClusterId> = Vec::new();
     if let Some(name) = datadir.file_name().and_then(|n| n.to_str()) {
@@ -287,6 +286,13 @@ pub(crate) fn debian_cluster_of_datadir(
             );
         names_it.then_some((id, confdir))
     })
+}
+
+/// A file of a cluster's configuration or data directory, which its owner can write: read
+/// only when it is a regular file, without following a link or blocking on a FIFO.
+fn read_untrusted(path: &Path) -> Option<String> {
+    use crate::exec::ownerfs::{Follow, READ_LIMIT, read_regular_text};
+    read_regular_text(path, Follow::No, READ_LIMIT).ok()
 }
 
 #[cfg(test)]

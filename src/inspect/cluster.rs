@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::Finding;
+use crate::exec::ownerfs::{Follow, read_regular_text};
 use crate::exec::postmaster::{self, Liveness, Postmaster};
 use crate::exec::process::{Opts, Owner, Runner};
 use crate::inspect::install::Install;
@@ -146,7 +147,7 @@ impl Cluster {
             ));
         }
         let version_file = datadir.join("PG_VERSION");
-        let text = match std::fs::read_to_string(&version_file) {
+        let text = match read_regular_text(&version_file, Follow::No, 4096) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Finding::error(
@@ -156,6 +157,16 @@ impl Cluster {
                         datadir.display()
                     ),
                     fix_naming_data_dirs_below(datadir).unwrap_or_else(|| fix.to_string()),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Finding::error(
+                    "not-a-datadir",
+                    format!(
+                        "{} is not a PostgreSQL data directory: its PG_VERSION is not what initdb writes ({e})",
+                        datadir.display()
+                    ),
+                    fix,
                 ));
             }
             Err(e) => {
@@ -181,6 +192,22 @@ impl Cluster {
                 fix,
             )
         })?;
+        if let postmaster::PidFile::NotRegular(what) = postmaster::pid_file(datadir) {
+            let pid_file = datadir.join("postmaster.pid");
+            return Err(Finding::error(
+                "pid-file-not-regular",
+                format!(
+                    "{} is not what PostgreSQL writes there: {what}",
+                    pid_file.display()
+                ),
+                format!(
+                    "PostgreSQL writes a regular file there while a server runs and removes it when the server stops; a server would hang or refuse to start on this one. Check that no server runs on {} (ps -u {}), remove {} as the cluster owner, then run pgleap again.",
+                    datadir.display(),
+                    meta.uid(),
+                    pid_file.display()
+                ),
+            ));
+        }
         Ok(Cluster {
             datadir: datadir.to_path_buf(),
             confdir: datadir.to_path_buf(),

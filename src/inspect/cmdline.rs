@@ -54,19 +54,8 @@ pub(crate) fn read(datadir: &Path) -> Option<CommandLine> {
 /// The file's text when it is a regular file of reasonable size: the data directory is the
 /// owner's, and a link planted there must not make root read (and carry) another file.
 pub(crate) fn read_nofollow(path: &Path) -> Option<String> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut text = String::new();
-    file.take(64 * 1024).read_to_string(&mut text).ok()?;
-    Some(text)
+    use crate::exec::ownerfs::{Follow, read_regular_text};
+    read_regular_text(path, Follow::No, 64 * 1024).ok()
 }
 
 impl CommandLine {

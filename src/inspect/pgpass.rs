@@ -54,7 +54,12 @@ fn lookup_in(file: PathBuf, socket_dir: &Path, port: u16, dbname: &str, user: &s
     if meta.permissions().mode() & 0o077 != 0 {
         return Lookup::Ignored(file, "it has group or world access (chmod 0600 it)".into());
     }
-    let text = match std::fs::read_to_string(&file) {
+    // libpq follows a link to the password file; a FIFO swapped in must not hang pgleap.
+    let text = match crate::exec::ownerfs::read_regular_text(
+        &file,
+        crate::exec::ownerfs::Follow::Links,
+        crate::exec::ownerfs::READ_LIMIT,
+    ) {
         Ok(t) => t,
         Err(e) => return Lookup::Ignored(file, format!("it cannot be read: {e}")),
     };

@@ -109,6 +109,7 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
     );
     let mut plan = build_plan(args, purpose, &f, catalog.as_ref(), host);
     let dirs = (plan.old.datadir.clone(), plan.new.datadir.clone());
+    let config_apart = plan.old.confdir.is_some();
     plan.replication = catalog.as_ref().and_then(|c| {
         let majors = (f.old.major, f.new.major);
         let mut section =
@@ -120,6 +121,13 @@ pub(crate) fn prepare(args: &CheckArgs, purpose: Purpose) -> Result<Prepared> {
             (&dirs.0, &dirs.1),
             &mut findings.0,
         );
+        if !section.standby_places.is_empty() {
+            let standby = crate::preflight::standby::read_own_paths;
+            let owner = f.runner.owner();
+            standby(&mut section, owner, &f.cluster.tablespaces, config_apart);
+            section.settings_gone =
+                crate::preflight::standby::settings_gone(&f.runner, &f.old, &f.new);
+        }
         (!section.is_empty()).then_some(section)
     });
     findings.extend(crate::preflight::collation::drift_finding(&plan.collations));

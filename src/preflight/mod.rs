@@ -222,6 +222,7 @@ const fn check(
 pub(crate) const CHECKS: &[Check] = {
     use Phase::{Catalog, Command, PgUpgradeCheck, Static};
     const DATADIR: &str = "the old data directory exists and holds `PG_VERSION`";
+    const PID_FILE: &str = "its `postmaster.pid`, when present, is a regular file";
     const DISABLED: &str = "the old data directory was not already disabled by `pg_upgrade --link`";
     const OWNER: &str = "it is not owned by root; pgleap runs\n  as root or as its owner";
     const INSTALLS: &str = "the old and new installations are found and complete";
@@ -241,6 +242,7 @@ pub(crate) const CHECKS: &[Check] = {
     const MODE: &str = "the mode: its minimum target major, one filesystem for `link`, `clone` and `swap`, reflink\n  support for `clone`";
     const SPACE: &str = "free space (what the owner may use, not root's reserve)";
     const PORT: &str = "the new server's port (`--port`, else the old one) is free";
+    const SOCKET_LOCK: &str = "no socket lock file in the way is anything but a regular file";
     const CMDLINE: &str = "the options the old server was started with";
     const CATALOG: &str =
         "the old catalog, read as the owner over the running server's Unix socket";
@@ -265,6 +267,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("old-datadir-missing", Static, &fam::OLD, DATADIR),
         check("old-datadir-unreadable", Static, &fam::OLD, DATADIR),
         check("not-a-datadir", Static, &fam::OLD, DATADIR),
+        check("pid-file-not-regular", Static, &fam::OLD, PID_FILE),
         check("old-disabled", Static, &fam::OLD, DISABLED),
         check("old-control-unreadable", Static, &fam::CONTROL, CONTROL),
         check("old-version-mismatch", Static, &fam::CONTROL, CONTROL),
@@ -314,6 +317,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("no-reflink", Static, &fam::MODE, MODE),
         check("no-space", Static, &fam::SPACE, SPACE),
         check("port-in-use", Static, &fam::PORTS, PORT),
+        check("socket-lock-not-regular", Static, &fam::PORTS, SOCKET_LOCK),
         check("command-line-options", Static, &fam::CMDLINE, CMDLINE),
         check("no-socket", Catalog, &fam::READ_CATALOG, CATALOG),
         check("cannot-connect", Catalog, &fam::READ_CATALOG, CATALOG),

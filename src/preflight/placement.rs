@@ -35,14 +35,18 @@ pub(crate) fn waldirs(
     new_major: u32,
 ) -> Option<(PathBuf, PathBuf)> {
     let old = paths::symlink_target(&old_datadir.join("pg_wal"))?;
-    let new =
-        crate::host::layout::versioned_sibling(&old, old_major, new_major).unwrap_or_else(|| {
-            let name = old
-                .file_name()
-                .map_or_else(|| "pg_wal".into(), |n| n.to_string_lossy().into_owned());
-            old.with_file_name(format!("{name}-{new_major}"))
-        });
+    let new = new_waldir(&old, old_major, new_major);
     Some((old, new))
+}
+
+/// The new WAL directory beside an old one: `/wal/16` → `/wal/17`, else `-NEW` appended.
+pub(crate) fn new_waldir(old: &Path, old_major: u32, new_major: u32) -> PathBuf {
+    crate::host::layout::versioned_sibling(old, old_major, new_major).unwrap_or_else(|| {
+        let name = old
+            .file_name()
+            .map_or_else(|| "pg_wal".into(), |n| n.to_string_lossy().into_owned());
+        old.with_file_name(format!("{name}-{new_major}"))
+    })
 }
 
 /// The old and new WAL directories (see [`waldirs`]), after checking every path that must

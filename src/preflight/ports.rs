@@ -6,9 +6,10 @@
 //! written.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, ToSocketAddrs as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::{Finding, Findings, Result};
+use crate::exec::ownerfs::{Follow, read_regular_text};
 use crate::exec::postmaster::Liveness;
 use crate::preflight::facts::Static;
 
@@ -87,7 +88,26 @@ pub(crate) fn check(listen: &Listen, old: Old) -> Vec<Finding> {
     let fix = "Stop the program that holds it, or pass --port with a free port";
     for dir in &listen.socket_dirs {
         let lock = dir.join(format!(".s.PGSQL.{}.lock", listen.port));
-        if let Some(pid) = lock_holder(&lock, listen.owner_uid).filter(|pid| Some(*pid) != old.pid)
+        let text = match read_regular_text(&lock, Follow::No, 4096) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                out.push(Finding::error(
+                    "socket-lock-not-regular",
+                    format!(
+                        "{} is not the socket lock file PostgreSQL writes: {e}; the new server would hang or fail creating its socket there",
+                        lock.display()
+                    ),
+                    format!(
+                        "Remove {} (PostgreSQL writes a regular file there while it listens on port {}), or pass --port with another port.",
+                        lock.display(),
+                        listen.port
+                    ),
+                ));
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if let Some(pid) = lock_holder(&text, listen.owner_uid).filter(|pid| Some(*pid) != old.pid)
         {
             out.push(Finding::error(
                 "port-in-use",
@@ -126,12 +146,10 @@ pub(crate) fn check(listen: &Listen, old: Old) -> Vec<Finding> {
     out
 }
 
-/// The live process a socket lock file names, as PostgreSQL itself judges it: the file
-/// exists and names a live process the server's user could signal (its own; a process of
+/// The live process a socket lock file's text names, as PostgreSQL itself judges it: it names a live process the server's user could signal (its own; a process of
 /// another user cannot be a server of this owner, so PostgreSQL treats the file as stale).
-fn lock_holder(lock: &Path, owner_uid: u32) -> Option<i32> {
+fn lock_holder(text: &str, owner_uid: u32) -> Option<i32> {
     use std::os::unix::fs::MetadataExt as _;
-    let text = std::fs::read_to_string(lock).ok()?;
     let pid: i32 = text.lines().next()?.trim().parse().ok()?;
     // PostgreSQL stores a negative pid for a lock taken by a single-user backend.
     let pid = pid.abs();

@@ -157,6 +157,10 @@ pub(crate) struct Section {
     /// Where each standby keeps its data (see `preflight::standby`).
     #[serde(default)]
     pub(crate) standby_places: Vec<super::standby::Place>,
+    /// Settings the old major has and the new one does not, which a standby's re-applied
+    /// `postgresql.auto.conf` must not bring back (see `preflight::standby::settings_gone`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) settings_gone: Vec<String>,
 }
 
 impl Section {
@@ -234,6 +238,7 @@ pub(crate) fn decide(
         standbys,
         socket_dir: None,
         standby_places: Vec::new(),
+        settings_gone: Vec::new(),
         hostname: nix::unistd::gethostname()
             .map_or_else(|_| "localhost".into(), |h| h.to_string_lossy().into_owned()),
     }

@@ -15,6 +15,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Finding;
+use crate::exec::process::{Opts, Runner};
+use crate::exec::user::Owner;
+use crate::inspect::cluster::Tablespace;
+use crate::inspect::install::Install;
 use crate::inspect::replication::Sender;
 
 use super::replication::{Section, StandbyPolicy, standbys};
@@ -81,6 +85,151 @@ pub(crate) struct Place {
     pub(crate) given: bool,
     pub(crate) old_dir: PathBuf,
     pub(crate) new_dir: PathBuf,
+    /// On this host: where the standby keeps what lives outside its data directory, read
+    /// from its own links; `None` on another host (the primary's paths there) or unread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) own: Option<OwnPaths>,
+}
+
+/// A standby's own locations outside its data directory, from its `pg_wal` and `pg_tblspc`
+/// links (a standby on the primary's host has its own: `pg_basebackup --waldir` and
+/// `--tablespace-mapping`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OwnPaths {
+    /// Where its `pg_wal` points, when it is a link.
+    pub(crate) wal: Option<PathBuf>,
+    /// Each of the primary's tablespaces the standby has a link for.
+    pub(crate) tablespaces: Vec<OwnTablespace>,
+    /// When the primary keeps its configuration apart (Debian's `/etc/postgresql`): the
+    /// configuration files the standby keeps in its own data directory, which the rsync
+    /// from the primary's would delete and a base backup would not bring.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) config: Vec<String>,
+}
+
+/// The configuration files a data directory may hold.
+const CONFIG_FILES: [&str; 3] = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"];
+
+/// One tablespace: its OID (kept by pg_upgrade from 15 on, so the new cluster's too), the
+/// primary's location and the standby's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OwnTablespace {
+    pub(crate) oid: String,
+    pub(crate) primary: PathBuf,
+    pub(crate) standby: PathBuf,
+}
+
+/// Reads, as the owner, the `pg_wal` and `pg_tblspc` links of each standby on this host, so
+/// that its rsync procedure names its own WAL directory and tablespaces rather than the
+/// primary's, and (when the primary's configuration is apart) which configuration files it
+/// keeps in its data directory. A standby whose links cannot be read keeps `own: None` (the procedure then
+/// says what to copy instead of copying).
+pub(crate) fn read_own_paths(
+    section: &mut Section,
+    owner: &Owner,
+    primary: &[Tablespace],
+    config_apart: bool,
+) {
+    for place in &mut section.standby_places {
+        if place.host.is_some() {
+            continue;
+        }
+        let read = crate::exec::ownerfs::links(owner, &place.old_dir).and_then(|top| {
+            let spaces = crate::exec::ownerfs::links(owner, &place.old_dir.join("pg_tblspc"))?;
+            Ok((top, spaces))
+        });
+        match read {
+            Ok((top, spaces)) => {
+                let wal = top.into_iter().find(|(n, _)| n == "pg_wal").map(|(_, t)| t);
+                let tablespaces = primary
+                    .iter()
+                    .filter_map(|t| {
+                        let (_, standby) = spaces.iter().find(|(oid, _)| *oid == t.oid)?;
+                        Some(OwnTablespace {
+                            oid: t.oid.clone(),
+                            primary: t.location.clone(),
+                            standby: standby.clone(),
+                        })
+                    })
+                    .collect();
+                let config = CONFIG_FILES
+                    .iter()
+                    .filter(|_| config_apart)
+                    .filter(|f| crate::exec::ownerfs::read(owner, &place.old_dir.join(f)).is_ok())
+                    .map(ToString::to_string)
+                    .collect();
+                place.own = Some(OwnPaths {
+                    wal,
+                    tablespaces,
+                    config,
+                });
+            }
+            Err(e) => tracing::warn!(
+                "cannot read the links of the standby directory {}: {e}",
+                place.old_dir.display()
+            ),
+        }
+    }
+}
+
+/// The settings the old major has and the new one does not (`vacuum_defer_cleanup_age` and
+/// `promote_trigger_file`, gone in 16; `old_snapshot_threshold`, gone in 17): a standby's
+/// own `postgresql.auto.conf` re-applied as it is would keep the new standby from starting.
+/// Listed by `postgres --describe-config` of the old binaries and not of the new ones, each
+/// confirmed unknown by the new `postgres -C` (a name the list leaves out, or an old name
+/// still accepted such as 18's `ssl_ecdh_curve`, stays).
+pub(crate) fn settings_gone(runner: &Runner, old: &Install, new: &Install) -> Vec<String> {
+    let listed = |install: &Install| -> Option<Vec<String>> {
+        let out = runner
+            .run(
+                &install.postgres(),
+                &["--describe-config"],
+                &Opts {
+                    log_name: Some("describe-config"),
+                    ..Opts::default()
+                },
+            )
+            .ok()?;
+        Some(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split('\t').next())
+                .filter(|n| !n.is_empty())
+                .map(str::to_ascii_lowercase)
+                .collect(),
+        )
+    };
+    let (Some(had), Some(has)) = (listed(old), listed(new)) else {
+        return Vec::new();
+    };
+    let mut gone: Vec<String> = had
+        .into_iter()
+        .filter(|n| !has.contains(n) && unknown_to(runner, new, n))
+        .collect();
+    gone.sort();
+    gone.dedup();
+    gone
+}
+
+/// Whether `postgres -C name` of `install` says it does not know the setting. No file is
+/// read: an empty configuration file, and `/` (root's) as the data directory, whose
+/// `postgresql.auto.conf` does not exist; `-C` answers before looking at the directory.
+fn unknown_to(runner: &Runner, install: &Install, name: &str) -> bool {
+    runner
+        .run_unchecked(
+            &install.postgres(),
+            &["--config-file=/dev/null", "-D", "/", "-C", name],
+            &Opts {
+                log_name: Some("known-setting"),
+                ..Opts::default()
+            },
+        )
+        .is_ok_and(|out| {
+            !out.status.success()
+                && out
+                    .stderr()
+                    .contains("unrecognized configuration parameter")
+        })
 }
 
 /// The directory both primary data directories share, and each one's path below it.
@@ -186,6 +335,7 @@ pub(crate) fn resolve(
                 given: true,
                 old_dir: a.dir.clone(),
                 new_dir: PathBuf::new(),
+                own: None,
             },
             None if here => {
                 findings.push(Finding::error(
@@ -209,6 +359,7 @@ pub(crate) fn resolve(
                 given: false,
                 old_dir: old.to_path_buf(),
                 new_dir: PathBuf::new(),
+                own: None,
             },
         };
         let Some(root) = standby_root(&place.old_dir, &rel_old) else {

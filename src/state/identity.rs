@@ -132,7 +132,12 @@ pub(crate) fn prove_new(id: &Identity, path: &Path, initialized: bool) -> Result
             "it is another directory than the one pgleap created",
         ));
     }
-    let marker = std::fs::read_to_string(path.join(ID_FILE)).ok();
+    let marker = crate::exec::ownerfs::read_regular_text(
+        &path.join(ID_FILE),
+        crate::exec::ownerfs::Follow::No,
+        4096,
+    )
+    .ok();
     match (&id.token, marker) {
         (Some(t), Some(m)) if *t != m.trim() => {
             return Err(not_ours(

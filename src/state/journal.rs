@@ -124,6 +124,9 @@ pub(crate) struct Record {
     /// rsync (`--standbys rebuild-later`, link mode): the next `pgleap upgrade` starts it.
     #[serde(default)]
     pub(crate) paused_for_standbys: bool,
+    /// When that pause began and ended (see `state::pause`).
+    #[serde(default)]
+    pub(crate) pause: Option<crate::state::pause::Pause>,
     pub(crate) started_at: u64,
     pub(crate) updated_at: u64,
     /// What proves which directories are this upgrade's (see `state::identity`).
@@ -175,6 +178,7 @@ impl Journal {
             replication: crate::preflight::replication::Outcome::default(),
             old_checkpoint: None,
             paused_for_standbys: false,
+            pause: None,
             started_at: now(),
             updated_at: now(),
             identity: Identity::default(),
@@ -276,13 +280,11 @@ impl Journal {
     }
 }
 
-/// Reads a file of the work directory without following a link.
+/// Reads a file of the work directory: a regular file, without following a link or blocking
+/// on a FIFO planted in its place.
 pub(crate) fn read_nofollow(path: &Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut f = open_nofollow(path, false)?;
-    let mut text = String::new();
-    f.read_to_string(&mut text)?;
-    Ok(text)
+    use crate::exec::ownerfs::{Follow, READ_LIMIT, read_regular_text};
+    read_regular_text(path, Follow::No, READ_LIMIT)
 }
 
 pub(crate) fn open_nofollow(path: &Path, write: bool) -> std::io::Result<File> {

@@ -5,4 +5,5 @@ pub(crate) mod journal;
 pub(crate) mod locate;
 pub(crate) mod lock;
 pub(crate) mod oldlock;
+pub(crate) mod pause;
 pub(crate) mod trust;

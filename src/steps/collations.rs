@@ -77,13 +77,8 @@ pub(crate) fn probe_new(
     let fence = Fence::new(p.runner.owner())?;
     let port = server::spare_port(50433, p.plan.old.port);
     let log = logs.join("server-collation-probe.log");
-    server::start(
-        &p.runner,
-        &p.new.bindir,
-        confdir,
-        Some((&fence, port)),
-        &log,
-    )?;
+    server::start_scratch(&p.runner, &p.new.bindir, confdir, (&fence, port), &log)?;
+    crate::exec::interrupt::fault("collation-probe-up");
     let target = db::Target::new(
         fence.socket_dir(),
         port,

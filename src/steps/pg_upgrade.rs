@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Finding, Result};
-use crate::exec::ownerfs;
+use crate::exec::ownerfs::{self, Follow, READ_LIMIT, read_regular_text};
 use crate::exec::phases::{PhaseClock, PhaseTime};
 use crate::exec::process::Opts;
 use crate::exec::process::Owner;
@@ -313,7 +313,7 @@ fn server_fatal(moved: Option<&Path>) -> String {
         .filter_map(std::result::Result::ok)
         .filter(|e| e.file_name() == "pg_upgrade_server.log")
     {
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let text = read_regular_text(entry.path(), Follow::No, READ_LIMIT).unwrap_or_default();
         // A live check's probe of the old server's lock file is no failure of anything.
         let lines = text
             .lines()
@@ -355,7 +355,8 @@ fn with_report_files(findings: &str, moved: Option<&Path>, new_dirs: &[&Path]) -
         .filter(|p| p.is_file())
         .collect();
     for f in files {
-        let Ok(content) = std::fs::read_to_string(&f) else {
+        // pg_upgrade's output directory is the owner's: never follow a link planted there.
+        let Ok(content) = read_regular_text(&f, Follow::No, READ_LIMIT) else {
             continue;
         };
         let lines: Vec<&str> = content.lines().filter(|l| !l.trim().is_empty()).collect();

@@ -36,7 +36,12 @@ fn refuse(message: String, fix: &str) -> Error {
 pub(crate) fn plan(plan: &Plan) -> Result<Removal> {
     let old = &plan.old.datadir;
     let real_old = paths::canonical(old);
-    let version = std::fs::read_to_string(real_old.join("PG_VERSION")).unwrap_or_default();
+    let version = crate::exec::ownerfs::read_regular_text(
+        &real_old.join("PG_VERSION"),
+        crate::exec::ownerfs::Follow::No,
+        4096,
+    )
+    .unwrap_or_default();
     if crate::inspect::cluster::parse_pg_version(&version) != Some(plan.old.major)
         || !real_old.join("global").is_dir()
     {

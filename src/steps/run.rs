@@ -50,12 +50,22 @@ pub(crate) fn carry_out(run: &mut Run<'_>) -> Result<Finished> {
 fn pause_for_standbys(run: &mut Run<'_>) -> Result<bool> {
     let plan = &run.p.plan;
     let link = plan.mode == crate::plan::Mode::Link;
-    if run.journal.record.paused_for_standbys
-        || !crate::preflight::standby::pauses(plan.replication.as_ref(), link)
-    {
+    let r = &mut run.journal.record;
+    if r.paused_for_standbys {
+        // Resumed: the pause ends here (the downtime is reported with and without it).
+        if r.pause
+            .as_mut()
+            .is_some_and(crate::state::pause::Pause::end)
+        {
+            run.journal.write()?;
+        }
         return Ok(false);
     }
-    run.journal.record.paused_for_standbys = true;
+    if !crate::preflight::standby::pauses(plan.replication.as_ref(), link) {
+        return Ok(false);
+    }
+    r.paused_for_standbys = true;
+    r.pause = Some(crate::state::pause::Pause::begin());
     run.journal.write()?;
     Ok(true)
 }

@@ -128,9 +128,14 @@ fn start_new(step: &StartNew, run: &mut Run<'_>) -> Result<()> {
         )
     })?;
     if let Some(d) = run.journal.record.downtime_seconds {
+        let pause = crate::state::pause::downtime_note(
+            run.journal.record.downtime_seconds,
+            run.journal.record.pause,
+        );
         run.ui.line(&format!(
-            "      downtime: {} (old stopped → new accepting connections)",
-            secs(Duration::from_secs_f64(d))
+            "      downtime: {} (old stopped → new accepting connections{}{pause})",
+            secs(Duration::from_secs_f64(d)),
+            if pause.is_empty() { "" } else { "; " }
         ));
     }
     Ok(())

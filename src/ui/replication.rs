@@ -124,6 +124,15 @@ fn psql(plan: &Plan, r: &Section, db: &str, sql: &str) -> String {
     ])
 }
 
+/// The psql command creating a physical slot on the new primary, reserving WAL at once.
+pub(crate) fn create_physical_slot(plan: &Plan, r: &Section, slot: &str) -> String {
+    let sql = format!(
+        "SELECT pg_create_physical_replication_slot({}, true)",
+        sql_literal(slot)
+    );
+    psql(plan, r, "postgres", &sql)
+}
+
 fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
@@ -173,6 +182,7 @@ fn slot_lines(out: &mut String, plan: &Plan, r: &Section, s: &Slot, dropped: Opt
     } else {
         r.fate_of_slot(&s.name)
     };
+    let rebuilt = super::standby::rebuilt_with_slot(r, &s.name);
     match fate {
         Some(Fate::Kept) => {
             let _ = writeln!(
@@ -209,15 +219,18 @@ fn slot_lines(out: &mut String, plan: &Plan, r: &Section, s: &Slot, dropped: Opt
                 psql(plan, r, db, &sql)
             );
         }
-        _ => {
-            let sql = format!(
-                "SELECT pg_create_physical_replication_slot({}, true)",
-                sql_literal(&s.name)
+        _ if rebuilt.is_some() => {
+            let _ = writeln!(
+                out,
+                "  slot {name}: dropped; the rebuild of {} below creates it again (pg_basebackup -C, or the command before its start after an rsync)",
+                rebuilt.unwrap_or_default()
             );
+        }
+        _ => {
             let _ = writeln!(
                 out,
                 "  slot {name}: dropped. A standby that used it must be rebuilt (below); recreate the slot first with:\n    {}",
-                psql(plan, r, "postgres", &sql)
+                create_physical_slot(plan, r, &s.name)
             );
         }
     }

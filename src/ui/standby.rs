@@ -79,7 +79,7 @@ fn stop_old(out: &mut String, plan: &Plan, s: &Standby<'_>) {
     );
 }
 
-fn save_settings(out: &mut String, s: &Standby<'_>) {
+fn save_settings(out: &mut String, plan: &Plan, s: &Standby<'_>) {
     let _ = writeln!(
         out,
         "    # {}: save its own settings (primary_conninfo, primary_slot_name, ...), which the new directory would not have\n    cp {} {}",
@@ -87,13 +87,70 @@ fn save_settings(out: &mut String, s: &Standby<'_>) {
         q(&s.place.old_dir.join("postgresql.auto.conf")),
         q(&s.saved)
     );
+    let own = own_config(plan, s);
+    if !own.is_empty() {
+        let _ = writeln!(
+            out,
+            "    # {}: and its own configuration files ({}): the primary's are apart, in {}",
+            s.host,
+            own.join(", "),
+            plan.old.conf_dir().display()
+        );
+    }
+    for f in own {
+        let _ = writeln!(
+            out,
+            "    cp -p {} {}",
+            q(&s.place.old_dir.join(f)),
+            q(&saved_config(s, f))
+        );
+    }
 }
 
-fn restore_settings(out: &mut String, s: &Standby<'_>) {
+/// The configuration files a standby on this host keeps in its data directory while the
+/// primary keeps its own apart (Debian): saved and put back around the rebuild.
+fn own_config<'a>(plan: &Plan, s: &Standby<'a>) -> &'a [String] {
+    match (&plan.new.confdir, &s.place.own) {
+        (Some(_), Some(own)) if s.place.host.is_none() => &own.config,
+        _ => &[],
+    }
+}
+
+/// Where a standby's configuration file is saved: beside its old data directory.
+fn saved_config(s: &Standby<'_>, file: &str) -> PathBuf {
+    let mut saved = s.place.old_dir.clone().into_os_string();
+    saved.push(format!(".standby.{file}"));
+    saved.into()
+}
+
+/// `sed` commenting out the settings the new major does not have, or `cat`.
+fn without_gone(plan: &Plan, r: &Section, file: &str) -> String {
+    if r.settings_gone.is_empty() {
+        return format!("cat {file}");
+    }
+    // GNU sed: `I` matches the name in any case, as PostgreSQL does.
+    format!(
+        "sed -E 's/^[[:space:]]*({})[[:space:]]*(=|[[:space:]]).*/# pgleap: PostgreSQL {} does not have this setting: &/I' {file}",
+        r.settings_gone.join("|"),
+        plan.new.major
+    )
+}
+
+fn restore_settings(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
+    let append = without_gone(plan, r, &q(&s.saved));
+    let note = if r.settings_gone.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "    # {}: its saved settings go back without those PostgreSQL {} does not have ({}), commented out: the new standby would not start with them\n",
+            s.host,
+            plan.new.major,
+            r.settings_gone.join(", ")
+        )
+    };
     let _ = writeln!(
         out,
-        "    {{ echo '# pgleap: the settings of this standby, from its old postgresql.auto.conf'; cat {}; }} >> {}",
-        q(&s.saved),
+        "{note}    {{ echo '# pgleap: the settings of this standby, from its old postgresql.auto.conf'; {append}; }} >> {}",
         q(&s.place.new_dir.join("postgresql.auto.conf"))
     );
 }
@@ -111,14 +168,14 @@ fn start_new(out: &mut String, plan: &Plan, s: &Standby<'_>) {
 /// The base backup procedure, for any mode once the new primary has started.
 fn basebackup(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
     stop_old(out, plan, s);
-    save_settings(out, s);
+    save_settings(out, plan, s);
     let slot = s.sender.slot.as_ref().map(|n| match r.fate_of_slot(n) {
         Some(Fate::Recreated | Fate::Kept) => format!(" -S {}", shell_words::quote(n)),
         _ => format!(" -C -S {}", shell_words::quote(n)),
     });
     let _ = writeln!(
         out,
-        "    # {}, with PostgreSQL {} at {}: copy the running new primary into {} (which must not exist yet), make it a standby of it with its own settings, and start it\n    {} -h {} -p {} -U {} -D {} -X stream -R --checkpoint=fast{}",
+        "    # {}, with PostgreSQL {} at {}: copy the running new primary into {} (which must not exist yet), make it a standby of it with its own settings, and start it\n    {} -h {} -p {} -U {} -D {} -X stream -R --checkpoint=fast{}{}",
         s.host,
         plan.new.major,
         plan.new.bindir.display(),
@@ -128,11 +185,39 @@ fn basebackup(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
         plan.new.port,
         shell_words::quote(&s.sender.user),
         q(&s.place.new_dir),
-        slot.unwrap_or_default()
+        slot.unwrap_or_default(),
+        own_places(plan, s)
     );
-    restore_settings(out, s);
+    restore_settings(out, plan, r, s);
     config_dir(out, plan, r, s);
     start_new(out, plan, s);
+}
+
+/// For a standby on this host with its own WAL directory and tablespace locations: the
+/// base backup's new ones beside them (`…/16` → `…/17`, else `-17` appended), since
+/// pg_basebackup writes only into empty directories and the primary's are taken.
+fn own_places(plan: &Plan, s: &Standby<'_>) -> String {
+    let Some(own) = s.place.own.as_ref().filter(|_| s.place.host.is_none()) else {
+        return String::new();
+    };
+    let beside =
+        |p: &Path| crate::preflight::placement::new_waldir(p, plan.old.major, plan.new.major);
+    let mut args = String::new();
+    for t in &own.tablespaces {
+        let arg = format!(
+            "--tablespace-mapping={}={}",
+            t.primary.display(),
+            beside(&t.standby).display()
+        );
+        args.push(' ');
+        args.push_str(&shell_words::quote(&arg));
+    }
+    if let Some(wal) = &own.wal {
+        let arg = format!("--waldir={}", beside(wal).display());
+        args.push(' ');
+        args.push_str(&shell_words::quote(&arg));
+    }
+    args
 }
 
 /// `HOST:PATH` for rsync over ssh; an IPv6 address in brackets.
@@ -147,17 +232,13 @@ fn remote(host: &str, path: &str) -> String {
 const RSYNC: &str =
     "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative";
 
-/// A location outside the data directory (tablespace, WAL): at the same path on another
-/// host; on this host the standby's copy is elsewhere, which pgleap does not know.
-fn elsewhere(out: &mut String, primary: &str, to: Option<&str>, what: &str, line: &str) {
-    if to.is_some() {
-        let _ = writeln!(out, "    {line}");
-    } else {
-        let _ = writeln!(
-            out,
-            "    # {primary}: {what} are the primary's; rsync them like this to where this standby keeps its copy: {line}"
-        );
-    }
+/// A location outside the data directory (tablespace, WAL) of a standby on this host whose
+/// own copy pgleap could not learn: what to copy, as a comment.
+fn elsewhere(out: &mut String, primary: &str, what: &str, line: &str) {
+    let _ = writeln!(
+        out,
+        "    # {primary}: {what}, the primary's: pgleap could not read where this standby keeps its own copy; rsync like this into it, then point the new directory's link there: {line}"
+    );
 }
 
 /// rsync of the old and new directories of one location (data directory, tablespace, WAL)
@@ -179,14 +260,85 @@ fn rsync(old: &Path, new: &Path, dest_root: &Path, host: Option<&str>) -> String
 }
 
 /// rsync of a tablespace's old and new subdirectories (`PG_16_*`, `PG_17_*`: the shell
-/// expands them) to the same location on the standby's host.
-fn tablespace_rsync(location: &Path, (old, new): (u32, u32), host: Option<&str>) -> String {
-    let dest = format!("{}/", location.display());
+/// expands them) into `dest` (the standby's copy of the tablespace) on `host`.
+fn tablespace_rsync(
+    location: &Path,
+    (old, new): (u32, u32),
+    dest: &Path,
+    host: Option<&str>,
+) -> String {
+    let dest = format!("{}/", dest.display());
     format!(
         "{RSYNC} {t}/./PG_{old}_* {t}/./PG_{new}_* {}",
         shell_words::quote(&host.map_or(dest.clone(), |h| remote(h, &dest))),
         t = q(location)
     )
+}
+
+/// The WAL directory and tablespaces of a standby on this host: its own copies (learned
+/// from its links), which the new directory's links then point to (the rsync of the data
+/// directory brought the primary's links).
+fn own_outside(out: &mut String, plan: &Plan, primary: &str, s: &Standby<'_>) {
+    let own = s.place.own.clone().unwrap_or_default();
+    let new_dir = &s.place.new_dir;
+    if let (Some(old_wal), Some(wal)) = (&plan.old.waldir, &plan.new.waldir) {
+        let _ = match &own.wal {
+            Some(standby_wal) => {
+                let new_wal = crate::preflight::placement::new_waldir(
+                    standby_wal,
+                    plan.old.major,
+                    plan.new.major,
+                );
+                writeln!(
+                    out,
+                    "    # {primary}: the new primary's WAL directory {} into the standby's own, {} (beside its {}), and its pg_wal pointed there\n    rsync --archive --delete {}/ {}/\n    ln -sfn {} {}",
+                    wal.display(),
+                    new_wal.display(),
+                    standby_wal.display(),
+                    q(wal),
+                    q(&new_wal),
+                    q(&new_wal),
+                    q(&new_dir.join("pg_wal"))
+                )
+            }
+            None if s.place.own.is_some() => writeln!(
+                out,
+                "    # {primary}: the new primary's WAL directory {} into the standby's new data directory (the standby keeps its WAL there, not apart)\n    rm {}\n    rsync --archive {}/ {}/",
+                wal.display(),
+                q(&new_dir.join("pg_wal")),
+                q(wal),
+                q(&new_dir.join("pg_wal"))
+            ),
+            None => {
+                let what = format!(
+                    "the WAL directories {} and {}",
+                    old_wal.display(),
+                    wal.display()
+                );
+                let line = rsync(old_wal, wal, &common_root(old_wal, wal).0, None);
+                elsewhere(out, primary, &what, &line);
+                Ok(())
+            }
+        };
+    }
+    let majors = (plan.old.major, plan.new.major);
+    for t in &plan.tablespaces {
+        if let Some(o) = own.tablespaces.iter().find(|o| &o.primary == t) {
+            let _ = writeln!(
+                out,
+                "    # {primary}: the tablespace {}: its subdirectories of both majors onto the standby's copy, {} (files it already has are hard-linked), and the new directory's link pointed there\n    {}\n    ln -sfn {} {}",
+                t.display(),
+                o.standby.display(),
+                tablespace_rsync(t, majors, &o.standby, None),
+                q(&o.standby),
+                q(&new_dir.join("pg_tblspc").join(&o.oid))
+            );
+        } else {
+            let line = tablespace_rsync(t, majors, t, None);
+            let what = format!("the tablespace {}", t.display());
+            elsewhere(out, primary, &what, &line);
+        }
+    }
 }
 
 /// The documented rsync procedure, while the new primary has never started.
@@ -217,7 +369,7 @@ fn rsync_procedure(
             );
         }
     }
-    save_settings(out, s);
+    save_settings(out, plan, s);
     let to = s.place.host.as_deref();
     let (_, rel_old, _) = common_root(&plan.old.datadir, &plan.new.datadir);
     let dest = standby_root(&s.place.old_dir, &rel_old).unwrap_or_else(|| {
@@ -235,19 +387,16 @@ fn rsync_procedure(
         to.map(|h| format!(", over ssh to {h}")).unwrap_or_default(),
         rsync(&plan.old.datadir, &plan.new.datadir, &dest, to)
     );
-    if let (Some(o), Some(n)) = (&plan.old.waldir, &plan.new.waldir) {
-        elsewhere(
-            out,
-            &primary,
-            to,
-            &format!("the WAL directories {} and {}", o.display(), n.display()),
-            &rsync(o, n, &common_root(o, n).0, to),
-        );
-    }
-    for t in &plan.tablespaces {
-        let line = tablespace_rsync(t, (plan.old.major, plan.new.major), to);
-        let what = format!("the tablespace {}", t.display());
-        elsewhere(out, &primary, to, &what, &line);
+    if to.is_none() {
+        own_outside(out, plan, &primary, s);
+    } else {
+        if let (Some(o), Some(n)) = (&plan.old.waldir, &plan.new.waldir) {
+            let _ = writeln!(out, "    {}", rsync(o, n, &common_root(o, n).0, to));
+        }
+        for t in &plan.tablespaces {
+            let majors = (plan.old.major, plan.new.major);
+            let _ = writeln!(out, "    {}", tablespace_rsync(t, majors, t, to));
+        }
     }
     let _ = writeln!(
         out,
@@ -259,7 +408,7 @@ fn rsync_procedure(
         "    touch {}",
         q(&s.place.new_dir.join("standby.signal"))
     );
-    restore_settings(out, s);
+    restore_settings(out, plan, r, s);
     config_dir(out, plan, r, s);
 }
 
@@ -282,6 +431,23 @@ fn config_dir(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
                 shell_words::quote(&dest)
             );
         }
+        None if !own_config(plan, s).is_empty() => {
+            let _ = writeln!(
+                out,
+                "    # {}: its own configuration files back into the new directory (settings PostgreSQL {} does not have commented out)",
+                s.host, plan.new.major
+            );
+            for f in own_config(plan, s) {
+                let saved = q(&saved_config(s, f));
+                let to = q(&s.place.new_dir.join(f));
+                let line = if f == "postgresql.conf" {
+                    format!("{} > {to}", without_gone(plan, r, &saved))
+                } else {
+                    format!("cp -p {saved} {to}")
+                };
+                let _ = writeln!(out, "    {line}");
+            }
+        }
         None => {
             let _ = writeln!(
                 out,
@@ -303,18 +469,40 @@ fn ctl_dir(plan: &Plan, s: &Standby<'_>) -> PathBuf {
     }
 }
 
-/// A standby's slot that the new primary will not have: said before its start command.
-fn slot_first(r: &Section, s: &Standby<'_>) -> String {
+/// The slot of a standby whose rebuild pgleap prints, when the new primary will not have
+/// it: the rebuild creates it (`pg_basebackup -C`, or a command before the start after an
+/// rsync), the one way the report gives.
+fn slot_to_create<'a>(r: &Section, s: &Standby<'a>) -> Option<&'a str> {
     s.sender
         .slot
-        .as_ref()
+        .as_deref()
         .filter(|n| !matches!(r.fate_of_slot(n), Some(Fate::Recreated | Fate::Kept)))
-        .map(|n| {
-            format!(
-                " (its slot '{n}' is not recreated: first create it on the new primary with the command the report gives)"
-            )
+}
+
+/// How the report names the standby whose rebuild creates the slot `slot` again.
+pub(crate) fn rebuilt_with_slot(r: &Section, slot: &str) -> Option<String> {
+    standbys(&r.facts)
+        .filter(|s| s.slot.as_deref() == Some(slot))
+        .find(|s| {
+            r.standby_places
+                .iter()
+                .any(|p| p.name == s.application_name)
         })
-        .unwrap_or_default()
+        .map(|s| format!("standby {}", describe_standby(s)))
+}
+
+/// After an rsync: the slot created on the new primary, then the standby started.
+fn start_after_rsync(out: &mut String, plan: &Plan, r: &Section, s: &Standby<'_>) {
+    if let Some(slot) = slot_to_create(r, s) {
+        let _ = writeln!(
+            out,
+            "    # {}: its slot '{slot}' first\n    {}",
+            primary_host(r, &plan.owner.name),
+            super::replication::create_physical_slot(plan, r, slot)
+        );
+    }
+    let _ = writeln!(out, "    # {}", s.host);
+    start_new(out, plan, s);
 }
 
 /// The standbys' part of the output printed when the upgrade pauses before the new
@@ -334,11 +522,17 @@ pub(crate) fn paused(plan: &Plan, checkpoint: Option<&str>, resume: &str) -> Str
             s.at
         );
         rsync_procedure(&mut out, plan, r, &s, checkpoint);
+        let slot = slot_to_create(r, &s).map_or_else(String::new, |n| {
+            format!(
+                ", on {}: {}; then",
+                primary_host(r, &plan.owner.name),
+                super::replication::create_physical_slot(plan, r, n)
+            )
+        });
         let _ = writeln!(
             out,
-            "  Then, once {resume} has started the new primary, start it on {}{}: {} -D {} -l {} start",
+            "  Then, once {resume} has started the new primary{slot}, start it on {}: {} -D {} -l {} start",
             s.host,
-            slot_first(r, &s),
             q(&plan.new.bindir.join("pg_ctl")),
             q(&ctl_dir(plan, &s)),
             q(&s.place.new_dir.join("startup.log"))
@@ -357,11 +551,10 @@ pub(crate) fn report_lines(out: &mut String, plan: &Plan, r: &Section) {
         if rsynced {
             let _ = writeln!(
                 out,
-                "  standby {}: if you rebuilt it with rsync while the upgrade paused, start it now:\n    # {}",
+                "  standby {}: if you rebuilt it with rsync while the upgrade paused, start it now:",
                 describe_standby(s.sender),
-                s.host
             );
-            start_new(out, plan, &s);
+            start_after_rsync(out, plan, r, &s);
             let _ = writeln!(
                 out,
                 "  If you did not, rsync is no longer correct (the new primary has started): rebuild {} from a fresh base backup of the new primary, each command on the host its comment names:",
@@ -444,11 +637,21 @@ mod tests {
             "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative '/srv/pg data/./16' '/srv/pg data/./17' '/standby/pg data/'"
         );
         assert_eq!(
-            tablespace_rsync(Path::new("/vol1/ts"), (16, 17), Some("2001:db8::5")),
+            tablespace_rsync(
+                Path::new("/vol1/ts"),
+                (16, 17),
+                Path::new("/vol1/ts"),
+                Some("2001:db8::5")
+            ),
             "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative /vol1/ts/./PG_16_* /vol1/ts/./PG_17_* '[2001:db8::5]:/vol1/ts/'"
         );
         assert_eq!(
-            tablespace_rsync(Path::new("/vol1/ts one"), (16, 17), Some("db2")),
+            tablespace_rsync(
+                Path::new("/vol1/ts one"),
+                (16, 17),
+                Path::new("/vol1/ts one"),
+                Some("db2")
+            ),
             "rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative '/vol1/ts one'/./PG_16_* '/vol1/ts one'/./PG_17_* 'db2:/vol1/ts one/'"
         );
     }
@@ -558,5 +761,34 @@ mod procedure_tests {
             ]
         );
         assert!(!text.contains("rsync --archive --delete"), "{text}");
+    }
+
+    /// A standby on this host that keeps its WAL in its data directory while the primary's
+    /// is apart, and whose tablespace links pgleap could not match: the WAL link the rsync
+    /// brought is replaced by a directory, and the tablespace is left to a comment.
+    #[test]
+    fn a_standby_on_this_host_keeping_its_wal_inside_gets_a_wal_directory() {
+        let mut plan = plan();
+        let r = plan.replication.as_mut().unwrap();
+        r.standby_places[0].host = None;
+        r.standby_places[0].old_dir = "/sb/16/main".into();
+        r.standby_places[0].new_dir = "/sb/17/main".into();
+        r.standby_places[0].own = Some(crate::preflight::standby::OwnPaths::default());
+        r.socket_dir = Some("/run/postgresql".into());
+        let text = paused(&plan, Some("0/2000028"), "pgleap upgrade --cluster 16/main");
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let at = lines
+            .iter()
+            .position(|l| *l == "rm /sb/17/main/pg_wal")
+            .unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(
+            lines[at + 1],
+            "rsync --archive /wal/17/ /sb/17/main/pg_wal/"
+        );
+        assert!(
+            text.contains("# the primary's host (db1), as postgres: the tablespace /srv/ts, the primary's: pgleap could not read where this standby keeps its own copy; rsync like this into it, then point the new directory's link there: rsync --archive --delete --hard-links --size-only --no-inc-recursive --relative /srv/ts/./PG_16_* /srv/ts/./PG_17_* /srv/ts/"),
+            "{text}"
+        );
+        assert!(!text.contains("ln -sfn"), "{text}");
     }
 }
