@@ -380,6 +380,16 @@ fn auto_falls_back_to_copy_when_pg_upgrade_check_refuses_copy_file_range() {
     assert_eq!(doc["plan"]["mode"], "copy", "{doc}");
     assert_eq!(doc["plan"]["mode_auto"], true, "{doc}");
     assert_eq!(doc["plan"]["mode_fallback"], refusal, "{doc}");
+    // The estimate describes the copy that ran, in the plan and scaled to this machine.
+    assert_eq!(doc["plan"]["downtime_inputs"]["copy_mode"], "copy", "{doc}");
+    for basis in [
+        &doc["plan"]["downtime_basis"],
+        &doc["downtime_estimate"]["basis"],
+    ] {
+        let basis = basis.as_str().unwrap();
+        assert!(basis.contains(" MiB copied with --copy at "), "{basis}");
+        assert!(!basis.contains("copy-file-range"), "{basis}");
+    }
     assert_eq!(
         doc["plan"]["mode_reason"],
         format!(
@@ -422,4 +432,260 @@ fn auto_falls_back_to_copy_when_pg_upgrade_check_refuses_copy_file_range() {
         .json();
     assert_eq!(status["mode"], "copy", "{status}");
     assert_eq!(status["mode_fallback"], refusal, "{status}");
+}
+
+/// `check` meets the same refusal as the upgrade above, the same way (EXDEV for real, a
+/// tmpfs file bind-mounted over the old `PG_VERSION` once its scratch cluster is ready):
+/// its plan falls back to copy, says why, checks again with --copy and passes, and leaves
+/// nothing behind.
+#[test]
+fn check_falls_back_to_copy_when_pg_upgrade_check_refuses_copy_file_range() {
+    if !common::is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let fx = Fixture::new(16).running().build();
+    let tmpfs = common::Tmpfs::mount(&fx.root.path().join("other-fs"), "1m", "0755");
+    let version = fx.datadir.join("PG_VERSION");
+    std::fs::copy(&version, tmpfs.path.join("PG_VERSION")).unwrap();
+    common::chown(&tmpfs.path.join("PG_VERSION"));
+    let gate = fx.root.path().join("go");
+    let err = fx.root.path().join("check.err");
+    let before = common::snapshot(fx.root.path());
+    let child = Command::new(env!("CARGO_BIN_EXE_pgleap"))
+        .args(fx.args("check", 17, &["--mode", "auto", "--json"]))
+        .env(
+            "PGLEAP_FAULT",
+            format!("check:scratch-ready:pause={}", gate.display()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_for(
+        "check to reach its scratch cluster's pg_upgrade --check",
+        std::time::Duration::from_secs(120),
+        || {
+            std::fs::read_to_string(&err)
+                .is_ok_and(|t| t.contains("fault point check:scratch-ready"))
+        },
+    );
+    let bind = BindMount::new(&tmpfs.path.join("PG_VERSION"), &version);
+    std::fs::write(&gate, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(bind);
+    let run = common::Run::from(std::process::Output {
+        stderr: std::fs::read(&err).unwrap(),
+        ..out
+    });
+    run.success();
+    let doc = run.json();
+    let refusal =
+        "could not copy file range between old and new data directories: Invalid cross-device link";
+    assert_eq!(doc["ok"], true, "{doc}");
+    assert_eq!(doc["plan"]["mode"], "copy", "{doc}");
+    assert_eq!(doc["plan"]["mode_auto"], true, "{doc}");
+    assert_eq!(doc["plan"]["mode_fallback"], refusal, "{doc}");
+    assert_eq!(
+        doc["plan"]["mode_reason"],
+        format!(
+            "pg_upgrade --check refused --copy-file-range ({refusal}), so files are copied; the old cluster stays usable"
+        )
+    );
+    for basis in [
+        &doc["plan"]["downtime_basis"],
+        &doc["downtime_estimate"]["basis"],
+    ] {
+        let basis = basis.as_str().unwrap();
+        assert!(basis.contains(" MiB copied with --copy at "), "{basis}");
+        assert!(!basis.contains("copy-file-range"), "{basis}");
+    }
+    assert!(
+        run.stderr.contains(&format!(
+            "pg_upgrade --check refused --copy-file-range ({refusal}): upgrade falls back to --copy, before the window"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("check passed: the upgrade can run."),
+        "{}",
+        run.stderr
+    );
+    // Nothing left beside the cluster: no new data directory, no scratch cluster, no probe.
+    let after = common::snapshot(fx.root.path());
+    let added: Vec<&std::path::PathBuf> = after
+        .keys()
+        .filter(|p| !before.contains_key(*p))
+        .filter(|p| !p.starts_with(fx.datadir.strip_prefix(fx.root.path()).unwrap()))
+        .filter(|p| !p.ends_with("go") && !p.ends_with("check.err"))
+        .collect();
+    assert!(added.is_empty(), "check left {added:?}");
+    assert!(!fx.new_datadir(17).exists());
+}
+
+/// Every line of the files below `dir` (pgleap's logs, pg_upgrade's among them).
+fn log_lines(dir: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            lines.extend(log_lines(&path));
+        } else if let Ok(text) = std::fs::read_to_string(&path) {
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines
+}
+
+/// A cluster set to more than PostgreSQL's default shared_buffers: pg_upgrade's own servers
+/// (the old one it dumps the schema from, the new one it restores into) start with the
+/// default, the upgrade verifies, and the new server runs with the user's setting.
+#[test]
+fn pg_upgrade_starts_its_servers_with_default_buffers_and_the_new_server_keeps_the_users() {
+    let fx = Fixture::new(16).running().build();
+    let conf = fx.datadir.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\nshared_buffers = 256MB\n");
+    std::fs::write(&conf, text).unwrap();
+    fx.stop();
+    fx.start();
+    assert_eq!(fx.sql("postgres", "SHOW shared_buffers").trim(), "256MB");
+    fx.sql(
+        "postgres",
+        "CREATE TABLE sb AS SELECT g FROM generate_series(1, 50000) g",
+    );
+    let sum = fx.sql("postgres", "SELECT sum(g) FROM sb");
+    let run = fx.pgleap(fx.args("upgrade", 17, &["--mode", "link", "--json"]));
+    run.success();
+    assert_eq!(fx.sql("postgres", "SELECT sum(g) FROM sb"), sum);
+    assert_eq!(
+        fx.sql("postgres", "SHOW server_version_num").trim()[..2],
+        *"17"
+    );
+    assert_eq!(fx.sql("postgres", "SHOW shared_buffers").trim(), "256MB");
+    // pg_upgrade's logs (kept with pgleap's) show each pg_ctl start it ran with pgleap's
+    // options (its fenced hba): the new server for the check before the window, then the
+    // old one once and the new one three times in the run, every one with the default
+    // pool. (The check against the running old server gives that server no options.)
+    let new = fx.new_datadir(17);
+    let logs = new.with_file_name(format!(
+        ".pgleap-{}-16-to-17",
+        new.file_name().unwrap().to_string_lossy()
+    ));
+    let starts: Vec<String> = log_lines(&logs)
+        .into_iter()
+        .filter(|l| l.contains("pg_ctl\" -w -l") && l.contains("\" start >> "))
+        .filter(|l| l.contains("-c hba_file="))
+        .collect();
+    assert!(starts.len() >= 5, "{starts:#?}");
+    for bindir in ["/16/bin/pg_ctl\"", "/17/bin/pg_ctl\""] {
+        assert!(starts.iter().any(|l| l.contains(bindir)), "{starts:#?}");
+    }
+    for start in &starts {
+        assert!(start.contains("-c shared_buffers=16384"), "{starts:#?}");
+    }
+}
+
+/// Bytes of `file` in the page cache (util-linux's fincore).
+fn cached_bytes(file: &std::path::Path) -> u64 {
+    let out = Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The copying modes read the old cluster's relation files ahead into the page cache while
+/// the old server still serves (here: a table's file pushed out of the cache first is back
+/// in it when the window opens), and the upgrade verifies in copy-file-range and copy modes.
+#[test]
+fn copying_modes_read_the_relation_files_ahead_before_the_window() {
+    for mode in ["copy-file-range", "copy"] {
+        let fx = Fixture::new(16).running().build();
+        fx.sql(
+            "postgres",
+            "CREATE TABLE ra AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g; CHECKPOINT",
+        );
+        let sum = fx.sql("postgres", "SELECT sum(g) FROM ra");
+        let file = fx.datadir.join(
+            fx.sql("postgres", "SELECT pg_relation_filepath('ra')")
+                .trim(),
+        );
+        let size = std::fs::metadata(&file).unwrap().len();
+        // Out of the page cache (written back first).
+        let synced = Command::new("sync").arg(&file).output().unwrap();
+        assert!(synced.status.success(), "{synced:?}");
+        let dropped = Command::new("dd")
+            .arg(format!("if={}", file.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .output()
+            .unwrap();
+        assert!(dropped.status.success(), "{dropped:?}");
+        assert!(
+            cached_bytes(&file) < size / 2,
+            "{} still cached",
+            file.display()
+        );
+        let gate = fx.root.path().join("go");
+        let err = fx.root.path().join("upgrade.err");
+        let child = Command::new(env!("CARGO_BIN_EXE_pgleap"))
+            .args(fx.args("upgrade", 17, &["--mode", mode, "--json"]))
+            .env(
+                "PGLEAP_FAULT",
+                format!("before:stop-old:pause={}", gate.display()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        common::wait_for(
+            "pgleap to reach the stop of the old server",
+            std::time::Duration::from_secs(120),
+            || {
+                std::fs::read_to_string(&err)
+                    .is_ok_and(|t| t.contains("fault point before:stop-old"))
+            },
+        );
+        // The kernel reads in the background: give it a moment.
+        if mode == "copy-file-range" {
+            common::wait_for(
+                "the table's file back in the page cache",
+                std::time::Duration::from_secs(20),
+                || cached_bytes(&file) >= size / 2,
+            );
+        }
+        std::fs::write(&gate, "").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let run = common::Run::from(std::process::Output {
+            stderr: std::fs::read(&err).unwrap(),
+            ..out
+        });
+        run.success();
+        assert_eq!(run.json()["plan"]["mode"], mode);
+        let ahead = run
+            .stderr
+            .find("      read ahead: ")
+            .unwrap_or_else(|| panic!("{}", run.stderr));
+        assert!(
+            run.stderr[ahead..].contains(" of relation files (")
+                && run.stderr[ahead..].contains(" files) into the page cache ("),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            ahead < run.stderr.find("stop-old: ").unwrap(),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(fx.sql("postgres", "SELECT sum(g) FROM ra"), sum);
+        assert_eq!(
+            fx.sql("postgres", "SHOW server_version_num").trim()[..2],
+            *"17"
+        );
+        // Copying modes leave the old cluster as it was.
+        assert!(fx.datadir.join("global/pg_control").exists());
+    }
 }

@@ -177,7 +177,7 @@ fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<(CarryReport, Estimate)> {
     ui.line("checking: initdb of a scratch cluster, configuration carry-over, pg_upgrade --check");
     let started = std::time::Instant::now();
     steps::initdb::initdb(p, &new)?;
-    let estimate = crate::plan::estimate::estimate(
+    let mut estimate = crate::plan::estimate::estimate(
         &p.plan.downtime_inputs,
         Some(started.elapsed().as_secs_f64()),
     );
@@ -192,6 +192,8 @@ fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<(CarryReport, Estimate)> {
     let check = |p: &Prepared, mode| {
         steps::pg_upgrade::pg_upgrade(p, mode, &new, &confdir, scratch.path(), logs.path(), true)
     };
+    // Tests change the filesystems here, between the plan's probes and pg_upgrade's check.
+    crate::exec::interrupt::fault("check:scratch-ready");
     let mut checked = check(p, p.plan.mode);
     if let Err(e) = &checked
         && let Some(refusal) = crate::preflight::mode::copy_file_range_refused(&p.plan, e)
@@ -199,6 +201,8 @@ fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<(CarryReport, Estimate)> {
         // As upgrade does: auto's copy-file-range refused, copy instead (the scratch
         // directory, with pg_upgrade's probe file, is removed afterwards).
         crate::preflight::mode::fall_back_to_copy(&mut p.plan, &refusal);
+        estimate =
+            crate::plan::estimate::estimate(&p.plan.downtime_inputs, estimate.initdb_seconds);
         ui.line(&format!(
             "pg_upgrade --check refused --copy-file-range ({refusal}): upgrade falls back to --copy, before the window"
         ));

@@ -8,5 +8,6 @@ pub(crate) mod ownerfs;
 pub(crate) mod phases;
 pub(crate) mod postmaster;
 pub(crate) mod process;
+pub(crate) mod readahead;
 pub(crate) mod server;
 pub(crate) mod user;

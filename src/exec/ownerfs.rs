@@ -68,6 +68,16 @@ pub(crate) enum Request {
         #[arg(value_enum)]
         part: crate::exec::copytree::Part,
     },
+    /// Ask the kernel to read the relation files of a data directory (and of its
+    /// tablespaces' `PREFIX*` subdirectories) into the page cache, within a byte and a time
+    /// budget (see `exec::readahead`); prints what it advised (JSON).
+    ReadAhead {
+        datadir: PathBuf,
+        prefix: String,
+        budget: u64,
+        millis: u64,
+        tablespaces: Vec<PathBuf>,
+    },
 }
 
 fn octal(mode: &str) -> std::result::Result<u32, std::num::ParseIntError> {
@@ -122,6 +132,21 @@ fn serve_with(
         Request::MoveTree { from, to } => move_tree(&from, &to),
         Request::Symlink { target, link } => std::os::unix::fs::symlink(&target, &link)
             .map_err(|e| Error::io("cannot create the link", &link, e)),
+        Request::ReadAhead {
+            datadir,
+            prefix,
+            budget,
+            millis,
+            tablespaces,
+        } => {
+            let limit = std::time::Duration::from_millis(millis);
+            let done =
+                crate::exec::readahead::advise(&datadir, &tablespaces, &prefix, budget, limit);
+            let json = serde_json::to_vec(&done).map_err(Error::DbEncode)?;
+            output
+                .write_all(&json)
+                .map_err(|e| Error::io("cannot pass on", &datadir, e))
+        }
         Request::Links { dir } => {
             let json = serde_json::to_vec(&read_links(&dir)?).map_err(Error::DbEncode)?;
             output
@@ -416,6 +441,39 @@ pub(crate) fn copy_tree_as(
     let out = run(owner, req, &["copy-tree".into(), p(from), p(to), name], &[])?;
     serde_json::from_slice(&out).map_err(|e| Error::DbAnswer {
         request: "copy-tree".into(),
+        source: e,
+    })
+}
+
+/// Reads the relation files of `datadir` and its tablespaces ahead into the page cache as
+/// the owner (see `exec::readahead`).
+pub(crate) fn read_ahead_as(
+    owner: &Owner,
+    datadir: &Path,
+    tablespaces: &[PathBuf],
+    prefix: &str,
+    budget: u64,
+    limit: std::time::Duration,
+) -> Result<crate::exec::readahead::ReadAhead> {
+    let millis = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+    let req = Request::ReadAhead {
+        datadir: datadir.into(),
+        prefix: prefix.into(),
+        budget,
+        millis,
+        tablespaces: tablespaces.to_vec(),
+    };
+    let mut args = vec![
+        "read-ahead".into(),
+        p(datadir),
+        prefix.into(),
+        budget.to_string(),
+        millis.to_string(),
+    ];
+    args.extend(tablespaces.iter().map(|t| p(t)));
+    let out = run(owner, req, &args, &[])?;
+    serde_json::from_slice(&out).map_err(|e| Error::DbAnswer {
+        request: "read-ahead".into(),
         source: e,
     })
 }

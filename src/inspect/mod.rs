@@ -19,4 +19,5 @@ pub(crate) mod proof;
 pub(crate) mod reindex;
 pub(crate) mod replication;
 pub(crate) mod session;
+pub(crate) mod settings;
 pub(crate) mod space;

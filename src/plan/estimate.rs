@@ -43,6 +43,10 @@ pub(crate) struct Inputs {
     pub(crate) jobs: u64,
     /// Bytes the mode copies (0 for link, swap and clone).
     pub(crate) copy_bytes: u64,
+    /// The mode that copies them (copy or copy-file-range), named in the basis; `auto`'s
+    /// fallback from copy-file-range to copy changes it (`Inputs::copied_with`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) copy_mode: Option<Mode>,
 }
 
 impl Inputs {
@@ -56,6 +60,15 @@ impl Inputs {
             relations_per_database,
             jobs: jobs.max(1),
             copy_bytes: if mode.copies_data() { bytes } else { 0 },
+            copy_mode: mode.copies_data().then_some(mode),
+        }
+    }
+
+    /// The same inputs with the files copied in `mode` (a copying mode) instead.
+    pub(crate) fn copied_with(&self, mode: Mode) -> Inputs {
+        Inputs {
+            copy_mode: self.copy_mode.map(|_| mode),
+            ..self.clone()
         }
     }
 }
@@ -100,9 +113,15 @@ pub(crate) fn estimate(inputs: &Inputs, initdb_secs: Option<f64>) -> Estimate {
         PER_RELATION_SECS * 1000.0
     );
     if inputs.copy_bytes > 0 {
+        // copy and copy-file-range copied at the same rate on the same files, both from
+        // disk or both from the page cache (README "Performance"): one rate, the mode named.
+        let how = inputs
+            .copy_mode
+            .map(|m| format!(" with --{}", m.name()))
+            .unwrap_or_default();
         let _ = write!(
             basis,
-            " + {} MiB copied at {} MiB/s",
+            " + {} MiB copied{how} at {} MiB/s",
             inputs.copy_bytes / (1024 * 1024),
             COPY_RATE / (1024.0 * 1024.0)
         );
@@ -174,5 +193,32 @@ mod tests {
             (wild - (16.0 * (reference - 2.0) + 2.0)).abs() < 1e-9,
             "{wild}"
         );
+    }
+
+    #[test]
+    fn the_basis_names_the_mode_that_copies() {
+        let i = Inputs::new(Mode::CopyFileRange, vec![0, 10], 2, 300 * 1024 * 1024);
+        let e = estimate(&i, Some(0.5));
+        assert!(
+            e.basis
+                .contains(" + 300 MiB copied with --copy-file-range at 200 MiB/s"),
+            "{}",
+            e.basis
+        );
+        // auto's fallback: the same files, copied with --copy.
+        let copy = i.copied_with(Mode::Copy);
+        assert_eq!(copy.copy_mode, Some(Mode::Copy));
+        let f = estimate(&copy, Some(0.5));
+        assert!(
+            f.basis
+                .contains(" + 300 MiB copied with --copy at 200 MiB/s"),
+            "{}",
+            f.basis
+        );
+        assert!(!f.basis.contains("copy-file-range"), "{}", f.basis);
+        // Link mode copies nothing and names no copying mode, fallback or not.
+        let link = Inputs::new(Mode::Link, vec![0], 1, 300 * 1024 * 1024);
+        assert_eq!(link.copied_with(Mode::Copy).copy_mode, None);
+        assert!(!estimate(&link, None).basis.contains("copied"));
     }
 }

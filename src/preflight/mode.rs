@@ -183,6 +183,11 @@ pub(crate) fn fall_back_to_copy(plan: &mut Plan, refusal: &str) {
         "pg_upgrade --check refused --copy-file-range ({refusal}), so files are copied; the old cluster stays usable"
     );
     plan.mode_fallback = Some(refusal.to_string());
+    // The plan's estimate (reference machine) describes the copy that will run.
+    plan.downtime_inputs = plan.downtime_inputs.copied_with(Mode::Copy);
+    let e = crate::plan::estimate::estimate(&plan.downtime_inputs, None);
+    plan.estimated_downtime_secs = e.whole_seconds();
+    plan.downtime_basis = e.basis;
 }
 
 #[cfg(test)]
@@ -265,5 +270,46 @@ mod tests {
         };
         assert_eq!(copy_file_range_refusal(&other), None);
         assert_eq!(copy_file_range_refusal(&Error::SuperuserUnknown), None);
+    }
+
+    #[test]
+    fn the_fallback_to_copy_re_estimates_for_copy() {
+        let side = |major: u32| {
+            serde_json::json!({
+                "datadir": format!("/srv/{major}"), "bindir": format!("/usr/lib/{major}/bin"),
+                "major": major, "version": format!("{major}.1"), "port": 5432,
+            })
+        };
+        let inputs = crate::plan::estimate::Inputs::new(
+            Mode::CopyFileRange,
+            vec![0, 0, 40],
+            2,
+            500 * 1024 * 1024,
+        );
+        let before = crate::plan::estimate::estimate(&inputs, None);
+        let mut plan: Plan = serde_json::from_value(serde_json::json!({
+            "old": side(16), "new": side(17), "mode": "copy-file-range", "mode_reason": "",
+            "mode_auto": true, "jobs": 2,
+            "owner": {"uid": 101, "gid": 101, "name": "postgres", "home": "/srv"},
+            "work_dir": "/srv/.pgleap", "old_running": true, "old_state": "",
+            "tablespaces": [], "initdb": null, "space": [], "relation_bytes": 0,
+            "estimated_downtime_secs": before.whole_seconds(), "downtime_inputs": inputs,
+            "downtime_basis": before.basis, "analyze": true, "leave_stopped": false,
+            "steps": [],
+        }))
+        .unwrap();
+        assert!(plan.downtime_basis.contains("with --copy-file-range"));
+        fall_back_to_copy(&mut plan, "could not copy file range");
+        assert_eq!(plan.mode, Mode::Copy);
+        assert_eq!(plan.downtime_inputs.copy_mode, Some(Mode::Copy));
+        assert!(
+            plan.downtime_basis
+                .contains(" + 500 MiB copied with --copy at 200 MiB/s"),
+            "{}",
+            plan.downtime_basis
+        );
+        assert!(!plan.downtime_basis.contains("copy-file-range"));
+        // Falling back from one copying mode to the other moves the same bytes.
+        assert_eq!(plan.estimated_downtime_secs, before.whole_seconds());
     }
 }

@@ -65,6 +65,11 @@ fn check_in_journaled_mode(r: &mut Run<'_>, new: &Path, confdir: &Path) -> Resul
     }
     mode::fall_back_to_copy(&mut r.journal.record.plan, &refusal);
     r.journal.write()?;
+    // The estimate initdb scaled to this machine, for the copy that will run.
+    if let Some(e) = r.estimate.take() {
+        let inputs = &r.journal.record.plan.downtime_inputs;
+        r.estimate = Some(crate::plan::estimate::estimate(inputs, e.initdb_seconds));
+    }
     r.ui.line(&format!(
         "      pg_upgrade --check refused --copy-file-range ({refusal}): falling back to --copy, before the window"
     ));

@@ -29,6 +29,7 @@ impl Step for StopOld {
         // Before anything of the window: a refusal here leaves the old server serving (17+
         // with logical slots: fenced, consumers waited for, see `fence`).
         super::fence::before_stop(run)?;
+        read_ahead(run);
         checkpoint_old(run);
         run.journal.record.window_started_ms = Some(now_millis());
         let what = format!(
@@ -55,6 +56,56 @@ impl Step for StopOld {
     /// is stopped; rollback then starts the old server again if it was running.
     fn undo(&self, u: &mut Undoing<'_>) -> Result<()> {
         u.stop_on_old()
+    }
+}
+
+/// How long the owner may spend asking the kernel to read ahead (the reading itself goes on
+/// in the background, during the CHECKPOINTs and the stop).
+const READ_AHEAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Copying modes, while the old server still serves: its relation files read ahead into the
+/// page cache (see `exec::readahead`), so that pg_upgrade's copy inside the window reads
+/// them from memory; only when they fit in half the memory the kernel has available, so
+/// nothing the running server needs is pushed out for it. Best effort: changes nothing on
+/// disk, and a failure only costs time.
+fn read_ahead(run: &mut Run<'_>) {
+    use crate::inspect::space::human;
+    let p = run.p;
+    // The journaled mode: auto may have fallen back from copy-file-range to copy.
+    if !run.journal.record.plan.mode.copies_data() {
+        return;
+    }
+    let (bytes, Some(available)) = (
+        p.plan.relation_bytes,
+        crate::exec::readahead::memory_available(),
+    ) else {
+        return;
+    };
+    if bytes > available / 2 {
+        run.ui.line(&format!(
+            "      relation files not read ahead: {} is more than half the memory available ({})",
+            human(bytes),
+            human(available)
+        ));
+        return;
+    }
+    let prefix = format!("PG_{}_", p.old.major);
+    match crate::exec::ownerfs::read_ahead_as(
+        p.runner.owner(),
+        &p.plan.old.datadir,
+        &p.plan.tablespaces,
+        &prefix,
+        available / 2,
+        READ_AHEAD_LIMIT,
+    ) {
+        Ok(r) => run.ui.line(&format!(
+            "      read ahead: {} of relation files ({} files) into the page cache{} ({:.1}s)",
+            human(r.bytes),
+            r.files,
+            if r.complete { "" } else { ", not all of them" },
+            r.seconds
+        )),
+        Err(e) => tracing::warn!("cannot read the relation files ahead: {e}"),
     }
 }
 
