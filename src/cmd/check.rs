@@ -194,15 +194,18 @@ fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<(CarryReport, Estimate)> {
     };
     // Tests change the filesystems here, between the plan's probes and pg_upgrade's check.
     crate::exec::interrupt::fault("check:scratch-ready");
+    // Timed, with initdb's time, for the estimate (as upgrade does; not after a fallback).
+    let check_started = std::time::Instant::now();
     let mut checked = check(p, p.plan.mode);
+    let mut fell_back = false;
     if let Err(e) = &checked
         && let Some(refusal) = crate::preflight::mode::copy_file_range_refused(&p.plan, e)
     {
         // As upgrade does: auto's copy-file-range refused, copy instead (the scratch
         // directory, with pg_upgrade's probe file, is removed afterwards).
         crate::preflight::mode::fall_back_to_copy(&mut p.plan, &refusal);
-        estimate =
-            crate::plan::estimate::estimate(&p.plan.downtime_inputs, estimate.initdb_seconds);
+        estimate = estimate.redone(&p.plan.downtime_inputs);
+        fell_back = true;
         ui.line(&format!(
             "pg_upgrade --check refused --copy-file-range ({refusal}): upgrade falls back to --copy, before the window"
         ));
@@ -213,6 +216,10 @@ fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<(CarryReport, Estimate)> {
             // The new installation's libraries decide the drift; its scratch cluster answers.
             let probes = steps::collations::probe_new(p, &confdir, &new, logs.path())?;
             p.plan.collations = steps::collations::judge_against_new(p, &probes);
+            if !fell_back {
+                let secs = check_started.elapsed().as_secs_f64();
+                estimate = estimate.with_check(&p.plan.downtime_inputs, secs);
+            }
         }
         Err(Error::Refused { findings }) => {
             let kept = logs.keep();

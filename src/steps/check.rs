@@ -29,10 +29,27 @@ impl Step for Check {
     fn run(&self, run: &mut Run<'_>) -> Result<()> {
         let new = run.p.plan.new.datadir.clone();
         let confdir = run.p.plan.new.conf_dir();
-        let judged = run.step(self, "pg_upgrade --check", |r| {
-            check_in_journaled_mode(r, &new, &confdir)?;
-            super::collations::check_new(r, &confdir, &new)
+        // Timed for the downtime estimate, with initdb's time: it starts servers and reads
+        // every database's catalog as the window does. Not after a fallback, which ran the
+        // check twice.
+        let started = std::time::Instant::now();
+        let (judged, fell_back) = run.step(self, "pg_upgrade --check", |r| {
+            let fell_back = check_in_journaled_mode(r, &new, &confdir)?;
+            Ok((super::collations::check_new(r, &confdir, &new)?, fell_back))
         })?;
+        if let Some(e) = run.estimate.take() {
+            let inputs = &run.journal.record.plan.downtime_inputs;
+            run.estimate = Some(if fell_back {
+                e
+            } else {
+                let e = e.with_check(inputs, started.elapsed().as_secs_f64());
+                run.ui.line(&format!(
+                    "      downtime estimate: {:.1}s ({})",
+                    e.seconds, e.basis
+                ));
+                e
+            });
+        }
         if let Some(s) = judged {
             // What the collations step after the window repairs, also in a resumed upgrade.
             run.journal.record.plan.collations = s;
@@ -49,11 +66,11 @@ impl Step for Check {
 
 /// `pg_upgrade --check` in the journaled mode. When it refuses the copy-file-range that `auto`
 /// chose, the journal's plan falls back to copy (the pg_upgrade step reads its mode from
-/// there) before the check runs again with `--copy`.
-fn check_in_journaled_mode(r: &mut Run<'_>, new: &Path, confdir: &Path) -> Result<()> {
+/// there) before the check runs again with `--copy`. True when it fell back.
+fn check_in_journaled_mode(r: &mut Run<'_>, new: &Path, confdir: &Path) -> Result<bool> {
     let (work_dir, mode) = (&r.p.plan.work_dir, r.journal.record.plan.mode);
     let Err(e) = pg_upgrade(r.p, mode, new, confdir, work_dir, &r.log_dir, true) else {
-        return Ok(());
+        return Ok(false);
     };
     let Some(refusal) = mode::copy_file_range_refused(&r.journal.record.plan, &e) else {
         return Err(e);
@@ -68,10 +85,10 @@ fn check_in_journaled_mode(r: &mut Run<'_>, new: &Path, confdir: &Path) -> Resul
     // The estimate initdb scaled to this machine, for the copy that will run.
     if let Some(e) = r.estimate.take() {
         let inputs = &r.journal.record.plan.downtime_inputs;
-        r.estimate = Some(crate::plan::estimate::estimate(inputs, e.initdb_seconds));
+        r.estimate = Some(e.redone(inputs));
     }
     r.ui.line(&format!(
         "      pg_upgrade --check refused --copy-file-range ({refusal}): falling back to --copy, before the window"
     ));
-    pg_upgrade(r.p, Mode::Copy, new, confdir, work_dir, &r.log_dir, true).map(|_| ())
+    pg_upgrade(r.p, Mode::Copy, new, confdir, work_dir, &r.log_dir, true).map(|_| true)
 }
