@@ -790,19 +790,20 @@ impl Sshd {
             .stderr(std::fs::File::create(fx.root.path().join("sshd.log")).unwrap())
             .spawn()
             .unwrap();
-        let sshd = Sshd {
+        let mut sshd = Sshd {
             child,
             config: dir.join("config"),
         };
+        let log = fx.root.path().join("sshd.log");
+        let config = sshd.config.display().to_string();
         wait_until("the private sshd accepts the owner's key", || {
+            if let Ok(Some(status)) = sshd.child.try_wait() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("sshd exited ({status}):\n{text}");
+            }
             as_owner(
                 Path::new("/usr/bin/ssh"),
-                &[
-                    "-F",
-                    &sshd.config.display().to_string(),
-                    "standby-host",
-                    "true",
-                ],
+                &["-F", config.as_str(), "standby-host", "true"],
             )
             .status
             .success()
@@ -985,6 +986,14 @@ fn standby_places_are_refused_then_a_paused_upgrade_rolls_back() {
     );
     assert_eq!(rows(16, &fx.socket, fx.port, "t"), rows_before);
     assert!(!fx.new_datadir(17).exists());
+    // The pause never ended, and no window closed: no pause counting on.
+    let after = fx.pgleap(target(&fx, "status", 17));
+    after.success();
+    assert!(
+        after.stderr.contains("\n  downtime:  not yet\n"),
+        "{}",
+        after.stderr
+    );
 }
 
 #[test]
@@ -1748,4 +1757,149 @@ fn check_of_a_stopped_subscriber_consumes_nothing() {
     assert_eq!(confirmed(), before);
     subscriber.start();
     wait_in_sync(&publisher, &subscriber, 16);
+}
+
+/// pg_upgrade keeps a 17+ subscription's enabled state: one disabled after the preflight
+/// (by hand here) arrives disabled, and `--subscriptions resume` must not enable it.
+#[test]
+fn subscription_of_17_disabled_before_the_stop_stays_disabled() {
+    let (publisher, subscriber) = publisher_and_subscriber(17);
+    wait_in_sync(&publisher, &subscriber, 17);
+    let args = upgrade_args(&subscriber, 18, &["--subscriptions", "resume"]);
+    let paused = common::Paused::start(&subscriber, &args, "before:stop-old");
+    subscriber.sql("postgres", "ALTER SUBSCRIPTION sub DISABLE");
+    let run = paused.resume();
+    run.success();
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("  subscription postgres.sub from "))
+        .unwrap_or_else(|| panic!("no subscription line in:\n{}", run.stderr));
+    assert!(
+        line.ends_with(": kept by pg_upgrade with its table states and origin; on the new cluster: disabled, 1 of 1 tables ready. It was enabled when pgleap read it before the window, and pg_upgrade keeps a subscription's enabled state, so it was disabled before the old server stopped (by hand, or by disable_on_error after an apply error); pgleap leaves it disabled. Once its cause is dealt with: ALTER SUBSCRIPTION \"sub\" ENABLE"),
+        "{line}"
+    );
+    let enabled = psql(
+        18,
+        &subscriber.socket,
+        subscriber.port,
+        "postgres",
+        "postgres",
+        "SELECT subenabled FROM pg_subscription",
+    );
+    assert_eq!(enabled.trim(), "f", "left disabled");
+}
+
+/// The resume sequence of a 16 subscriber runs, but the publisher's slot was dropped while
+/// the subscriber was down: its worker never streams, so pgleap disables it again and the
+/// report says what ran and what is left.
+#[test]
+fn a_subscription_whose_publisher_slot_is_gone_is_disabled_again() {
+    let (publisher, subscriber) = publisher_and_subscriber(16);
+    wait_in_sync(&publisher, &subscriber, 16);
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'before' FROM generate_series(1001, 1100) g",
+    );
+    wait_in_sync(&publisher, &subscriber, 16);
+    let args = upgrade_args(&subscriber, 17, &["--subscriptions", "resume"]);
+    let paused = common::Paused::start(&subscriber, &args, "after:stop-old");
+    wait_until("the publisher's slot is released", || {
+        publisher
+            .sql(
+                "postgres",
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sub' AND NOT active",
+            )
+            .trim()
+            == "1"
+    });
+    publisher.sql("postgres", "SELECT pg_drop_replication_slot('sub')");
+    let run = paused.resume();
+    run.success();
+    for want in [
+        "subscription postgres.sub: not resumed: the 7 statements below ran, but its apply worker did not stream from the publisher within 20s (the new server's log says why: for a slot gone from the publisher, replication slot \"sub\" does not exist); pgleap disabled it again; once the cause is fixed, run only ALTER SUBSCRIPTION \"sub\" ENABLE. If the publisher's slot 'sub' is gone, the changes it kept since the old cluster stopped are gone with it: those rows must be brought over another way",
+        "Resume it, in this order:",
+    ] {
+        assert!(run.stderr.contains(want), "no {want:?} in:\n{}", run.stderr);
+    }
+    let state = psql(
+        17,
+        &subscriber.socket,
+        subscriber.port,
+        "postgres",
+        "postgres",
+        "SELECT subenabled, subslotname FROM pg_subscription",
+    );
+    assert_eq!(state.trim(), "f|sub", "disabled again, on its own slot");
+}
+
+/// The resume sequence of a 16 subscriber fails partway (the publisher down, so REFRESH
+/// PUBLICATION cannot reach it) after it enabled the subscription: pgleap disables it again,
+/// the report says which statements ran, and running the printed statements from the first
+/// once the publisher is back brings exactly the publisher's rows.
+#[test]
+fn a_resume_that_fails_partway_is_disabled_again_and_the_statements_finish_it() {
+    let (publisher, subscriber) = publisher_and_subscriber(16);
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'before' FROM generate_series(1001, 1100) g",
+    );
+    wait_in_sync(&publisher, &subscriber, 16);
+    wait_until("the subscriber's table is ready", || {
+        subscriber
+            .sql(
+                "postgres",
+                "SELECT bool_and(srsubstate = 'r') FROM pg_subscription_rel",
+            )
+            .trim()
+            == "t"
+    });
+    let args = upgrade_args(&subscriber, 17, &["--subscriptions", "resume"]);
+    let paused = common::Paused::start(&subscriber, &args, "after:stop-old");
+    // Kept by the publisher's slot while the subscriber is down.
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'during' FROM generate_series(1101, 1200) g",
+    );
+    publisher.stop();
+    let run = paused.resume();
+    run.success();
+    for want in [
+        "subscription postgres.sub: not resumed: statement 4 of 7 failed (ALTER SUBSCRIPTION \"sub\" REFRESH PUBLICATION WITH (copy_data = false)): ",
+        "; statements 1 to 3 ran; pgleap disabled it again; each can be run again: run all of them, from number 1, once the cause is fixed",
+    ] {
+        assert!(run.stderr.contains(want), "no {want:?} in:\n{}", run.stderr);
+    }
+    let state = || {
+        psql(
+            17,
+            &subscriber.socket,
+            subscriber.port,
+            "postgres",
+            "postgres",
+            "SELECT subenabled FROM pg_subscription",
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(state(), "f", "nothing left enabled");
+    publisher.start();
+    let resume = printed_commands(&run.stderr, "  subscription postgres.sub from");
+    assert_eq!(resume.len(), 7, "{resume:?}");
+    run_as_owner("", &resume);
+    assert_eq!(state(), "t");
+    publisher.sql(
+        "postgres",
+        "INSERT INTO t SELECT g, 'after' FROM generate_series(1201, 1300) g",
+    );
+    wait_in_sync(&publisher, &subscriber, 17);
+    let count = psql(
+        17,
+        &subscriber.socket,
+        subscriber.port,
+        "postgres",
+        "postgres",
+        "SELECT count(*), count(DISTINCT id) FROM t",
+    );
+    assert_eq!(count.trim(), "1300|1300", "no row lost, none twice");
 }

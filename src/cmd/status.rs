@@ -58,7 +58,7 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
         plan.mode.name(),
         plan.mode_fallback.as_ref().map(|why| format!(" (auto fell back from --copy-file-range: {why})")).unwrap_or_default(),
         if steps.is_empty() { "none yet".to_string() } else { steps.join(", ") },
-        downtime(r),
+        downtime(r, paused(&j)),
         timings(r),
         j.path().display(),
     ));
@@ -96,13 +96,15 @@ pub(crate) fn execute(args: &StatusArgs) -> Result<()> {
     Ok(())
 }
 
-/// The downtime, with and without the pause for the standbys' rsync; while paused, how long
-/// it has lasted so far.
-fn downtime(r: &crate::state::journal::Record) -> String {
+/// The downtime, with and without the pause for the standbys' rsync; while `paused`, how long
+/// the pause has lasted so far.
+fn downtime(r: &crate::state::journal::Record, paused: bool) -> String {
     let note = crate::state::pause::downtime_note(r.downtime_seconds, r.pause);
     match (r.downtime_seconds, r.pause) {
         (Some(d), _) if note.is_empty() => secs(Duration::from_secs_f64(d)),
         (Some(d), _) => format!("{} ({note})", secs(Duration::from_secs_f64(d))),
+        // Rolled back while paused: the pause never ended, and no window closed.
+        (None, Some(p)) if p.ended_ms.is_none() && !paused => "not yet".into(),
         (None, Some(p)) if p.ended_ms.is_none() => format!(
             "not yet (paused for the standbys' rsync for {} so far)",
             secs(Duration::from_secs_f64(p.seconds()))

@@ -189,13 +189,17 @@ fn rewrite_conf(
             for referenced in referenced_files(s, dir, dirs.old_data) {
                 found.queue.push((referenced, includes));
             }
-            if s.name == "include_dir" {
-                // An empty include directory must exist too (Debian's conf.d).
-                let d = resolve_in(&s.value, dir);
-                if let (true, Some(n)) = (d.is_dir(), dirs.map(&d)) {
-                    found.created_dirs.push((d, n));
-                }
+            include_dir_kept(s, dir, dirs, found);
+        }
+        // pg_hba.conf and pg_ident.conf: the files their lines include or list (`@file`).
+        for s in crate::config::hba::references(line)
+            .iter()
+            .filter(|_| !settings)
+        {
+            for referenced in referenced_files(s, dir, dirs.old_data) {
+                found.queue.push((referenced, false));
             }
+            include_dir_kept(s, dir, dirs, found);
         }
         let mut rewritten = line.to_string();
         for (o, n) in dirs.pairs() {
@@ -222,6 +226,16 @@ fn rewrite_conf(
         lines,
         settings,
         mode: file_mode(old),
+    }
+}
+
+/// An include directory, even empty, exists in the new cluster too (Debian's conf.d).
+fn include_dir_kept(s: &Setting, dir: &Path, dirs: &Dirs<'_>, found: &mut Found) {
+    if s.name == "include_dir" {
+        let d = resolve_in(&s.value, dir);
+        if let (true, Some(n)) = (d.is_dir(), dirs.map(&d)) {
+            found.created_dirs.push((d, n));
+        }
     }
 }
 
@@ -268,23 +282,28 @@ fn remove_initdb_config(dirs: &Dirs<'_>, owner: &Owner) -> Result<()> {
 
 fn resolve_in(value: &str, base: &Path) -> PathBuf {
     let p = Path::new(value);
-    if p.is_absolute() {
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
         base.join(p)
+    };
+    // `hba.d/../x.conf` is `x.conf` (lexically: the files carried are mapped by prefix).
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
     }
+    out
 }
 
 /// Files a setting points at that live in the old data directory and must come along.
 fn referenced_files(s: &Setting, conf_dir: &Path, old_datadir: &Path) -> Vec<PathBuf> {
-    let resolve = |v: &str, base: &Path| {
-        let p = Path::new(v);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
+    let resolve = resolve_in;
     match s.name.as_str() {
         "include" | "include_if_exists" => vec![resolve(&s.value, conf_dir)],
         "include_dir" => {

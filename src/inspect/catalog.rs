@@ -68,6 +68,9 @@ pub(crate) struct Catalog {
     /// WAL archiving: its settings and whether it fails now.
     #[serde(default)]
     pub(crate) archiving: crate::inspect::archive::Archiving,
+    /// `synchronous_standby_names` (empty when no commit waits for a standby).
+    #[serde(default)]
+    pub(crate) synchronous_standby_names: String,
 }
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
@@ -106,6 +109,10 @@ where
         .await?;
     let mut replication = crate::inspect::replication::read(first, version).await?;
     let archiving = crate::inspect::archive::read(first, version).await?;
+    let synchronous_standby_names: String = first
+        .query_one("SELECT current_setting('synchronous_standby_names')", &[])
+        .await?
+        .get(0);
     let mut databases = Vec::new();
     let mut collations = Vec::new();
     for r in names {
@@ -138,6 +145,7 @@ where
         replication,
         collations,
         archiving,
+        synchronous_standby_names,
     })
 }
 

@@ -37,12 +37,15 @@ pub(crate) enum Request {
         target: Target,
     },
     /// The fence before a 17+ old cluster stops: its hba file and the errors the server finds
-    /// in it, client sessions terminated (`--terminate`), the replication facts (JSON).
+    /// in it, its rules with the `--role`s each admits, client sessions terminated
+    /// (`--terminate`), the replication facts (JSON).
     FencePoll {
         #[command(flatten)]
         target: Target,
         #[arg(long)]
         terminate: bool,
+        #[arg(long = "role")]
+        roles: Vec<String>,
     },
     /// Drop replication slots by name, ending the walsender of one in use (JSON: each slot
     /// and its error, if any).
@@ -322,9 +325,13 @@ async fn facts_request(request: Request) -> Result<serde_json::Result<String>> {
 /// The fence's requests: a poll, and slots dropped.
 async fn fence_request(request: Request) -> Result<serde_json::Result<String>> {
     match request {
-        Request::FencePoll { target, terminate } => {
+        Request::FencePoll {
+            target,
+            terminate,
+            roles,
+        } => {
             let (client, version) = connect_versioned(&target).await?;
-            let poll = crate::inspect::fence::poll(&client, version, terminate)
+            let poll = crate::inspect::fence::poll(&client, version, terminate, &roles)
                 .await
                 .map_err(|e| pg_error("polling the fenced server", &e))?;
             Ok(serde_json::to_string(&poll))

@@ -58,6 +58,9 @@ impl Target {
 pub(crate) static CONNECTIONS: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> =
     std::sync::Mutex::new(Vec::new());
 
+/// The server options of every session pgleap opens (libpq's `options`).
+pub(crate) const OWN_SESSION_OPTIONS: &str = "-c synchronous_commit=local";
+
 pub(crate) async fn connect(
     target: &Target,
     user: &str,
@@ -69,7 +72,10 @@ pub(crate) async fn connect(
         .port(target.port)
         .user(user)
         .dbname(dbname)
-        .application_name("pgleap");
+        .application_name("pgleap")
+        // pgleap's own commits never wait for a synchronous standby: until the standbys are
+        // rebuilt for the new cluster, none can confirm them.
+        .options(OWN_SESSION_OPTIONS);
     if let Ok(pw) = std::env::var("PGPASSWORD") {
         config.password(pw);
     } else if let pgpass::Lookup::Found(pw) =

@@ -188,6 +188,7 @@ mod tests {
             prepared: Vec::new(),
             replication: crate::inspect::replication::Replication::default(),
             archiving: crate::inspect::archive::Archiving::default(),
+            synchronous_standby_names: String::new(),
             collations: vec![Database {
                 name: "app".into(),
                 default: versioned("libc", "fr_FR.UTF-8"),

@@ -161,6 +161,7 @@ mod tests {
             prepared: Vec::new(),
             replication: crate::inspect::replication::Replication::default(),
             archiving: crate::inspect::archive::Archiving::default(),
+            synchronous_standby_names: String::new(),
             collations: Vec::new(),
         };
         let f = missing_in(&c, &install(), &|_| false);

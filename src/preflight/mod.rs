@@ -25,6 +25,7 @@ pub(crate) mod prepared;
 pub(crate) mod replication;
 pub(crate) mod space;
 pub(crate) mod standby;
+pub(crate) mod sync;
 pub(crate) mod target;
 pub(crate) mod versions;
 
@@ -97,6 +98,7 @@ pub(crate) const FAMILIES: &[&Family] = &[
     &fam::REPLICATION,
     &fam::COLLATION,
     &fam::ARCHIVE,
+    &fam::SYNC,
     // after the preflight
     &fam::PG_UPGRADE_CHECK,
     &fam::REHEARSE,
@@ -137,6 +139,7 @@ mod fam {
     pub(super) const PREPARED: Family = family("prepared", Run::Catalog(super::prepared::prepared));
     pub(super) const HOST: Family = family("host", Run::Catalog(super::layout::host));
     pub(super) const ARCHIVE: Family = family("archive", Run::Catalog(super::archive::archive));
+    pub(super) const SYNC: Family = family("sync", Run::Catalog(super::sync::sync));
     pub(super) const REPLICATION: Family = family(
         "replication",
         Run::At(
@@ -251,6 +254,7 @@ pub(crate) const CHECKS: &[Check] = {
     const SCRATCH: &str = "`check` only: `initdb` of a scratch cluster";
     const STANDBY: &str = "the old cluster is not itself a standby";
     const ARCHIVE: &str = "WAL archiving (warnings)";
+    const SYNC: &str = "synchronous replication (a warning)";
     const ARCHIVE_AFTER: &str =
         "Once the new cluster serves, pgleap checks whether the new cluster";
     const SLOTS: &str = "replication slots survive the major pair";
@@ -392,6 +396,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("rehearse-no-space", Command, &fam::REHEARSE, REHEARSE),
         check("wal-archiving", Catalog, &fam::ARCHIVE, ARCHIVE),
         check("wal-archiving-failing", Catalog, &fam::ARCHIVE, ARCHIVE),
+        check("synchronous-standbys", Catalog, &fam::SYNC, SYNC),
         check("new-archiving-fails", Command, &fam::COMMAND, ARCHIVE_AFTER),
         check(
             "new-archiving-unconfirmed",
@@ -415,6 +420,7 @@ pub(crate) const CHECKS: &[Check] = {
         check("slot-recreate-failed", Command, &fam::COMMAND, ""),
         check("hba-fence-skipped", Command, &fam::COMMAND, ""),
         check("hba-fence-left", Command, &fam::COMMAND, ""),
+        check("hba-file-errors", Command, &fam::COMMAND, ""),
         check("replication-slot-drop-failed", Command, &fam::COMMAND, ""),
     ]
 };

@@ -121,28 +121,24 @@ fn lsn(text: &str) -> Option<u64> {
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
-/// Writes the fenced file (the original journaled first) and has the server reload it. A
-/// file pgleap cannot fence (not the owner's, not UTF-8, rejected by the server) is a
-/// warning: the wait then runs without the fence, clients still connected.
+/// Writes the fenced file (the original journaled first) and has the server reload it.
+/// Errors the server finds in the file on disk are a refusal (its rules are not the ones
+/// the server runs with). A file pgleap may not fence (not a regular file owned by the
+/// owner) or that the server rejects once fenced is a warning: the wait then runs without
+/// the fence, clients still connecting, and the file is the original.
 fn put_up(run: &mut Run<'_>, target: &db::Target, first: &Poll) -> Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     let p = run.p;
     let owner = p.runner.owner();
     let path = std::path::PathBuf::from(&first.hba_file);
+    hba_errors_refusal(&path, &first.hba_errors)?;
     let meta = std::fs::symlink_metadata(&path);
     let original = ownerfs::read(owner, &path).map(String::from_utf8);
     let (mode, original) = match (meta, original) {
         (Ok(m), Ok(Ok(text))) if m.is_file() && m.uid() == owner.uid => (m.mode() & 0o7777, text),
         _ => {
-            run.warnings.push(Finding::warning(
-                "hba-fence-skipped",
-                format!(
-                    "could not fence {}: it must be a text file owned by {}; clients kept connecting while the logical replication consumers caught up",
-                    path.display(),
-                    owner.name
-                ),
-                "Keep clients away from the old server during the upgrade yourself",
-            ));
+            let why = format!("it is not a text file owned by {}", owner.name);
+            run.warnings.push(unfenced(&path, &why));
             return Ok(());
         }
     };
@@ -153,7 +149,15 @@ fn put_up(run: &mut Run<'_>, target: &db::Target, first: &Poll) -> Result<()> {
         .filter(|s| s.logical)
         .map(|s| s.user.clone())
         .collect();
-    let fenced = hba::fenced(&original, &target.users, &consumers);
+    // The server's own rules, includes followed, and whom each admits.
+    let mut request = vec!["fence-poll".to_string()];
+    for role in target.users.iter().chain(&consumers) {
+        request.extend(["--role".to_string(), role.clone()]);
+    }
+    let request: Vec<&str> = request.iter().map(String::as_str).collect();
+    let rules: Poll = db::call(&p.runner, &request, target)?;
+    hba_errors_refusal(&path, &rules.hba_errors)?;
+    let fenced = hba::fenced(&rules.rules, &target.users, &consumers);
     run.journal.record.hba_fence = Some(HbaFence {
         path: path.clone(),
         mode,
@@ -164,25 +168,19 @@ fn put_up(run: &mut Run<'_>, target: &db::Target, first: &Poll) -> Result<()> {
     if let Err(e) = ownerfs::write(owner, &path, fenced.as_bytes(), mode) {
         run.journal.record.hba_fence = None;
         run.journal.write()?;
-        run.warnings.push(Finding::warning(
-            "hba-fence-skipped",
-            format!("could not fence {}: {e}; clients kept connecting while the logical replication consumers caught up", path.display()),
-            "Keep clients away from the old server during the upgrade yourself",
-        ));
+        run.warnings
+            .push(unfenced(&path, &format!("writing it failed: {e}")));
         return Ok(());
     }
+    interrupt::fault("fence-written");
     let check: Poll = db::call(&p.runner, &["fence-poll"], target)?;
     if !check.hba_errors.is_empty() {
         lift(p, &mut run.journal)?;
-        run.warnings.push(Finding::warning(
-            "hba-fence-skipped",
-            format!(
-                "the server rejected the fenced {} ({}); the original was put back and clients kept connecting while the logical replication consumers caught up",
-                path.display(),
-                check.hba_errors.join("; ")
-            ),
-            "Keep clients away from the old server during the upgrade yourself",
-        ));
+        let why = format!(
+            "the server rejected the fenced file ({}), so the original was put back",
+            check.hba_errors.join("; ")
+        );
+        run.warnings.push(unfenced(&path, &why));
         return Ok(());
     }
     server::reload(&p.runner, &p.old.bindir, &p.plan.old.datadir)?;
@@ -192,6 +190,37 @@ fn put_up(run: &mut Run<'_>, target: &db::Target, first: &Poll) -> Result<()> {
     ));
     interrupt::fault("fenced");
     Ok(())
+}
+
+/// The warning of a wait without the fence.
+fn unfenced(path: &std::path::Path, why: &str) -> Finding {
+    Finding::warning(
+        "hba-fence-skipped",
+        format!(
+            "could not fence {}: {why}; the old server admitted clients until it stopped while the logical replication consumers caught up (sessions were still terminated at each poll)",
+            path.display()
+        ),
+        "Keep clients away from the old server yourself during the next upgrade, or let pgleap fence it: the server's hba_file must be a regular file owned by the cluster owner",
+    )
+}
+
+/// Errors the server finds in its hba file on disk: the server keeps the rules it loaded
+/// before, which pgleap cannot read, and would refuse this file at its next start.
+fn hba_errors_refusal(path: &std::path::Path, errors: &[String]) -> Result<()> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Refused {
+        findings: vec![Finding::error(
+            "hba-file-errors",
+            format!(
+                "the old server finds errors in {} as it is on disk now ({}): it still runs with the rules it loaded before, which pgleap cannot fence, and neither it nor the new cluster, which gets this file, would start with it",
+                path.display(),
+                errors.join("; ")
+            ),
+            "Correct the file (SELECT file_name, line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL lists each error), reload the server, then run pgleap upgrade again",
+        )],
+    })
 }
 
 /// Polls (terminating client sessions each time) until every logical slot not doomed has

@@ -3,7 +3,8 @@
 //! standbys rebuilt from the new primary find their slot. pg_upgrade never carries physical
 //! slots. With `--subscriptions resume`: resume the subscriptions of an old cluster before 17
 //! (the statements the report would print, when the state recorded before the window allows
-//! it), and enable those of a 17+ one that were enabled before and arrived disabled.
+//! it), then check that each streams from the publisher (disabled again when it does not).
+//! The subscriptions of a 17+ one are read back: pg_upgrade kept their enabled state.
 //!
 //! Idempotent (a resumed upgrade runs it again) and outside the window: a failure is a
 //! warning with the statement to run by hand, never a rollback.
@@ -98,7 +99,7 @@ pub(crate) fn resume_subscriptions(run: &mut Run<'_>, socket: &Path) -> Result<(
             continue;
         }
         let (resumed, note) = if p.plan.old.major >= 17 {
-            enable_carried(run, socket, s, resume)
+            enable_carried(run, socket, s)
         } else {
             let lsn = origin_lsn(s, origins.as_deref());
             match resume_allowed(s, lsn.as_deref()) {
@@ -128,23 +129,47 @@ pub(crate) fn resume_subscriptions(run: &mut Run<'_>, socket: &Path) -> Result<(
     Ok(())
 }
 
-/// The statements of the report, run in order; stops at the first failure.
+/// How long a resumed subscription's apply worker is given to stream from the publisher.
+const STREAMING: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The statements of the report, run in order; stops at the first failure. Then its apply
+/// worker must stream from the publisher's slot: otherwise (the slot gone from the
+/// publisher, the publisher unreachable) the subscription is disabled again, so that nothing
+/// is left enabled that does not replicate, and the note says what ran and what is left.
 fn resume_one(run: &Run<'_>, socket: &Path, s: &Subscription, lsn: Option<&str>) -> (bool, String) {
     let statements = resume_statements(s, lsn);
+    let slot = s.slot.as_deref().unwrap_or(&s.name);
     for (i, sql) in statements.iter().enumerate() {
         if let Err(e) = psql_new(run, socket, &s.database, sql, "resume-subscriptions") {
+            let e = one_line(&e);
+            let ran = match i {
+                0 => "none of the statements before it ran".to_string(),
+                1 => "statement 1 ran".to_string(),
+                _ => format!("statements 1 to {i} ran"),
+            };
             return (
                 false,
                 format!(
-                    "statement {} of {} failed ({sql}): {e}; the statements before it ran, run the rest from number {} below",
+                    "statement {} of {} failed ({sql}): {e}; {ran}{}; each can be run again: run all of them, from number 1, once the cause is fixed",
                     i + 1,
                     statements.len(),
-                    i + 1
+                    disabled_again(run, socket, s, enabled_by(&statements[..i])),
                 ),
             );
         }
     }
-    let slot = s.slot.as_deref().unwrap_or(&s.name);
+    if !streams(run, socket, s) {
+        return (
+            false,
+            format!(
+                "the {} statements below ran, but its apply worker did not stream from the publisher within {}s (the new server's log says why: for a slot gone from the publisher, replication slot \"{slot}\" does not exist){}; once the cause is fixed, run only ALTER SUBSCRIPTION {} ENABLE. If the publisher's slot '{slot}' is gone, the changes it kept since the old cluster stopped are gone with it: those rows must be brought over another way",
+                statements.len(),
+                STREAMING.as_secs(),
+                disabled_again(run, socket, s, true),
+                crate::ui::replication::sql_ident(&s.name),
+            ),
+        );
+    }
     (
         true,
         format!(
@@ -155,56 +180,131 @@ fn resume_one(run: &Run<'_>, socket: &Path, s: &Subscription, lsn: Option<&str>)
     )
 }
 
-/// A 17+ subscription, carried by pg_upgrade: enabled when it was enabled before and
-/// arrived disabled; its state on the new cluster said either way.
-fn enable_carried(
-    run: &Run<'_>,
-    socket: &Path,
-    s: &Subscription,
-    may_enable: bool,
-) -> (bool, String) {
-    let literal = format!("'{}'", s.name.replace('\'', "''"));
+/// Whether the subscription's apply worker receives from the publisher within
+/// [`STREAMING`] (the walsender's first keepalive sets `received_lsn`), asked in one session
+/// that polls the workers' live state.
+fn streams(run: &Run<'_>, socket: &Path, s: &Subscription) -> bool {
+    let rounds = STREAMING.as_millis() / 500;
+    let sql = format!(
+        "DO $pgleap$ BEGIN FOR i IN 1..{rounds} LOOP \
+         IF EXISTS (SELECT FROM pg_catalog.pg_stat_subscription st JOIN pg_catalog.pg_subscription su ON su.oid = st.subid \
+         JOIN pg_catalog.pg_database d ON d.oid = su.subdbid AND d.datname = current_database() \
+         WHERE su.subname = {} AND st.relid IS NULL AND st.received_lsn IS NOT NULL) THEN RETURN; END IF; \
+         PERFORM pg_catalog.pg_sleep(0.5); END LOOP; \
+         RAISE EXCEPTION 'its apply worker does not stream'; END $pgleap$",
+        crate::ui::replication::sql_literal(&s.name)
+    );
+    psql_new(run, socket, &s.database, &sql, "resume-subscriptions").is_ok()
+}
+
+/// An error as one line of the report (psql's message spans several).
+fn one_line(e: &crate::error::Error) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether the statements that ran left the subscription enabled.
+fn enabled_by(ran: &[String]) -> bool {
+    ran.iter()
+        .rev()
+        .find(|q| q.ends_with(" ENABLE") || q.ends_with(" DISABLE"))
+        .is_some_and(|q| q.ends_with(" ENABLE"))
+}
+
+/// After a failed resume: disables the subscription again when the statements had enabled
+/// it (`enabled`), and says so.
+fn disabled_again(run: &Run<'_>, socket: &Path, s: &Subscription, enabled: bool) -> String {
+    if !enabled {
+        return "; it is disabled".into();
+    }
+    let name = crate::ui::replication::sql_ident(&s.name);
+    match psql_new(
+        run,
+        socket,
+        &s.database,
+        &format!("ALTER SUBSCRIPTION {name} DISABLE"),
+        "resume-subscriptions",
+    ) {
+        Ok(_) => "; pgleap disabled it again".into(),
+        Err(e) => format!(
+            "; it is still enabled: disabling it again failed ({}): run ALTER SUBSCRIPTION {name} DISABLE",
+            one_line(&e)
+        ),
+    }
+}
+
+/// A 17+ subscription, carried by pg_upgrade with its enabled state: its state on the new
+/// cluster said. One enabled before the window that arrived disabled was disabled before the
+/// stop (by hand, or by `disable_on_error`): pgleap leaves it so.
+fn enable_carried(run: &Run<'_>, socket: &Path, s: &Subscription) -> (bool, String) {
+    let literal = crate::ui::replication::sql_literal(&s.name);
     let state_sql = format!(
         "SELECT s.subenabled, (SELECT count(*) FILTER (WHERE r.srsubstate = 'r') || ' of ' || count(*) FROM pg_catalog.pg_subscription_rel r WHERE r.srsubid = s.oid) \
          FROM pg_catalog.pg_subscription s WHERE s.subname = {literal} \
          AND s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
     );
-    let state = |run: &Run<'_>| -> Option<(bool, String)> {
-        let out = psql_new(run, socket, &s.database, &state_sql, "resume-subscriptions").ok()?;
-        let (enabled, ready) = out.trim().split_once('|')?;
-        Some((enabled == "t", ready.to_string()))
-    };
-    let Some((enabled, ready)) = state(run) else {
+    let state = psql_new(run, socket, &s.database, &state_sql, "resume-subscriptions")
+        .ok()
+        .and_then(|out| {
+            let (enabled, ready) = out.trim().split_once('|')?;
+            Some((enabled == "t", ready.to_string()))
+        });
+    let Some((enabled, ready)) = state else {
         return (
             false,
             "its state on the new cluster could not be read".into(),
         );
     };
-    if enabled || !s.enabled || !may_enable {
-        let how = if enabled {
-            "enabled"
-        } else {
-            "disabled, as it was before"
-        };
+    if enabled {
         return (
-            enabled,
-            format!("on the new cluster: {how}, {ready} tables ready"),
+            true,
+            format!("on the new cluster: enabled, {ready} tables ready"),
         );
     }
-    let sql = format!(
-        "ALTER SUBSCRIPTION \"{}\" ENABLE",
-        s.name.replace('"', "\"\"")
-    );
-    match psql_new(run, socket, &s.database, &sql, "resume-subscriptions") {
-        Ok(_) => (
-            true,
-            format!(
-                "it arrived disabled; enabled by pgleap (--subscriptions resume), as it was before; {ready} tables ready"
-            ),
-        ),
-        Err(e) => (
+    if !s.enabled {
+        return (
             false,
-            format!("it arrived disabled and could not be enabled: {e}"),
+            format!("on the new cluster: disabled, as it was before, {ready} tables ready"),
+        );
+    }
+    (
+        false,
+        format!(
+            "on the new cluster: disabled, {ready} tables ready. It was enabled when pgleap read it before the window, and pg_upgrade keeps a subscription's enabled state, so it was disabled before the old server stopped (by hand, or by disable_on_error after an apply error); pgleap leaves it disabled. Once its cause is dealt with: ALTER SUBSCRIPTION {} ENABLE",
+            crate::ui::replication::sql_ident(&s.name)
         ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_after_an_enable_leaves_the_subscription_enabled() {
+        let s = Subscription {
+            name: "sub".into(),
+            database: "postgres".into(),
+            enabled: true,
+            conninfo: String::new(),
+            slot: Some("sub".into()),
+            publications: vec!["pub".into()],
+            tables_ready: 1,
+            tables: 1,
+            origin: "pg_1".into(),
+            origin_id: Some(1),
+        };
+        let all = resume_statements(&s, Some("0/1000"));
+        let at = |n: usize| enabled_by(&all[..n]);
+        // SET slot_name, origin advance: still disabled; ENABLE, REFRESH: enabled; DISABLE,
+        // SET slot_name: disabled; the final ENABLE.
+        assert_eq!(
+            (0..=all.len()).map(at).collect::<Vec<_>>(),
+            [false, false, false, true, true, false, false, true]
+        );
+        let without_origin = resume_statements(&s, None);
+        assert!(enabled_by(&without_origin[..2]), "{without_origin:?}");
     }
 }

@@ -265,6 +265,16 @@ pub(crate) fn superuser(p: &Prepared) -> String {
         .map_or_else(|| p.runner.owner().name.clone(), |o| o.superuser.clone())
 }
 
+/// A libpq connection string for database `db` with pgleap's own session options.
+fn own_session(db: &str) -> String {
+    let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    format!(
+        "dbname={} options={}",
+        quote(db),
+        quote(crate::inspect::session::OWN_SESSION_OPTIONS)
+    )
+}
+
 /// psql's arguments for a session as the new installation's superuser on the server at
 /// `socket` and `port`, in database `db`: no psqlrc, stop at the first error, then `rest`
 /// (`-c` statements, `-f` files, output options).
@@ -286,7 +296,7 @@ pub(crate) fn psql_args(
         "-U".into(),
         superuser(p),
         "-d".into(),
-        db.into(),
+        own_session(db),
     ];
     args.extend(rest.iter().map(ToString::to_string));
     args

@@ -94,6 +94,10 @@ pub(crate) fn roll_back(
     let mut notes = undo_steps(p, j)?;
     notes.extend(crate::steps::fence::lift(p, j)?);
     notes.push(restart_old(p, j, log_dir)?);
+    notes.extend(crate::ui::replication::rollback_notes(
+        &p.plan,
+        &j.record.replication.dropped,
+    ));
     // A full disk may keep the journal from being written until the new cluster is gone:
     // then it is written again once that space is free.
     let marked = j.set_state(State::RolledBack);

@@ -101,11 +101,22 @@ fn host(r: &Section) -> String {
 
 /// A psql command against the new cluster, as its superuser.
 fn psql(plan: &Plan, r: &Section, db: &str, sql: &str) -> String {
+    psql_on(plan, r, (&plan.new.bindir, plan.new.port), db, sql)
+}
+
+/// A psql command against the cluster of `(bindir, port)`, as the superuser.
+fn psql_on(
+    plan: &Plan,
+    r: &Section,
+    (bindir, port): (&std::path::Path, u16),
+    db: &str,
+    sql: &str,
+) -> String {
     let superuser = plan
         .initdb
         .as_ref()
         .map_or("postgres", |o| o.superuser.as_str());
-    let bin = plan.new.bindir.join("psql");
+    let bin = bindir.join("psql");
     shell_words::join([
         bin.display().to_string().as_str(),
         "-X",
@@ -114,7 +125,7 @@ fn psql(plan: &Plan, r: &Section, db: &str, sql: &str) -> String {
         "-h",
         &host(r),
         "-p",
-        &plan.new.port.to_string(),
+        &port.to_string(),
         "-U",
         superuser,
         "-d",
@@ -122,6 +133,36 @@ fn psql(plan: &Plan, r: &Section, db: &str, sql: &str) -> String {
         "-c",
         sql,
     ])
+}
+
+/// What a rollback says of the logical slots `--slots drop` dropped before the stop
+/// (`dropped`: name, why). It does not recreate them: a slot created again starts at the
+/// current position, and its consumer would go on from its own position without an error,
+/// missing every change in between; recreating one is for resynchronizing its consumer.
+pub(crate) fn rollback_notes(plan: &Plan, dropped: &[(String, String)]) -> Vec<String> {
+    let Some(r) = &plan.replication else {
+        return Vec::new();
+    };
+    dropped
+        .iter()
+        .map(|(name, _)| {
+            let slot = r.facts.slots.iter().find(|s| s.name == *name);
+            let plugin = slot.and_then(|s| s.plugin.as_deref()).unwrap_or("pgoutput");
+            let db = slot.and_then(|s| s.database.as_deref()).unwrap_or("postgres");
+            let confirmed = slot
+                .and_then(|s| s.confirmed_flush_lsn.as_deref())
+                .unwrap_or("its last position");
+            let sql = format!(
+                "SELECT pg_create_logical_replication_slot({}, {})",
+                sql_literal(name),
+                sql_literal(plugin)
+            );
+            format!(
+                "logical replication slot '{name}' was dropped before the stop (--slots drop) and the rollback does not recreate it: a slot created now starts at the old cluster's current position, so its consumer, which had confirmed up to {confirmed}, would go on without an error and miss every change in between. Recreate it only to resynchronize that consumer from a fresh copy of the data:\n    {}",
+                psql_on(plan, r, (&plan.old.bindir, plan.old.port), db, &sql)
+            )
+        })
+        .collect()
 }
 
 /// The psql command creating a physical slot on the new primary, reserving WAL at once.
@@ -133,11 +174,11 @@ pub(crate) fn create_physical_slot(plan: &Plan, r: &Section, slot: &str) -> Stri
     psql(plan, r, "postgres", &sql)
 }
 
-fn sql_literal(s: &str) -> String {
+pub(crate) fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn sql_ident(s: &str) -> String {
+pub(crate) fn sql_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
@@ -285,16 +326,16 @@ fn subscription_lines(
     let from = host_port(&s.conninfo);
     if plan.old.major >= 17 {
         let after = done.map_or_else(String::new, |d| format!("; {}", d.note));
+        // Enabled before the window, disabled on the new cluster: disabled before the stop.
+        let resumes = match done {
+            Some(d) if s.enabled && !d.resumed => "",
+            _ if s.enabled => "; it resumes by itself",
+            _ => "; it resumes by itself once enabled (it was disabled before the upgrade)",
+        };
         let _ = writeln!(
             out,
-            "  subscription {}.{} from {from}: kept by pg_upgrade with its table states and origin; it resumes by itself{}{after}",
-            s.database,
-            s.name,
-            if s.enabled {
-                ""
-            } else {
-                " once enabled (it was disabled before the upgrade)"
-            }
+            "  subscription {}.{} from {from}: kept by pg_upgrade with its table states and origin{resumes}{after}",
+            s.database, s.name,
         );
         return;
     }

@@ -524,7 +524,7 @@ pub(crate) fn paused(plan: &Plan, checkpoint: Option<&str>, resume: &str) -> Str
         rsync_procedure(&mut out, plan, r, &s, checkpoint);
         let slot = slot_to_create(r, &s).map_or_else(String::new, |n| {
             format!(
-                ", on {}: {}; then",
+                ", create its slot on {}: {}; then",
                 primary_host(r, &plan.owner.name),
                 super::replication::create_physical_slot(plan, r, n)
             )
@@ -790,5 +790,18 @@ mod procedure_tests {
             "{text}"
         );
         assert!(!text.contains("ln -sfn"), "{text}");
+    }
+
+    /// With `--slots drop`, the paused output creates the standby's slot right before its
+    /// start: the one way the report gives.
+    #[test]
+    fn a_dropped_slot_is_created_before_the_standbys_start() {
+        let mut plan = plan();
+        plan.replication.as_mut().unwrap().slots = vec![("db2".into(), Fate::Dropped)];
+        let text = paused(&plan, Some("0/2000028"), "pgleap upgrade --cluster 16/main");
+        assert!(
+            text.contains("  Then, once pgleap upgrade --cluster 16/main has started the new primary, create its slot on the primary's host (db1), as postgres: /usr/lib/postgresql/17/bin/psql -X -v 'ON_ERROR_STOP=1' -h db1 -p 5432 -U postgres -d postgres -c 'SELECT pg_create_physical_replication_slot('\\''db2'\\'', true)'; then, start it on the standby's host 10.0.0.2, as postgres: "),
+            "{text}"
+        );
     }
 }

@@ -864,3 +864,42 @@ impl Drop for Tmpfs {
         }
     }
 }
+
+/// pgleap run with `args` until the fault point `point` pauses it; `resume` lets it go on and
+/// returns how it ended.
+pub struct Paused {
+    child: std::process::Child,
+    go: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Paused {
+    pub fn start(fx: &Fixture, args: &[String], point: &str) -> Paused {
+        let go = fx.root.path().join("go");
+        let stderr = fx.root.path().join("pgleap.stderr");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgleap"))
+            .args(args)
+            .env("PGLEAP_FAULT", format!("{point}:pause={}", go.display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let want = format!("fault point {point}: waiting for");
+        wait_for(
+            &format!("pgleap pauses at {point}"),
+            std::time::Duration::from_secs(90),
+            || std::fs::read_to_string(&stderr).is_ok_and(|t| t.contains(&want)),
+        );
+        Paused { child, go, stderr }
+    }
+
+    pub fn resume(self) -> Run {
+        std::fs::write(&self.go, "").unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap(),
+        }
+    }
+}
