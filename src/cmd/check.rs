@@ -208,8 +208,10 @@ fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<(CarryReport, Estimate)> {
         ));
         checked = check(p, crate::plan::Mode::Copy);
     }
+    let checked =
+        checked.and_then(|_| steps::check::carried_config_loads(p, &confdir, &new, logs.path()));
     match checked {
-        Ok(_) => {
+        Ok(()) => {
             // The new installation's libraries decide the drift; its scratch cluster answers.
             let probes = steps::collations::probe_new(p, &confdir, &new, logs.path())?;
             p.plan.collations = steps::collations::judge_against_new(p, &probes);
