@@ -507,3 +507,40 @@ fn parent_of_the_data_directory_is_refused_with_the_fix() {
     );
     assert!(!fx.new_datadir(17).exists());
 }
+
+/// A `pg_hba.conf` edited with an error and not reloaded: the old server still runs with the
+/// rules it loaded, but no server can start with the file. `check` and `upgrade` refuse it
+/// before the old server stops, naming the old file and line, and nothing changes; once it
+/// is corrected the upgrade runs.
+#[test]
+fn a_pg_hba_conf_no_server_can_load_is_refused_before_the_stop() {
+    let fx = Fixture::new(16).running().build();
+    let hba = fx.datadir.join("pg_hba.conf");
+    let good = std::fs::read_to_string(&hba).unwrap();
+    let line = good.lines().count() + 1;
+    std::fs::write(&hba, format!("{good}host all all 1.2.3.4/40 trust\n")).unwrap();
+    let new = fx.new_datadir(17);
+    let pid = postmaster_pid(&fx.datadir);
+    let expected = format!(
+        "refused: PostgreSQL 17 does not start with the configuration carried from the old cluster (invalid CIDR mask in address \"1.2.3.4/40\"; line {line} of configuration file \"{}\"",
+        hba.display()
+    );
+    for cmd in ["check", "upgrade"] {
+        let run = fx.pgleap(fx.args(cmd, 17, &["--mode", "link"]));
+        run.refused(&expected);
+        assert!(
+            run.stderr.contains("Correct the file in the old cluster"),
+            "{}",
+            run.stderr
+        );
+        assert!(!new.exists(), "{cmd} left {}", new.display());
+        assert_eq!(fx.sql("postgres", "SELECT count(*) FROM t").trim(), "1000");
+    }
+    assert_eq!(postmaster_pid(&fx.datadir), pid, "the old server restarted");
+    assert_eq!(
+        std::fs::read_to_string(&hba).unwrap(),
+        format!("{good}host all all 1.2.3.4/40 trust\n")
+    );
+    std::fs::write(&hba, good).unwrap();
+    upgrade(&fx, 17, &["--mode", "link"]).0.success();
+}

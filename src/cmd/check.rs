@@ -194,9 +194,11 @@ fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<(CarryReport, Estimate)> {
     };
     // Tests change the filesystems here, between the plan's probes and pg_upgrade's check.
     crate::exec::interrupt::fault("check:scratch-ready");
-    // Timed, with initdb's time, for the estimate (as upgrade does; not after a fallback).
+    // pg_upgrade --check and the collation probe are timed, with initdb, for the estimate
+    // (as upgrade does; not after a fallback).
     let check_started = std::time::Instant::now();
     let mut checked = check(p, p.plan.mode);
+    let check_secs = check_started.elapsed();
     let mut fell_back = false;
     if let Err(e) = &checked
         && let Some(refusal) = crate::preflight::mode::copy_file_range_refused(&p.plan, e)
@@ -211,13 +213,16 @@ fn scratch_check(p: &mut Prepared, ui: Ui) -> Result<(CarryReport, Estimate)> {
         ));
         checked = check(p, crate::plan::Mode::Copy);
     }
+    let checked =
+        checked.and_then(|_| steps::check::carried_config_loads(p, &confdir, &new, logs.path()));
     match checked {
-        Ok(_) => {
+        Ok(()) => {
             // The new installation's libraries decide the drift; its scratch cluster answers.
+            let probe_started = std::time::Instant::now();
             let probes = steps::collations::probe_new(p, &confdir, &new, logs.path())?;
             p.plan.collations = steps::collations::judge_against_new(p, &probes);
             if !fell_back {
-                let secs = check_started.elapsed().as_secs_f64();
+                let secs = (check_secs + probe_started.elapsed()).as_secs_f64();
                 estimate = estimate.with_check(&p.plan.downtime_inputs, secs);
             }
         }

@@ -99,6 +99,25 @@ pub(crate) fn start_scratch(
     start_with(runner, bindir, datadir, Some(options), logfile)
 }
 
+/// Starts a new cluster with its own configuration files as they will serve (its
+/// `pg_hba.conf`, `pg_ident.conf`, SSL files, preloaded libraries), fenced by its socket
+/// alone: no TCP, a private 0700 socket directory only the owner can reach, no archiving, no
+/// logical replication worker, its log on stderr. A start that succeeds proves the server
+/// loads those files; the caller stops it.
+pub(crate) fn start_with_own_files(
+    runner: &Runner,
+    bindir: &Path,
+    datadir: &Path,
+    (fence, port): (&Fence, u16),
+    logfile: &Path,
+) -> Result<()> {
+    let options = format!(
+        "-p {port} -c listen_addresses='' -c unix_socket_permissions=0700 -c unix_socket_directories='{}' -c max_logical_replication_workers=0 -c archive_mode=off -c logging_collector=off",
+        fence.socket_dir().display()
+    );
+    start_with(runner, bindir, datadir, Some(options), logfile)
+}
+
 /// Starts a server with the command-line options it last ran with (`postmaster.opts`, the
 /// old server in a rollback), and waits until it accepts connections.
 pub(crate) fn start_as_ran(

@@ -255,6 +255,7 @@ pub(crate) const CHECKS: &[Check] = {
     const STANDBY: &str = "the old cluster is not itself a standby";
     const ARCHIVE: &str = "WAL archiving (warnings)";
     const SYNC: &str = "synchronous replication (a warning)";
+    const CONFIG_LOADS: &str = "the new server starts once with the carried configuration files";
     const ARCHIVE_AFTER: &str =
         "Once the new cluster serves, pgleap checks whether the new cluster";
     const SLOTS: &str = "replication slots survive the major pair";
@@ -357,6 +358,12 @@ pub(crate) const CHECKS: &[Check] = {
             PgUpgradeCheck,
             &fam::PG_UPGRADE_CHECK,
             SCRATCH,
+        ),
+        check(
+            "new-config-rejected",
+            PgUpgradeCheck,
+            &fam::PG_UPGRADE_CHECK,
+            CONFIG_LOADS,
         ),
         check("no-journal", Command, &fam::COMMAND, ""),
         check("locked", Command, &fam::COMMAND, ""),

@@ -193,7 +193,7 @@ const PG_UPGRADE_SHARED_BUFFERS: u64 = 16384;
 /// `-c shared_buffers=16384` when the cluster configured in `confdir` sets more: pg_upgrade's
 /// own servers only dump, restore and freeze catalogs, and each of their starts (four in a
 /// run) sets up the whole buffer pool first: with 4GB, 0.1 s more per start on a 2-core VM
-/// (pg_ctl's polling rounds it up), and 0.5 s less per pg_upgrade without it (README
+/// (pg_ctl's polling rounds it up), and 0.6 s less per pg_upgrade without it (README
 /// "Performance"). Never raised (a smaller pool may be all the host's huge pages hold), and
 /// the user's setting is what the new server runs with afterwards.
 fn fewer_buffers(
