@@ -662,23 +662,8 @@ fn link_mode_cluster_moved_aside_cannot_start() {
     assert!(aside[0].join("global/pg_control.disabled").exists());
 }
 
-/// Runs pgleap, failing the test (and killing it) when it has not ended within a minute: a
-/// FIFO planted where root reads would otherwise hang it forever.
 fn pgleap_within_a_minute(args: &[String]) -> Run {
-    let mut child = spawn_pgleap(args, &[]);
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "pgleap {args:?} hung for a minute:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Run::from(child.wait_with_output().unwrap())
+    common::pgleap_within(args, Duration::from_secs(60))
 }
 
 /// A FIFO or a link planted as `postmaster.pid` (where root reads the server's pid and
