@@ -662,23 +662,8 @@ fn link_mode_cluster_moved_aside_cannot_start() {
     assert!(aside[0].join("global/pg_control.disabled").exists());
 }
 
-/// Runs pgleap, failing the test (and killing it) when it has not ended within a minute: a
-/// FIFO planted where root reads would otherwise hang it forever.
 fn pgleap_within_a_minute(args: &[String]) -> Run {
-    let mut child = spawn_pgleap(args, &[]);
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "pgleap {args:?} hung for a minute:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Run::from(child.wait_with_output().unwrap())
+    common::pgleap_within(args, Duration::from_secs(60))
 }
 
 /// A FIFO or a link planted as `postmaster.pid` (where root reads the server's pid and
@@ -764,4 +749,58 @@ fn planted_fifo_as_pg_version_is_refused() {
         &common::snapshot(fx.root.path()),
         "a refused check",
     );
+}
+
+/// FIFOs planted as the work directory's lock and as the new cluster's `global/pg_control`,
+/// which root opens to see who holds the upgrade and to prove the new cluster's identity:
+/// `check`, `status` and `rollback` end (refusing or going back) instead of hanging in
+/// `open`, and nothing outside the owner's reach changes.
+#[test]
+fn planted_fifos_as_lock_and_control_file_do_not_hang_root() {
+    root_only!();
+    let fx = Fixture::new(OLD).running().build();
+    let canary = Canary::new();
+    crashed_after_initdb(&fx);
+    let lock = work_dir(&fx).join("lock");
+    let control = fx.new_datadir(NEW).join("global/pg_control");
+    plant(&format!(
+        "rm -f '{}' && mkfifo '{}' && rm '{}' && mkfifo '{}'",
+        lock.display(),
+        lock.display(),
+        control.display(),
+        control.display()
+    ));
+    let minute = Duration::from_secs(60);
+    common::pgleap_within(&fx.args("check", NEW, &[]), minute).refused(&format!(
+        "{} exists and is not empty",
+        fx.new_datadir(NEW).display()
+    ));
+    let status = common::pgleap_within(&target_args(&fx, "status", &[]), minute);
+    assert!(
+        status.stdout.contains("new-initialized") || status.stderr.contains("new-initialized"),
+        "{}\n{}",
+        status.stdout,
+        status.stderr
+    );
+    let rollback = common::pgleap_within(&target_args(&fx, "rollback", &[]), minute);
+    assert!(
+        rollback.stderr.contains(&format!(
+            "{} is not a plain file of postgres with a single name; pgleap does not follow it",
+            lock.display()
+        )),
+        "{}",
+        rollback.stderr
+    );
+    // With the lock gone, rollback reaches the identity proof of the new cluster.
+    plant(&format!("rm '{}'", lock.display()));
+    let rollback = common::pgleap_within(&target_args(&fx, "rollback", &[]), minute);
+    eprintln!(
+        "ROLLBACK {} {}{}",
+        rollback.code(),
+        rollback.stdout,
+        rollback.stderr
+    );
+    assert_old_server_back(&fx);
+    canary.assert_untouched();
+    assert_eq!(root_owned_below(fx.root.path()), Vec::<PathBuf>::new());
 }

@@ -544,3 +544,28 @@ fn a_pg_hba_conf_no_server_can_load_is_refused_before_the_stop() {
     std::fs::write(&hba, good).unwrap();
     upgrade(&fx, 17, &["--mode", "link"]).0.success();
 }
+
+/// An old data directory its group may read (`initdb -g`, mode 0750, for a backup agent or a
+/// monitoring user in the owner's group): the new one is made the same, not 0700.
+#[test]
+fn group_access_to_the_data_directory_is_kept() {
+    use std::os::unix::fs::MetadataExt as _;
+    let fx = Fixture::new(16).initdb_args(&["-g"]).running().build();
+    assert_eq!(
+        std::fs::metadata(&fx.datadir).unwrap().mode() & 0o777,
+        0o750
+    );
+    let (_, doc) = upgrade(&fx, 18, &["--mode", "copy"]);
+    assert_eq!(doc["plan"]["initdb"]["group_access"], true, "{doc}");
+    let new = fx.new_datadir(18);
+    assert_eq!(std::fs::metadata(&new).unwrap().mode() & 0o777, 0o750);
+    let mode = common::psql(
+        18,
+        &fx.socket,
+        fx.port,
+        &fx.superuser,
+        "postgres",
+        "SHOW data_directory_mode",
+    );
+    assert_eq!(mode.trim(), "0750");
+}

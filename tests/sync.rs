@@ -5,37 +5,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Fixture, Run};
 
 /// pgleap, killed and failed after three minutes: a commit waiting for a synchronous standby
 /// that never comes would otherwise hang the test forever.
 fn pgleap_bounded(args: &[String]) -> Run {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgleap"))
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(180) {
-            // pgleap waits for its child psql; end the whole group.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "pgleap {args:?} hung:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Run::from(child.wait_with_output().unwrap())
+    common::pgleap_within(args, Duration::from_secs(180))
 }
 
 #[test]

@@ -100,10 +100,18 @@ pub(crate) struct InitdbOptions {
     pub(crate) icu_rules: Option<String>,
     pub(crate) checksums: bool,
     pub(crate) wal_segsize_mb: u64,
+    /// The old data directory lets its group read it (mode 0750, `initdb -g`): a backup agent
+    /// or monitoring user in the owner's group relies on it.
+    #[serde(default)]
+    pub(crate) group_access: bool,
 }
 
 impl InitdbOptions {
-    pub(crate) fn from_old(catalog: &Catalog, control: &ControlData) -> InitdbOptions {
+    pub(crate) fn from_old(
+        catalog: &Catalog,
+        control: &ControlData,
+        group_access: bool,
+    ) -> InitdbOptions {
         let t = &catalog.template0;
         InitdbOptions {
             superuser: catalog.bootstrap_superuser.clone(),
@@ -115,6 +123,7 @@ impl InitdbOptions {
             icu_rules: t.icu_rules.clone(),
             checksums: control.checksums,
             wal_segsize_mb: control.wal_segment_bytes / (1024 * 1024),
+            group_access,
         }
     }
 
@@ -142,6 +151,9 @@ impl InitdbOptions {
         }
         if let Some(rules) = self.icu_rules.as_ref().filter(|_| new_major >= 16) {
             a.push(format!("--icu-rules={rules}"));
+        }
+        if self.group_access {
+            a.push("--allow-group-access".into());
         }
         if self.checksums {
             a.push("--data-checksums".into());
@@ -248,7 +260,16 @@ mod tests {
             icu_rules: None,
             checksums,
             wal_segsize_mb: 16,
+            group_access: false,
         }
+    }
+
+    #[test]
+    fn initdb_keeps_group_access() {
+        let mut o = opts(false);
+        assert!(!o.args(17).iter().any(|a| a == "--allow-group-access"));
+        o.group_access = true;
+        assert!(o.args(17).iter().any(|a| a == "--allow-group-access"));
     }
 
     #[test]

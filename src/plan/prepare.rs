@@ -356,7 +356,7 @@ fn build_plan(
         old_running: f.cluster.is_running(),
         old_state: f.old_state.clone(),
         tablespaces: f.tablespaces.clone(),
-        initdb: catalog.map(|c| InitdbOptions::from_old(c, &f.control)),
+        initdb: catalog.map(|c| InitdbOptions::from_old(c, &f.control, group_access(&f.cluster))),
         space: f.space.clone(),
         relation_bytes: f.usage.total_relations(),
         user_relation_bytes: user_bytes(&f.cluster),
@@ -633,4 +633,11 @@ impl Prepared {
             collation_facts: Vec::new(),
         })
     }
+}
+
+/// Whether the old data directory lets its group read it: PostgreSQL accepts mode 0700 or
+/// 0750 (`initdb --allow-group-access`), and the new one is made the same.
+fn group_access(cluster: &Cluster) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(&cluster.datadir).is_ok_and(|m| m.mode() & 0o040 != 0)
 }

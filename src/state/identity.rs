@@ -9,7 +9,6 @@
 //! ever the exact `PG_<major>_<catversion>` that the new major names, inside the locations
 //! the old cluster's own `pg_tblspc` links name.
 
-use std::io::Read as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
@@ -41,16 +40,13 @@ pub(crate) struct Identity {
 }
 
 /// The first fields of `global/pg_control` (system identifier, control and catalog
-/// versions), read without following a link at the file itself.
+/// versions), read from a regular file only: no link at the file itself is followed, and a
+/// FIFO in its place does not block.
 fn control_head(datadir: &Path) -> Option<(u64, u32)> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(datadir.join("global/pg_control"))
-        .ok()?;
-    let mut head = [0u8; 16];
-    f.read_exact(&mut head).ok()?;
+    use crate::exec::ownerfs::{Follow, read_regular};
+    // PostgreSQL writes the control file as one 8 kB block.
+    let bytes = read_regular(&datadir.join("global/pg_control"), Follow::No, 8192).ok()?;
+    let head: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
     // ControlFileData: uint64 system_identifier, uint32 pg_control_version,
     // uint32 catalog_version_no, in the machine's byte order.
     let sysid = u64::from_ne_bytes(head[0..8].try_into().ok()?);

@@ -292,7 +292,8 @@ pub(crate) fn open_nofollow(path: &Path, write: bool) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(write)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        // A FIFO planted in the file's place must not block the open.
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
 }
 

@@ -206,7 +206,7 @@ fn how_rows(out: &mut String, plan: &Plan) {
             out,
             "initdb",
             format!(
-                "superuser {}, encoding {}, locale {}/{} ({}{}), checksums {}, WAL segments {} MB",
+                "superuser {}, encoding {}, locale {}/{} ({}{}), checksums {}, WAL segments {} MB{}",
                 o.superuser,
                 o.encoding,
                 o.lc_collate,
@@ -217,7 +217,12 @@ fn how_rows(out: &mut String, plan: &Plan) {
                     .map(|l| format!(" {l}"))
                     .unwrap_or_default(),
                 if o.checksums { "on" } else { "off" },
-                o.wal_segsize_mb
+                o.wal_segsize_mb,
+                if o.group_access {
+                    ", group access (0750)"
+                } else {
+                    ""
+                }
             ),
         ),
         None => row(

@@ -747,6 +747,37 @@ impl Run {
     }
 }
 
+/// Runs pgleap as [`pgleap`] does, but fails the test when it has not ended within `limit`,
+/// after killing it and the programs it started (its own process group): a FIFO where root
+/// reads, or a commit waiting for a standby that never comes, would otherwise hang the test
+/// forever.
+#[allow(dead_code)]
+pub fn pgleap_within(args: &[String], limit: std::time::Duration) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgleap"))
+        .args(args)
+        .env_remove("PGLEAP_OLD_DATADIR")
+        .env_remove("PGLEAP_NEW_DATADIR")
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let group = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "pgleap {args:?} did not end within {limit:?}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Run::from(child.wait_with_output().unwrap())
+}
+
 pub fn pgleap<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,
