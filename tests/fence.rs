@@ -395,16 +395,29 @@ fn a_fenced_file_the_server_rejects_is_put_back_with_a_warning() {
     );
 }
 
+/// Errors in `pg_hba.conf` on disk (edited without a reload: the server still runs with the
+/// rules it loaded before). Present when the upgrade starts, the start of the new cluster with
+/// its carried files refuses them in the check step; made after that step (pgleap held at
+/// `after:check`), the fence refuses them before the stop.
 #[test]
 fn errors_in_pg_hba_on_disk_are_refused_before_the_stop() {
     let fx = logical_17();
     let hba = fx.datadir.join("pg_hba.conf");
-    // Edited without a reload: the server still runs with the rules it loaded before.
-    let text = std::fs::read_to_string(&hba).unwrap() + "host all all\n";
+    let original = std::fs::read_to_string(&hba).unwrap();
+    let text = original.clone() + "host all all\n";
+    let line = text.lines().count();
+    std::fs::write(&hba, &text).unwrap();
+    fx.pgleap(upgrade(&fx)).refused(&format!(
+        "refused: PostgreSQL 18 does not start with the configuration carried from the old cluster (end-of-line before IP address specification; line {line} of configuration file \"{}\"",
+        hba.display()
+    ));
+    assert!(!fx.new_datadir(18).exists(), "the new cluster is gone");
+    std::fs::write(&hba, &original).unwrap();
+
+    let paused = common::Paused::start(&fx, &upgrade(&fx), "after:check");
     std::fs::write(&hba, &text).unwrap();
     let before = files(std::slice::from_ref(&hba));
-    let line = text.lines().count();
-    let run = fx.pgleap(upgrade(&fx));
+    let run = paused.resume();
     run.refused(&format!(
         "the old server finds errors in {0} as it is on disk now ({0}:{line}: end-of-line before IP address specification): it still runs with the rules it loaded before, which pgleap cannot fence, and neither it nor the new cluster, which gets this file, would start with it",
         hba.display()
