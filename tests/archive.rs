@@ -221,11 +221,12 @@ fn the_collation_probe_never_archives() {
             .filter_map(Result::ok)
             .filter(|e| e.file_name() == "postmaster.pid")
             .map(|e| e.path().parent().unwrap().to_path_buf())
-            // Not the old server, nor pg_upgrade's own servers (binary upgrade mode, `-b`).
+            // Not the old server, nor pg_upgrade's own servers (binary upgrade mode, `-b`), nor
+            // the start that proves the carried files load (it uses them: no private hba_file).
             .find(|dir| {
                 *dir != fx.datadir
                     && std::fs::read_to_string(dir.join("postmaster.opts"))
-                        .is_ok_and(|o| !o.contains("\"-b\""))
+                        .is_ok_and(|o| !o.contains("\"-b\"") && o.contains("hba_file"))
             })
             .and_then(|dir| std::fs::read_to_string(dir.join("postmaster.pid")).ok())
             .filter(|t| t.lines().count() >= 8 && t.lines().nth(7).unwrap().trim() == "ready");
