@@ -524,21 +524,7 @@ fn delete_a_row(p: &Prepared, before: &Capture, socket: &Path, port: u16) -> Res
     };
     let sql =
         format!("DELETE FROM ONLY {table} WHERE ctid = (SELECT ctid FROM ONLY {table} LIMIT 1)");
-    let args = [
-        "-X".to_string(),
-        "-v".into(),
-        "ON_ERROR_STOP=1".into(),
-        "-h".into(),
-        socket.display().to_string(),
-        "-p".into(),
-        port.to_string(),
-        "-U".into(),
-        crate::steps::step::superuser(p),
-        "-d".into(),
-        db,
-        "-c".into(),
-        sql,
-    ];
+    let args = crate::steps::step::psql_args(p, socket, port, &db, &["-c", &sql]);
     p.runner
         .run(
             &p.new.psql(),
