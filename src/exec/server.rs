@@ -48,9 +48,19 @@ impl Fence {
     /// changes from a publisher.
     pub(crate) fn server_options(&self, port: u16) -> String {
         format!(
-            "-p {port} -c listen_addresses='' -c unix_socket_permissions=0700 -c unix_socket_directories='{}' -c hba_file='{}' -c max_logical_replication_workers=0",
-            self.dir.path().display(),
+            "{} -c hba_file='{}'",
+            self.socket_options(port),
             self.dir.path().join("pg_hba.conf").display()
+        )
+    }
+
+    /// The part of [`Fence::server_options`] that fences the server by its socket alone: no
+    /// TCP, only the private socket directory, no logical replication worker; the server's
+    /// own `pg_hba.conf` still applies.
+    fn socket_options(&self, port: u16) -> String {
+        format!(
+            "-p {port} -c listen_addresses='' -c unix_socket_permissions=0700 -c unix_socket_directories='{}' -c max_logical_replication_workers=0",
+            self.dir.path().display()
         )
     }
 }
@@ -112,8 +122,8 @@ pub(crate) fn start_with_own_files(
     logfile: &Path,
 ) -> Result<()> {
     let options = format!(
-        "-p {port} -c listen_addresses='' -c unix_socket_permissions=0700 -c unix_socket_directories='{}' -c max_logical_replication_workers=0 -c archive_mode=off -c logging_collector=off",
-        fence.socket_dir().display()
+        "{} -c archive_mode=off -c logging_collector=off",
+        fence.socket_options(port)
     );
     start_with(runner, bindir, datadir, Some(options), logfile)
 }
