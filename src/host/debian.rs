@@ -263,8 +263,7 @@ pub(crate) fn debian_cluster_of_datadir(
     root: &Path,
     datadir: &Path,
 ) -> Option<(ClusterId, PathBuf)> {
-    let version = read_untrusted(&datadir.join("PG_VERSION"))
-        .and_then(|t| crate::inspect::cluster::parse_pg_version(&t))?;
+    let version = crate::inspect::cluster::pg_version_of(datadir)?;
     let mut candidates: Vec<ClusterId> = Vec::new();
     if let Some(name) = datadir.file_name().and_then(|n| n.to_str()) {
         candidates.push(ClusterId {

@@ -147,7 +147,7 @@ impl Cluster {
             ));
         }
         let version_file = datadir.join("PG_VERSION");
-        let text = match read_regular_text(&version_file, Follow::No, 4096) {
+        let text = match read_regular_text(&version_file, Follow::No, PG_VERSION_LIMIT) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Finding::error(
@@ -347,6 +347,17 @@ pub(crate) fn major_of_catalog(catalog_version: &str) -> Option<u32> {
         .iter()
         .find(|(_, v)| *v == catalog_version)
         .map(|(m, _)| *m)
+}
+
+/// The most a `PG_VERSION` holds (one short line), with room to spare.
+const PG_VERSION_LIMIT: u64 = 4096;
+
+/// The major `DATADIR/PG_VERSION` names, when it is a regular file (read without following a
+/// link or blocking on a FIFO: the data directory is the owner's) that names one.
+pub(crate) fn pg_version_of(datadir: &Path) -> Option<u32> {
+    read_regular_text(&datadir.join("PG_VERSION"), Follow::No, PG_VERSION_LIMIT)
+        .ok()
+        .and_then(|t| parse_pg_version(&t))
 }
 
 pub(crate) fn parse_pg_version(text: &str) -> Option<u32> {

@@ -11,13 +11,7 @@ use crate::state::journal::{FILE, Journal};
 /// `new_datadir` when given, else beside each versioned sibling of the old data directory.
 pub(crate) fn locate(old_datadir: &Path, new_datadir: Option<&Path>) -> Result<Option<Journal>> {
     let mut candidates = Vec::new();
-    let old_major = crate::exec::ownerfs::read_regular_text(
-        &old_datadir.join("PG_VERSION"),
-        crate::exec::ownerfs::Follow::No,
-        4096,
-    )
-    .ok()
-    .and_then(|t| crate::inspect::cluster::parse_pg_version(&t));
+    let old_major = crate::inspect::cluster::pg_version_of(old_datadir);
     match (new_datadir, old_major) {
         (Some(new), Some(old)) => {
             for m in old + 1..=old + 20 {

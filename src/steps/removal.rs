@@ -36,13 +36,7 @@ fn refuse(message: String, fix: &str) -> Error {
 pub(crate) fn plan(plan: &Plan) -> Result<Removal> {
     let old = &plan.old.datadir;
     let real_old = paths::canonical(old);
-    let version = crate::exec::ownerfs::read_regular_text(
-        &real_old.join("PG_VERSION"),
-        crate::exec::ownerfs::Follow::No,
-        4096,
-    )
-    .unwrap_or_default();
-    if crate::inspect::cluster::parse_pg_version(&version) != Some(plan.old.major)
+    if crate::inspect::cluster::pg_version_of(&real_old) != Some(plan.old.major)
         || !real_old.join("global").is_dir()
     {
         return Err(refuse(
